@@ -1,0 +1,3 @@
+import sys
+from e5jax.cli import main
+sys.exit(main())

@@ -1,0 +1,104 @@
+"""Command line: ``e5jax {validate,synth,run,report}``.
+
+Bad input -> one line on stderr naming the problem, exit code 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from e5jax.table import TableError, default_table_path, load_table
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit 2)."""
+
+
+def _fail(msg: str) -> int:
+    print(f"e5jax: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_validate(args) -> int:
+    from e5jax.stats import format_summary, table_summary
+
+    table = load_table(args.path)
+    s = table_summary(table, lam=args.lam)
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(format_summary(s, str(args.path)))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from e5jax.synth import generate
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".npz"):
+        raise UsageError(f"--out {out}: use a .csv or .npz file name")
+    if args.requests < 10:
+        raise UsageError(f"--requests must be at least 10, got {args.requests}")
+    table = generate(seed=args.seed, num_requests=args.requests)
+    table.save(out)
+    print(f"wrote {out}: {table.num_requests} requests x {table.num_configs} configs")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from e5jax.run import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_report(args) -> int:
+    from e5jax.report import report_from_args
+
+    return report_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="e5jax", description="E5 training-strategy comparison lab (JAX).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    v = sub.add_parser("validate", help="check a profile table (.csv/.npz) and print its summary")
+    v.add_argument("path", nargs="?", default=str(default_table_path()), help="table file (default: embedded default)")
+    v.add_argument("--lam", type=float, default=2.0, help="overshoot penalty λ used for the oracle/reference numbers")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("synth", help="generate the calibrated synthetic table")
+    s.add_argument("--out", required=True, help="output .csv or .npz")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--requests", type=int, default=1200)
+    s.set_defaults(func=cmd_synth)
+
+    r = sub.add_parser("run", help="train and evaluate every method on every seed (the E5 comparison)")
+    r.add_argument("--config", default=None, help="TOML config (default: experiments/e5_default.toml settings)")
+    r.add_argument("--table", default=None, help="profile table (default: the embedded default)")
+    r.add_argument("--out", default=None, help="output directory (default: artifacts/e5)")
+    r.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the config)")
+    r.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    r.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild figures and summary.md of a finished run from its JSON files")
+    rep.add_argument("dir", help="run output directory")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (TableError, UsageError) as e:
+        return _fail(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The lookup environment: a profile table as a traced pytree, and pure functions over it.
+
+One-step contextual bandit (DESIGN.md "Environment semantics"):
+
+* observation = standardized request features (train-split statistics) ++ task one-hot ++ budget fraction b;
+* budget = b x baseline, baseline = the request's full-config latency; latency is normalized by baseline;
+* ``reward = quality - lam * max(0, latency / baseline - b)``;
+* one env step = one executed (request, config) profiling call.
+
+Everything here is jittable and vmappable over a leading seed axis; the table is an input (gymnax style),
+never a compile-time constant, so one compiled program serves any table of the same shape.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from e5jax.table import ProfileTable
+
+EVAL_BUDGETS = (0.35, 0.50, 0.70, 0.85, 1.00)
+
+
+@struct.dataclass
+class EnvParams:
+    features: jax.Array  # [R, F] standardized with train-split statistics
+    task: jax.Array  # [R] int32
+    latency_norm: jax.Array  # [R, C] latency / baseline
+    latency_ms: jax.Array  # [R, C]
+    latency_std_norm: jax.Array  # [R, C] latency_std / baseline (zeros when the table has none)
+    quality: jax.Array  # [R, C]
+    baseline_ms: jax.Array  # [R]
+    train_idx: jax.Array  # [Rt] int32
+    val_idx: jax.Array  # [Rv] int32
+    budgets: jax.Array  # [B] evaluation budgets (fractions of baseline)
+    train_budgets: jax.Array  # [Bt] budgets sampled during training
+    lam: jax.Array  # scalar overshoot penalty
+    latency_noise: jax.Array  # scalar: 1.0 draws latency noise on profiling calls, 0.0 = table mean
+    # static (shapes the networks and the programs depend on)
+    knob_sizes: tuple = struct.field(pytree_node=False, default=())
+    num_tasks: int = struct.field(pytree_node=False, default=0)
+
+    @property
+    def num_configs(self) -> int:
+        return int(np.prod(self.knob_sizes))
+
+    @property
+    def obs_dim(self) -> int:
+        return self.features.shape[-1] + self.num_tasks + 1
+
+    @property
+    def full_config(self) -> int:
+        return self.num_configs - 1
+
+
+def make_env_params(
+    table: ProfileTable,
+    lam: float = 2.0,
+    budgets=EVAL_BUDGETS,
+    train_budgets=None,
+    latency_noise: bool = False,
+) -> EnvParams:
+    """Host ProfileTable -> device EnvParams (float32)."""
+    train = table.split_indices("train")
+    val = table.split_indices("val")
+    mu = table.features[train].mean(0)
+    sd = table.features[train].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    feats = (table.features - mu) / sd
+    base = table.latency_ms[:, table.full_config]
+    std = table.latency_std_ms if table.latency_std_ms is not None else np.zeros_like(table.latency_ms)
+    f32 = lambda x: jnp.asarray(np.asarray(x, dtype=np.float32))  # noqa: E731
+    return EnvParams(
+        features=f32(feats),
+        task=jnp.asarray(table.task_index),
+        latency_norm=f32(table.latency_ms / base[:, None]),
+        latency_ms=f32(table.latency_ms),
+        latency_std_norm=f32(std / base[:, None]),
+        quality=f32(table.quality),
+        baseline_ms=f32(base),
+        train_idx=jnp.asarray(train),
+        val_idx=jnp.asarray(val),
+        budgets=f32(budgets),
+        train_budgets=f32(budgets if train_budgets is None else train_budgets),
+        lam=f32(lam),
+        latency_noise=f32(1.0 if latency_noise else 0.0),
+        knob_sizes=tuple(int(s) for s in table.knob_sizes),
+        num_tasks=len(table.task_names),
+    )
+
+
+# ----------------------------------------------------------------------------- observations
+def observe(env: EnvParams, req: jax.Array, budget: jax.Array) -> jax.Array:
+    """[...] request indices and budget fractions -> [..., obs_dim] observations."""
+    onehot = jax.nn.one_hot(env.task[req], env.num_tasks, dtype=jnp.float32)
+    b = jnp.broadcast_to(budget, req.shape)[..., None].astype(jnp.float32)
+    return jnp.concatenate([env.features[req], onehot, b], axis=-1)
+
+
+def sample_requests(key: jax.Array, env: EnvParams, n: int, split: str = "train"):
+    """n (request, budget) pairs: requests uniform over the split, budgets uniform over train_budgets.
+
+    Returns (req [n] int32, budget [n] float32, budget_idx [n] int32 into ``env.train_budgets``).
+    """
+    k1, k2 = jax.random.split(key)
+    pool = env.train_idx if split == "train" else env.val_idx
+    req = pool[jax.random.randint(k1, (n,), 0, pool.shape[0])]
+    bidx = jax.random.randint(k2, (n,), 0, env.train_budgets.shape[0])
+    return req, env.train_budgets[bidx], bidx
+
+
+# ----------------------------------------------------------------------------- lookups and reward
+def reward_from(env: EnvParams, quality, latency_norm, budget):
+    return quality - env.lam * jnp.maximum(0.0, latency_norm - budget)
+
+
+def lookup(env: EnvParams, req, config, key=None):
+    """Profile (request, config): (quality, normalized latency). Draws latency noise if enabled and key given."""
+    q = env.quality[req, config]
+    lat = env.latency_norm[req, config]
+    if key is not None:
+        noise = jax.random.normal(key, lat.shape) * env.latency_std_norm[req, config]
+        lat = jnp.maximum(lat + env.latency_noise * noise, 1e-6)
+    return q, lat
+
+
+def step(env: EnvParams, req, budget, config, key=None):
+    """One profiling call per element: reward, quality and normalized latency of the executed config."""
+    q, lat = lookup(env, req, config, key)
+    return reward_from(env, q, lat, budget), q, lat
+
+
+def reward_matrix(env: EnvParams, req, budget):
+    """[..., C] rewards of every config (table means, no noise). Reference computations only."""
+    b = jnp.asarray(budget)[..., None]
+    return reward_from(env, env.quality[req], env.latency_norm[req], b)
+
+
+def oracle_config(env: EnvParams, req, budget):
+    """argmax_config reward per (request, budget) (ties -> lowest index, i.e. the cheapest-ordered config)."""
+    return jnp.argmax(reward_matrix(env, req, budget), axis=-1)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def eval_grid(env: EnvParams):
+    """All (budget, val request) pairs: req [B, Rv], budget [B, Rv]."""
+    B, Rv = env.budgets.shape[0], env.val_idx.shape[0]
+    req = jnp.broadcast_to(env.val_idx[None, :], (B, Rv))
+    budget = jnp.broadcast_to(env.budgets[:, None], (B, Rv))
+    return req, budget
+
+
+def evaluate_actions(env: EnvParams, actions: jax.Array) -> dict:
+    """Metrics per evaluation budget of configs ``actions`` [B, Rv] chosen on the val grid.
+
+    Returns arrays of shape [B]: utility (mean reward), quality_mean, latency_p95_ms, latency_p95_norm,
+    slo_violation_rate (latency > b x baseline), latency_mean_norm.
+    """
+    req, budget = eval_grid(env)
+    chex.assert_equal_shape([actions, req])
+    q = env.quality[req, actions]
+    lat = env.latency_norm[req, actions]
+    lat_ms = env.latency_ms[req, actions]
+    r = reward_from(env, q, lat, budget)
+    return {
+        "utility": r.mean(-1),
+        "quality_mean": q.mean(-1),
+        "latency_p95_ms": jnp.percentile(lat_ms, 95.0, axis=-1),
+        "latency_p95_norm": jnp.percentile(lat, 95.0, axis=-1),
+        "latency_mean_norm": lat.mean(-1),
+        "slo_violation_rate": (lat > budget).mean(-1),
+    }
+
+
+def evaluate_policy(env: EnvParams, policy) -> dict:
+    """Greedy evaluation of any controller exposing ``greedy(env, req, budget, budget_idx) -> config``."""
+    req, budget = eval_grid(env)
+    bidx = jnp.broadcast_to(jnp.arange(env.budgets.shape[0])[:, None], req.shape)
+    return evaluate_actions(env, policy.greedy(env, req, budget, bidx))
+
+
+def expected_utility(env: EnvParams, probs: jax.Array) -> jax.Array:
+    """Exact expected reward per budget of a stochastic policy with config probabilities [B, Rv, C]."""
+    req, budget = eval_grid(env)
+    return jnp.sum(probs * reward_matrix(env, req, budget), -1).mean(-1)
+
+
+def reference_actions(env: EnvParams) -> dict:
+    """Config choices [B, Rv] of the references: oracle and full config."""
+    req, budget = eval_grid(env)
+    return {
+        "oracle": oracle_config(env, req, budget),
+        "full": jnp.full(req.shape, env.full_config, dtype=jnp.int32),
+    }
+
+
+def evaluate_references(env: EnvParams) -> dict:
+    """Oracle, full config and uniform-random policy, with the same evaluator as the learners.
+
+    The random policy's numbers are exact expectations over the uniform distribution (utility, quality,
+    violation rate); its percentiles come from the pooled distribution of all configs.
+    """
+    out = {name: evaluate_actions(env, a) for name, a in reference_actions(env).items()}
+    req, budget = eval_grid(env)
+    q = env.quality[req]  # [B, Rv, C]
+    lat = env.latency_norm[req]
+    B = budget.shape[0]
+    out["random"] = {
+        "utility": reward_from(env, q, lat, budget[..., None]).mean((-1, -2)),
+        "quality_mean": q.mean((-1, -2)),
+        "latency_p95_ms": jnp.percentile(env.latency_ms[req].reshape(B, -1), 95.0, axis=-1),
+        "latency_p95_norm": jnp.percentile(lat.reshape(B, -1), 95.0, axis=-1),
+        "latency_mean_norm": lat.mean((-1, -2)),
+        "slo_violation_rate": (lat > budget[..., None]).mean((-1, -2)),
+    }
+    return out
+
+
+def normalized_utility(u, u_random, u_oracle):
+    """(U - U_random) / (U_oracle - U_random): the fraction of the oracle gap closed."""
+    return (u - u_random) / (u_oracle - u_random)

@@ -1,0 +1,116 @@
+"""What a table offers a controller: the numbers `e5jax validate` prints.
+
+All quantities are computed with the environment's own functions (e5jax.env), so the summary and the
+training lab agree on rewards, the oracle and the evaluator.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import jax.numpy as jnp
+import numpy as np
+
+from e5jax import env as E
+from e5jax.table import ProfileTable
+
+
+def task_budget_lut_actions(env: E.EnvParams, requests=None) -> jnp.ndarray:
+    """Best fixed config per (task, eval budget), chosen by mean reward over ``requests`` (default: all).
+
+    Returns the configs it picks on the val grid, [B, Rv].
+    """
+    R = env.task.shape[0]
+    req = jnp.arange(R) if requests is None else jnp.asarray(requests)
+    rew = E.reward_matrix(env, req[None, :], env.budgets[:, None])  # [B, n, C]
+    onehot = (env.task[req][:, None] == jnp.arange(env.num_tasks)[None]).astype(jnp.float32)  # [n, T]
+    mean_rew = jnp.einsum("bnc,nt->btc", rew, onehot) / jnp.maximum(onehot.sum(0), 1)[None, :, None]
+    best = jnp.argmax(mean_rew, -1)  # [B, T]
+    vreq, _ = E.eval_grid(env)
+    return jnp.take_along_axis(best, env.task[vreq], axis=1)
+
+
+def table_summary(table: ProfileTable, lam: float = 2.0) -> dict:
+    env = E.make_env_params(table, lam=lam)
+    budgets = [float(b) for b in np.asarray(env.budgets)]
+    refs = {k: {m: np.asarray(v).tolist() for m, v in d.items()} for k, d in E.evaluate_references(env).items()}
+    lut = {m: np.asarray(v) for m, v in E.evaluate_actions(env, task_budget_lut_actions(env)).items()}
+    u_r = np.asarray(refs["random"]["utility"])
+    u_o = np.asarray(refs["oracle"]["utility"])
+    ctx = E.normalized_utility(lut["utility"], u_r, u_o)
+
+    # oracle diversity within each (task, budget), over all requests of the table
+    R = table.num_requests
+    req = jnp.arange(R)
+    orc = np.asarray(E.oracle_config(env, req[None, :], env.budgets[:, None]))  # [B, R]
+    tasks = table.task_types
+    diversity = {}
+    for t in table.task_names:
+        m = tasks == t
+        diversity[t] = []
+        for bi in range(len(budgets)):
+            cnt = Counter(orc[bi, m].tolist())
+            top, n_top = cnt.most_common(1)[0]
+            diversity[t].append({"distinct_oracle_configs": len(cnt), "share_not_modal": 1.0 - n_top / int(m.sum())})
+    hist = []
+    for bi in range(len(budgets)):
+        cnt = Counter(orc[bi].tolist())
+        hist.append([[table.config_label(c), n] for c, n in cnt.most_common(5)])
+
+    smallest = 0
+    return {
+        "requests": {s: {t: int(((table.split == s) & (tasks == t)).sum()) for t in table.task_names} for s in ("train", "val")},
+        "grid": {k: v.tolist() for k, v in table.knobs.items()},
+        "num_configs": table.num_configs,
+        "features": list(table.feature_names),
+        "latency_ms_range": [float(table.latency_ms.min()), float(table.latency_ms.max())],
+        "quality_range": [float(table.quality.min()), float(table.quality.max())],
+        "lam": lam,
+        "budgets": budgets,
+        "full_config_quality_per_task": {t: float(table.quality[tasks == t, table.full_config].mean()) for t in table.task_names},
+        "full_config_latency_ms_mean": float(table.latency_ms[:, table.full_config].mean()),
+        "smallest_config_latency_ms_mean": float(table.latency_ms[:, smallest].mean()),
+        "smallest_over_full_latency_mean": float((table.latency_ms[:, smallest] / table.latency_ms[:, table.full_config]).mean()),
+        "references_val": refs,
+        "oracle_slo_violation_rate_val": refs["oracle"]["slo_violation_rate"],
+        "feasible_share_val": [float((np.asarray(env.latency_norm)[table.split == "val"].min(-1) <= b).mean()) for b in budgets],
+        "oracle_diversity": diversity,
+        "oracle_histogram_top5": hist,
+        "task_budget_lut_normalized_utility_val": ctx.tolist(),
+        "context_value": float(ctx.mean()),
+    }
+
+
+def format_summary(s: dict, source: str = "") -> str:
+    L = []
+    L.append(f"table {source}".rstrip())
+    for split, d in s["requests"].items():
+        L.append(f"  {split:5s}: {sum(d.values()):5d} requests  " + "  ".join(f"{t}={n}" for t, n in d.items()))
+    L.append(f"  grid: {s['num_configs']} configs  " + "  ".join(f"{k}={v}" for k, v in s["grid"].items()))
+    L.append(f"  features: {', '.join(s['features'])}")
+    lo, hi = s["latency_ms_range"]
+    ql, qh = s["quality_range"]
+    L.append(f"  latency_ms in [{lo:.2f}, {hi:.2f}]  quality in [{ql:.3f}, {qh:.3f}]")
+    L.append(
+        f"  mean latency: full config {s['full_config_latency_ms_mean']:.1f} ms, smallest "
+        f"{s['smallest_config_latency_ms_mean']:.1f} ms (smallest/full = {s['smallest_over_full_latency_mean']:.3f} per request)"
+    )
+    L.append("  full-config quality per task: " + "  ".join(f"{t}={q:.3f}" for t, q in s["full_config_quality_per_task"].items()))
+    L.append(f"  reward = quality - {s['lam']} * max(0, latency/baseline - b); val split references per budget b:")
+    L.append("    b      " + "".join(f"{b:>8.2f}" for b in s["budgets"]))
+    for name in ("oracle", "full", "random"):
+        r = s["references_val"][name]
+        L.append(f"    {name:7s}U" + "".join(f"{x:8.3f}" for x in r["utility"]))
+        L.append(f"    {name:7s}V" + "".join(f"{x:8.1%}" for x in r["slo_violation_rate"]))
+    L.append("    feasible" + "".join(f"{x:8.1%}" for x in s["feasible_share_val"])
+             + "   (share of val requests with at least one config within budget)")
+    L.append("    taskLUT " + "".join(f"{x:8.3f}" for x in s["task_budget_lut_normalized_utility_val"])
+             + "   (normalized utility of the perfect-knowledge task x budget LUT)")
+    L.append(f"  context value (task x budget LUT normalized utility, mean over budgets): {s['context_value']:.3f}")
+    L.append("  oracle diversity within (task, budget): distinct oracle configs / share of requests not on the modal config")
+    for t, rows in s["oracle_diversity"].items():
+        L.append(f"    {t:12s}" + "".join(f"  {r['distinct_oracle_configs']:3d}/{r['share_not_modal']:4.0%}" for r in rows))
+    L.append("  oracle config histogram per budget (top 5):")
+    for b, h in zip(s["budgets"], s["oracle_histogram_top5"]):
+        L.append(f"    b={b:.2f}: " + "; ".join(f"{c} x{n}" for c, n in h))
+    return "\n".join(L)

@@ -1,0 +1,435 @@
+"""The profile table: every (request, config) with its measured latency and quality.
+
+Contract (DESIGN.md, "The profile table"):
+
+* knob grid: ordered mapping knob -> sorted integer levels; configs are the Cartesian product in
+  row-major order (the last knob varies fastest); the *full* config is the max level of every knob,
+  i.e. the last config index.
+* per request: ``request_id``, ``task_type``, ``split`` in {train, val}, a float feature vector;
+* per (request, config): ``latency_ms > 0``, ``quality`` in [0, 1], optional ``latency_std_ms >= 0``;
+* every request has every config exactly once.
+
+Anything else raises :class:`TableError` with a one-line message naming the offending
+request / config / column. The CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_KNOBS = ("vision_tokens", "top_k", "active_blocks")
+SPLITS = ("train", "val")
+REQUIRED_COLUMNS = ("request_id", "split", "task_type")
+VALUE_COLUMNS = ("latency_ms", "quality")
+OPTIONAL_VALUE_COLUMNS = ("latency_std_ms",)
+FEATURE_PREFIX = "feat_"
+
+
+class TableError(ValueError):
+    """A malformed profile table. The message is one line naming the problem."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProfileTable:
+    """Host-side (numpy) profile table. Arrays are indexed [request] or [request, config]."""
+
+    knobs: dict[str, np.ndarray]  # ordered knob name -> sorted int levels
+    request_ids: np.ndarray  # [R] str
+    task_types: np.ndarray  # [R] str
+    split: np.ndarray  # [R] str, each in SPLITS
+    feature_names: tuple[str, ...]
+    features: np.ndarray  # [R, F] float64
+    latency_ms: np.ndarray  # [R, C] float64
+    quality: np.ndarray  # [R, C] float64
+    latency_std_ms: np.ndarray | None = None  # [R, C] float64
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        validate(self)
+
+    # ----------------------------------------------------------------- derived views
+    @property
+    def knob_names(self) -> tuple[str, ...]:
+        return tuple(self.knobs)
+
+    @property
+    def knob_sizes(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.knobs.values())
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.request_ids)
+
+    @property
+    def num_configs(self) -> int:
+        return int(np.prod(self.knob_sizes))
+
+    @property
+    def full_config(self) -> int:
+        return self.num_configs - 1
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.task_types.tolist())))
+
+    @property
+    def task_index(self) -> np.ndarray:
+        lookup = {t: i for i, t in enumerate(self.task_names)}
+        return np.array([lookup[t] for t in self.task_types], dtype=np.int32)
+
+    def config_levels(self) -> np.ndarray:
+        """[C, K] knob level values of every config, row-major."""
+        idx = np.stack(np.unravel_index(np.arange(self.num_configs), self.knob_sizes), axis=-1)
+        return np.stack([lv[idx[:, k]] for k, lv in enumerate(self.knobs.values())], axis=-1)
+
+    def config_label(self, c: int) -> str:
+        lv = self.config_levels()[c]
+        return "(" + ", ".join(f"{n}={int(v)}" for n, v in zip(self.knob_names, lv)) + ")"
+
+    def split_indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split).astype(np.int32)
+
+    # ----------------------------------------------------------------- export
+    def to_npz(self, path: str | os.PathLike) -> None:
+        arrays = dict(
+            knob_names=np.array(self.knob_names),
+            request_ids=self.request_ids.astype(str),
+            task_types=self.task_types.astype(str),
+            split=self.split.astype(str),
+            feature_names=np.array(self.feature_names, dtype=str),
+            features=self.features,
+            latency_ms=self.latency_ms.astype(np.float32),
+            quality=self.quality.astype(np.float32),
+            meta=np.array(json.dumps(self.meta, sort_keys=True)),
+        )
+        for name, levels in self.knobs.items():
+            arrays[f"knob__{name}"] = levels
+        if self.latency_std_ms is not None:
+            arrays["latency_std_ms"] = self.latency_std_ms.astype(np.float32)
+        _atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        def write(f):
+            w = csv.writer(f)
+            cols = (
+                list(REQUIRED_COLUMNS)
+                + [FEATURE_PREFIX + n for n in self.feature_names]
+                + list(self.knob_names)
+                + list(VALUE_COLUMNS)
+                + (["latency_std_ms"] if self.latency_std_ms is not None else [])
+            )
+            w.writerow(cols)
+            levels = self.config_levels()
+            for i in range(self.num_requests):
+                head = [self.request_ids[i], self.split[i], self.task_types[i]] + [
+                    repr(float(x)) for x in self.features[i]
+                ]
+                for c in range(self.num_configs):
+                    row = head + [int(x) for x in levels[c]]
+                    row += [repr(float(self.latency_ms[i, c])), repr(float(self.quality[i, c]))]
+                    if self.latency_std_ms is not None:
+                        row.append(repr(float(self.latency_std_ms[i, c])))
+                    w.writerow(row)
+
+        _atomic_write(path, write, binary=False)
+        meta_path = Path(str(path) + ".meta.json")
+        _atomic_write(meta_path, lambda f: json.dump(self.meta, f, indent=2, sort_keys=True), binary=False)
+
+    def save(self, path: str | os.PathLike) -> None:
+        suffix = Path(path).suffix.lower()
+        if suffix == ".npz":
+            self.to_npz(path)
+        elif suffix == ".csv":
+            self.to_csv(path)
+        else:
+            raise TableError(f"{path}: unknown table extension {suffix!r} (use .csv or .npz)")
+
+    def replace(self, **changes) -> "ProfileTable":
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- validation
+def validate(t: ProfileTable) -> None:
+    R = len(t.request_ids)
+    if R == 0:
+        raise TableError("table has no requests")
+    if not t.knobs:
+        raise TableError("table has no knobs")
+    for name, levels in t.knobs.items():
+        levels = np.asarray(levels)
+        if levels.ndim != 1 or len(levels) == 0:
+            raise TableError(f"knob {name!r}: no levels")
+        if len(np.unique(levels)) != len(levels) or np.any(np.diff(levels) <= 0):
+            raise TableError(f"knob {name!r}: levels must be strictly increasing, got {levels.tolist()}")
+    C = int(np.prod([len(v) for v in t.knobs.values()]))
+    if C < 2:
+        raise TableError(f"grid has only {C} config: nothing to choose between (need at least 2)")
+    for name in ("task_types", "split"):
+        if getattr(t, name).shape != (R,):
+            raise TableError(f"{name}: expected shape ({R},), got {getattr(t, name).shape}")
+    dup = [k for k, n in Counter(t.request_ids.tolist()).items() if n > 1]
+    if dup:
+        raise TableError(f"request {dup[0]!r}: appears more than once")
+    bad_split = [(r, s) for r, s in zip(t.request_ids, t.split) if s not in SPLITS]
+    if bad_split:
+        r, s = bad_split[0]
+        raise TableError(f"request {str(r)!r}: unknown split {str(s)!r} (expected one of {', '.join(SPLITS)})")
+    for s in SPLITS:
+        if not np.any(t.split == s):
+            raise TableError(f"no request in the {s!r} split")
+    if t.features.ndim != 2 or t.features.shape[0] != R or t.features.shape[1] != len(t.feature_names):
+        raise TableError(f"features: expected shape ({R}, {len(t.feature_names)}), got {t.features.shape}")
+    bad = ~np.isfinite(t.features)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise TableError(f"request {str(t.request_ids[i])!r}, column feat_{t.feature_names[j]}: non-finite value")
+    arrays = [("latency_ms", t.latency_ms), ("quality", t.quality)]
+    if t.latency_std_ms is not None:
+        arrays.append(("latency_std_ms", t.latency_std_ms))
+    levels = None
+    for col, a in arrays:
+        if a.shape != (R, C):
+            raise TableError(f"{col}: expected shape ({R}, {C}), got {a.shape}")
+        bad = ~np.isfinite(a)
+        if bad.any():
+            levels = _levels(t) if levels is None else levels
+            i, c = np.argwhere(bad)[0]
+            raise TableError(f"request {str(t.request_ids[i])!r}, config {levels[c]}, column {col}: non-finite value {float(a[i, c])}")
+    checks = [
+        ("latency_ms", t.latency_ms <= 0, "must be > 0"),
+        ("quality", (t.quality < 0) | (t.quality > 1), "must be in [0, 1]"),
+    ]
+    if t.latency_std_ms is not None:
+        checks.append(("latency_std_ms", t.latency_std_ms < 0, "must be >= 0"))
+    for col, bad, what in checks:
+        if bad.any():
+            levels = _levels(t) if levels is None else levels
+            i, c = np.argwhere(bad)[0]
+            a = getattr(t, col)
+            raise TableError(f"request {str(t.request_ids[i])!r}, config {levels[c]}, column {col}: {float(a[i, c])!r} {what}")
+
+
+def _levels(t: ProfileTable) -> list[str]:
+    names = list(t.knobs)
+    sizes = [len(v) for v in t.knobs.values()]
+    idx = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=-1)
+    return ["(" + ", ".join(f"{n}={int(t.knobs[n][k])}" for n, k in zip(names, row)) + ")" for row in idx]
+
+
+# --------------------------------------------------------------------------- import
+def load_table(path: str | os.PathLike, knobs: tuple[str, ...] | None = None) -> ProfileTable:
+    """Load a table from ``.csv`` (long form) or ``.npz``. Raises TableError on any defect."""
+    p = Path(path)
+    if not p.exists():
+        raise TableError(f"{p}: no such file")
+    if p.is_dir():
+        raise TableError(f"{p}: is a directory, not a table file")
+    if p.stat().st_size == 0:
+        raise TableError(f"{p}: empty file")
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return _load_npz(p)
+    if suffix == ".csv":
+        return _load_csv(p, knobs or DEFAULT_KNOBS)
+    raise TableError(f"{p}: unknown table extension {suffix!r} (use .csv or .npz)")
+
+
+def _load_npz(p: Path) -> ProfileTable:
+    try:
+        z = np.load(p, allow_pickle=False)
+        files = set(z.files)
+    except Exception as e:  # noqa: BLE001 - any unreadable npz is a table error
+        raise TableError(f"{p}: not a readable .npz file ({type(e).__name__})") from None
+    need = {"knob_names", "request_ids", "task_types", "split", "feature_names", "features", "latency_ms", "quality"}
+    missing = sorted(need - files)
+    if missing:
+        raise TableError(f"{p}: missing array {missing[0]!r}")
+    knob_names = [str(k) for k in z["knob_names"]]
+    knobs = {}
+    for k in knob_names:
+        if f"knob__{k}" not in files:
+            raise TableError(f"{p}: missing levels for knob {k!r}")
+        knobs[k] = np.asarray(z[f"knob__{k}"], dtype=np.int64)
+    meta = json.loads(str(z["meta"])) if "meta" in files else {}
+    try:
+        return ProfileTable(
+            knobs=knobs,
+            request_ids=np.asarray(z["request_ids"]).astype(str),
+            task_types=np.asarray(z["task_types"]).astype(str),
+            split=np.asarray(z["split"]).astype(str),
+            feature_names=tuple(str(x) for x in z["feature_names"]),
+            features=np.asarray(z["features"], dtype=np.float64),
+            latency_ms=np.asarray(z["latency_ms"], dtype=np.float64),
+            quality=np.asarray(z["quality"], dtype=np.float64),
+            latency_std_ms=np.asarray(z["latency_std_ms"], dtype=np.float64) if "latency_std_ms" in files else None,
+            meta=meta,
+        )
+    except (TypeError, ValueError) as e:
+        if isinstance(e, TableError):
+            raise
+        raise TableError(f"{p}: {e}") from None
+
+
+def _parse_float(s: str, where: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise TableError(f"{where}: non-numeric value {s!r}") from None
+
+
+def _load_csv(p: Path, knob_names: tuple[str, ...]) -> ProfileTable:
+    with open(p, newline="") as f:
+        text = f.read()
+    if not text.strip():
+        raise TableError(f"{p}: empty file")
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip() for h in next(reader)]
+    dupcols = [k for k, n in Counter(header).items() if n > 1]
+    if dupcols:
+        raise TableError(f"{p}: column {dupcols[0]!r} appears twice in the header")
+    allowed = set(REQUIRED_COLUMNS) | set(VALUE_COLUMNS) | set(OPTIONAL_VALUE_COLUMNS) | set(knob_names)
+    for h in header:
+        if h not in allowed and not h.startswith(FEATURE_PREFIX):
+            raise TableError(
+                f"{p}: unexpected column {h!r} (allowed: request_id, split, task_type, feat_*, "
+                f"{', '.join(knob_names)}, latency_ms, quality, latency_std_ms)"
+            )
+    for h in (*REQUIRED_COLUMNS, *knob_names, *VALUE_COLUMNS):
+        if h not in header:
+            raise TableError(f"{p}: missing column {h!r}")
+    col = {h: i for i, h in enumerate(header)}
+    feat_cols = [h for h in header if h.startswith(FEATURE_PREFIX)]
+    has_std = "latency_std_ms" in col
+
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
+        if not row or all(not x.strip() for x in row):
+            continue
+        if len(row) != len(header):
+            raise TableError(f"{p}:{lineno}: ragged row with {len(row)} fields, header has {len(header)}")
+        rows.append((lineno, [x.strip() for x in row]))
+    if not rows:
+        raise TableError(f"{p}: header but no data rows")
+
+    # knob levels
+    knob_vals = {}
+    for k in knob_names:
+        vals = []
+        for lineno, row in rows:
+            v = _parse_float(row[col[k]], f"{p}:{lineno}, column {k}")
+            if not math.isfinite(v) or v != int(v):
+                raise TableError(f"{p}:{lineno}, column {k}: knob level must be an integer, got {row[col[k]]!r}")
+            vals.append(int(v))
+        knob_vals[k] = np.array(vals, dtype=np.int64)
+    knobs = {k: np.unique(v) for k, v in knob_vals.items()}
+    sizes = [len(v) for v in knobs.values()]
+    C = int(np.prod(sizes))
+    if C < 2:
+        raise TableError(f"{p}: grid has only {C} config: nothing to choose between (need at least 2)")
+    lvl_idx = [np.searchsorted(knobs[k], knob_vals[k]) for k in knob_names]
+    cfg = np.ravel_multi_index(lvl_idx, sizes)
+
+    # requests
+    req_order: dict[str, int] = {}
+    req_info: dict[str, tuple] = {}
+    for lineno, row in rows:
+        rid = row[col["request_id"]]
+        if not rid:
+            raise TableError(f"{p}:{lineno}: empty request_id")
+        feats = tuple(row[col[h]] for h in feat_cols)
+        info = (row[col["task_type"]], row[col["split"]], feats)
+        if rid not in req_order:
+            req_order[rid] = len(req_order)
+            req_info[rid] = info
+            if info[1] not in SPLITS:
+                raise TableError(f"{p}:{lineno}: request {rid!r}: unknown split {info[1]!r} (expected train or val)")
+            if not info[0]:
+                raise TableError(f"{p}:{lineno}: request {rid!r}: empty task_type")
+        else:
+            prev = req_info[rid]
+            if prev[0] != info[0]:
+                raise TableError(f"{p}:{lineno}: request {rid!r}: conflicting task_type {prev[0]!r} vs {info[0]!r}")
+            if prev[1] != info[1]:
+                raise TableError(f"{p}:{lineno}: request {rid!r}: conflicting split {prev[1]!r} vs {info[1]!r}")
+            if prev[2] != info[2]:
+                j = next(j for j in range(len(feats)) if prev[2][j] != feats[j])
+                raise TableError(f"{p}:{lineno}: request {rid!r}: conflicting {feat_cols[j]} {prev[2][j]!r} vs {feats[j]!r}")
+    R = len(req_order)
+    ids = list(req_order)
+    labels = None
+
+    def cfg_label(c):
+        nonlocal labels
+        if labels is None:
+            labels = ["(" + ", ".join(f"{k}={int(knobs[k][j])}" for k, j in zip(knob_names, r)) + ")"
+                      for r in np.stack(np.unravel_index(np.arange(C), sizes), axis=-1)]
+        return labels[c]
+
+    value_cols = list(VALUE_COLUMNS) + (["latency_std_ms"] if has_std else [])
+    values = {c: np.full((R, C), np.nan) for c in value_cols}
+    seen = np.zeros((R, C), dtype=bool)
+    for (lineno, row), c in zip(rows, cfg):
+        r = req_order[row[col["request_id"]]]
+        if seen[r, c]:
+            raise TableError(f"{p}:{lineno}: duplicate row for request {ids[r]!r}, config {cfg_label(c)}")
+        seen[r, c] = True
+        for vc in value_cols:
+            values[vc][r, c] = _parse_float(row[col[vc]], f"{p}:{lineno}, request {ids[r]!r}, column {vc}")
+    if not seen.all():
+        r, c = np.argwhere(~seen)[0]
+        raise TableError(f"{p}: request {ids[r]!r} is missing config {cfg_label(c)}")
+
+    features = np.array(
+        [[_parse_float(x, f"{p}: request {rid!r}, column {h}") for x, h in zip(req_info[rid][2], feat_cols)] for rid in ids],
+        dtype=np.float64,
+    ).reshape(R, len(feat_cols))
+    meta_path = Path(str(p) + ".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"source": str(p)}
+    return ProfileTable(
+        knobs={k: knobs[k] for k in knob_names},
+        request_ids=np.array(ids),
+        task_types=np.array([req_info[r][0] for r in ids]),
+        split=np.array([req_info[r][1] for r in ids]),
+        feature_names=tuple(h[len(FEATURE_PREFIX):] for h in feat_cols),
+        features=features,
+        latency_ms=values["latency_ms"],
+        quality=values["quality"],
+        latency_std_ms=values.get("latency_std_ms"),
+        meta=meta,
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+def _atomic_write(path, writer, binary: bool) -> None:
+    """Write via a temp file in the same directory, then rename (never leaves a partial file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+            writer(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def default_table_path() -> Path:
+    return Path(__file__).parent / "data" / "default_table.npz"
+
+
+def load_default_table() -> ProfileTable:
+    return load_table(default_table_path())

@@ -1,0 +1,126 @@
+"""Environment: shapes (chex), reward semantics, evaluator vs plain numpy, vmapped sampling."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e5jax import env as E
+from e5jax.stats import table_summary
+
+
+def test_env_params_shapes(small_table):
+    env = E.make_env_params(small_table, lam=2.0)
+    R, C = small_table.num_requests, small_table.num_configs
+    chex.assert_shape([env.latency_norm, env.quality, env.latency_ms, env.latency_std_norm], (R, C))
+    chex.assert_shape(env.features, (R, 2))
+    chex.assert_shape(env.task, (R,))
+    assert env.knob_sizes == (3, 2, 2) and env.num_configs == C and env.num_tasks == 3
+    assert env.obs_dim == 2 + 3 + 1
+    np.testing.assert_allclose(np.asarray(env.latency_norm[:, -1]), 1.0, rtol=1e-6)  # full config = baseline
+    # standardized with train statistics
+    tr = np.asarray(env.train_idx)
+    np.testing.assert_allclose(np.asarray(env.features)[tr].mean(0), 0.0, atol=1e-5)
+
+
+def test_observation_and_reward(small_table):
+    env = E.make_env_params(small_table, lam=3.0)
+    req = jnp.array([0, 4, 5])
+    obs = E.observe(env, req, jnp.array([0.35, 0.5, 1.0]))
+    chex.assert_shape(obs, (3, env.obs_dim))
+    np.testing.assert_allclose(np.asarray(obs[:, -1]), [0.35, 0.5, 1.0])
+    np.testing.assert_allclose(np.asarray(obs[:, 2:5]).sum(-1), 1.0)
+    config = jnp.array([0, 5, 11])
+    r, q, lat = E.step(env, req, jnp.array([0.35, 0.5, 1.0]), config)
+    chex.assert_shape([r, q, lat], (3,))
+    t = small_table
+    base = t.latency_ms[[0, 4, 5], -1]
+    lat_np = t.latency_ms[[0, 4, 5], [0, 5, 11]] / base
+    q_np = t.quality[[0, 4, 5], [0, 5, 11]]
+    r_np = q_np - 3.0 * np.maximum(0, lat_np - np.array([0.35, 0.5, 1.0]))
+    np.testing.assert_allclose(np.asarray(r), r_np, rtol=1e-5)
+    rm = E.reward_matrix(env, req, jnp.array([0.35, 0.5, 1.0]))
+    chex.assert_shape(rm, (3, t.num_configs))
+    np.testing.assert_allclose(np.asarray(rm[jnp.arange(3), config]), r_np, rtol=1e-5)
+
+
+def test_latency_noise_only_when_enabled(small_table):
+    key = jax.random.PRNGKey(0)
+    req, cfg = jnp.arange(6), jnp.arange(6)
+    off = E.make_env_params(small_table, latency_noise=False)
+    on = E.make_env_params(small_table, latency_noise=True)
+    _, lat0 = E.lookup(off, req, cfg, key)
+    _, lat1 = E.lookup(on, req, cfg, key)
+    np.testing.assert_allclose(np.asarray(lat0), np.asarray(off.latency_norm[req, cfg]))
+    assert not np.allclose(np.asarray(lat1), np.asarray(lat0))
+
+
+def _numpy_eval(t, lam, actions, budgets):
+    val = np.flatnonzero(t.split == "val")
+    base = t.latency_ms[:, -1]
+    out = {k: [] for k in ("utility", "quality_mean", "latency_p95_ms", "latency_p95_norm", "slo_violation_rate")}
+    for bi, b in enumerate(budgets):
+        a = actions[bi]
+        q = t.quality[val, a]
+        lat_ms = t.latency_ms[val, a]
+        lat = lat_ms / base[val]
+        out["utility"].append(np.mean(q - lam * np.maximum(0, lat - b)))
+        out["quality_mean"].append(q.mean())
+        out["latency_p95_ms"].append(np.percentile(lat_ms, 95))
+        out["latency_p95_norm"].append(np.percentile(lat, 95))
+        out["slo_violation_rate"].append(np.mean(lat > b))
+    return out
+
+
+def test_evaluator_matches_numpy(small_table):
+    t = small_table
+    lam = 2.5
+    env = E.make_env_params(t, lam=lam)
+    B, Rv = len(E.EVAL_BUDGETS), int((t.split == "val").sum())
+    actions = np.random.default_rng(1).integers(0, t.num_configs, (B, Rv))
+    got = E.evaluate_actions(env, jnp.asarray(actions))
+    want = _numpy_eval(t, lam, actions, E.EVAL_BUDGETS)
+    for k, v in want.items():
+        chex.assert_shape(got[k], (B,))
+        np.testing.assert_allclose(np.asarray(got[k]), v, rtol=1e-5, atol=1e-6, err_msg=k)
+    # oracle: brute force in numpy
+    val = np.flatnonzero(t.split == "val")
+    base = t.latency_ms[:, -1]
+    orc = np.stack([np.argmax(t.quality[val] - lam * np.maximum(0, t.latency_ms[val] / base[val, None] - b), -1) for b in E.EVAL_BUDGETS])
+    np.testing.assert_array_equal(np.asarray(E.reference_actions(env)["oracle"]), orc)
+    refs = E.evaluate_references(env)
+    want_orc = _numpy_eval(t, lam, orc, E.EVAL_BUDGETS)
+    np.testing.assert_allclose(np.asarray(refs["oracle"]["utility"]), want_orc["utility"], rtol=1e-5)
+    # random policy: exact expectation = mean over all configs
+    rnd = [np.mean(t.quality[val] - lam * np.maximum(0, t.latency_ms[val] / base[val, None] - b)) for b in E.EVAL_BUDGETS]
+    np.testing.assert_allclose(np.asarray(refs["random"]["utility"]), rnd, rtol=1e-5)
+    assert np.all(np.asarray(refs["oracle"]["utility"]) >= np.asarray(refs["random"]["utility"]))
+
+
+def test_vmapped_sampling_gives_independent_batches(small_table):
+    env = E.make_env_params(small_table)
+    keys = jax.random.split(jax.random.PRNGKey(0), 5)
+    req, b, bidx = jax.jit(jax.vmap(lambda k: E.sample_requests(k, env, 64)))(keys)
+    chex.assert_shape([req, b, bidx], (5, 64))
+    req = np.asarray(req)
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not np.array_equal(req[i], req[j])
+    assert set(np.unique(req)) <= set(np.asarray(env.train_idx).tolist())
+    np.testing.assert_allclose(np.asarray(b), np.asarray(env.train_budgets)[np.asarray(bidx)])
+    # the env is a traced input: the same compiled function serves another table of the same shape
+    f = jax.jit(lambda e, k: E.sample_requests(k, e, 8)[0])
+    f(env, keys[0])
+    env2 = env.replace(quality=env.quality * 0.5)
+    f(env2, keys[0])
+    assert f._cache_size() == 1
+
+
+def test_default_table_summary_is_contextual():
+    from e5jax.table import load_default_table
+
+    s = table_summary(load_default_table(), lam=2.0)
+    assert s["context_value"] < 0.95  # a task x budget LUT cannot already be optimal
+    for task, rows in s["oracle_diversity"].items():
+        assert any(r["distinct_oracle_configs"] > 1 for r in rows[:-1]), task
+    assert s["full_config_latency_ms_mean"] > 2 * s["smallest_config_latency_ms_mean"]
