@@ -21,12 +21,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from e5jax.io import atomic_write
 
 DEFAULT_KNOBS = ("vision_tokens", "top_k", "active_blocks")
 SPLITS = ("train", "val")
@@ -117,7 +118,7 @@ class ProfileTable:
             arrays[f"knob__{name}"] = levels
         if self.latency_std_ms is not None:
             arrays["latency_std_ms"] = self.latency_std_ms.astype(np.float32)
-        _atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
     def to_csv(self, path: str | os.PathLike) -> None:
         def write(f):
@@ -142,9 +143,9 @@ class ProfileTable:
                         row.append(repr(float(self.latency_std_ms[i, c])))
                     w.writerow(row)
 
-        _atomic_write(path, write, binary=False)
+        atomic_write(path, write, binary=False)
         meta_path = Path(str(path) + ".meta.json")
-        _atomic_write(meta_path, lambda f: json.dump(self.meta, f, indent=2, sort_keys=True), binary=False)
+        atomic_write(meta_path, lambda f: json.dump(self.meta, f, indent=2, sort_keys=True), binary=False)
 
     def save(self, path: str | os.PathLike) -> None:
         suffix = Path(path).suffix.lower()
@@ -411,22 +412,6 @@ def _load_csv(p: Path, knob_names: tuple[str, ...]) -> ProfileTable:
 
 
 # --------------------------------------------------------------------------- helpers
-def _atomic_write(path, writer, binary: bool) -> None:
-    """Write via a temp file in the same directory, then rename (never leaves a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
-            writer(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def default_table_path() -> Path:
     return Path(__file__).parent / "data" / "default_table.npz"
 

@@ -1,0 +1,263 @@
+"""Quality harness: a JSONL VQA dataset, the standard VQA accuracy and exact match, run per config.
+
+Dataset format, one JSON object per line (image paths relative to the JSONL file)::
+
+    {"id": "q0", "image": "img/q0.png", "question": "What colour is the square?",
+     "answers": ["red", "red", "dark red"], "task_type": "general_vqa",
+     "split": "train", "metric": "vqa"}
+
+``split`` defaults to ``train``, ``metric`` to ``vqa`` (``vqa`` or ``exact_match``). Prompts follow
+LLaVA-1.5: ``USER: <image>\\n{question} ASSISTANT:`` with the ``<image>`` placeholder repeated
+vision_tokens times; answers are greedy, up to ``max_new_tokens`` or EOS.
+
+With random weights the scores are meaningless (the mechanics are real): every output records
+whether the weights were random.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from profiling_bridge.archs import BridgeError
+from profiling_bridge.knobs import KnobConfig
+from profiling_bridge.request_shapes import FEATURE_NAMES, Requests
+from profiling_bridge.runner import MLLMRunner
+
+METRICS = ("vqa", "exact_match")
+PROMPT = ("USER: ", "\n{question} ASSISTANT:")  # text before and after the image placeholders
+
+
+# --------------------------------------------------------------------------- dataset
+@dataclass(frozen=True)
+class QAItem:
+    id: str
+    image: Path
+    question: str
+    answers: tuple[str, ...]
+    task_type: str
+    split: str = "train"
+    metric: str = "vqa"
+
+
+def load_dataset(path: str | Path) -> list[QAItem]:
+    p = Path(path)
+    if not p.is_file():
+        raise BridgeError(f"{p}: no such file")
+    items, seen = [], set()
+    for lineno, line in enumerate(p.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BridgeError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
+        for key in ("id", "image", "question", "answers", "task_type"):
+            if key not in d:
+                raise BridgeError(f"{p}:{lineno}: missing key {key!r}")
+        answers = d["answers"]
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise BridgeError(f"{p}:{lineno}: 'answers' must be a non-empty list of strings")
+        metric = d.get("metric", "vqa")
+        if metric not in METRICS:
+            raise BridgeError(f"{p}:{lineno}: unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        image = p.parent / d["image"]
+        if not image.is_file():
+            raise BridgeError(f"{p}:{lineno}: image {str(image)!r} not found")
+        if str(d["id"]) in seen:
+            raise BridgeError(f"{p}:{lineno}: id {d['id']!r} appears more than once")
+        seen.add(str(d["id"]))
+        items.append(QAItem(str(d["id"]), image, d["question"], tuple(answers), d["task_type"],
+                            d.get("split", "train"), metric))
+    if not items:
+        raise BridgeError(f"{p}: no items")
+    return items
+
+
+def write_toy_dataset(directory: str | Path, n: int = 8, image_size: int = 56, seed: int = 0) -> Path:
+    """A tiny generated VQA dataset (coloured squares), every 4th item in the val split."""
+    colours = dict(red=(220, 30, 30), green=(30, 200, 30), blue=(30, 30, 220), yellow=(230, 220, 30))
+    rng = np.random.default_rng(seed)
+    d = Path(directory)
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        name = list(colours)[i % len(colours)]
+        img = np.full((image_size, image_size, 3), 255, dtype=np.uint8)
+        a, b = sorted(rng.integers(0, image_size, size=2))
+        img[a:b + 1, a:b + 1] = colours[name]
+        Image.fromarray(img).save(d / "images" / f"q{i}.png")
+        counting = i % 2 == 1
+        lines.append(dict(
+            id=f"q{i}", image=f"images/q{i}.png",
+            question="How many squares are there?" if counting else "What colour is the square?",
+            answers=["1", "one", "1"] if counting else [name] * 3,
+            task_type="counting" if counting else "general_vqa",
+            split="val" if i % 4 == 3 else "train",
+            metric="exact_match" if counting else "vqa",
+        ))
+    path = d / "data.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+# --------------------------------------------------------------------------- metrics
+_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_NUMBERS = dict(none="0", zero="0", one="1", two="2", three="3", four="4", five="5", six="6", seven="7",
+                eight="8", nine="9", ten="10")
+_ARTICLES = {"a", "an", "the"}
+# The common part of the official contraction table (written without apostrophe -> with).
+_CONTRACTIONS = {
+    "arent": "aren't", "cant": "can't", "couldnt": "couldn't", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hadnt": "hadn't", "hasnt": "hasn't", "havent": "haven't", "hes": "he's", "im": "i'm",
+    "isnt": "isn't", "itll": "it'll", "ive": "i've", "lets": "let's", "shes": "she's", "shouldnt": "shouldn't",
+    "thats": "that's", "theres": "there's", "theyre": "they're", "wasnt": "wasn't", "werent": "weren't",
+    "whats": "what's", "wont": "won't", "wouldnt": "wouldn't", "youre": "you're", "youve": "you've",
+}
+
+
+def normalize_vqa(text: str) -> str:
+    """The official VQA answer normalization (punctuation, number words, articles, contractions)."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    out = text
+    for p in _PUNCT:
+        if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    out = _PERIOD_STRIP.sub("", out)
+    words = [_NUMBERS.get(w, w) for w in out.lower().split()]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def vqa_accuracy(prediction: str, answers) -> float:
+    """Standard VQA accuracy: mean over leave-one-out subsets of min(1, #matches / 3).
+
+    That is the official formula for VQAv2's 10 references (used from 4 references on). With fewer than
+    4 references a unanimous answer could never score 1, so there it is min(1, #matches / n).
+    """
+    pred = normalize_vqa(prediction)
+    gts = [normalize_vqa(a) for a in answers]
+    matches = sum(g == pred for g in gts)
+    if len(gts) < 4:
+        return min(1.0, matches / len(gts))
+    return float(np.mean([min(1.0, (matches - (g == pred)) / 3.0) for g in gts]))
+
+
+def exact_match(prediction: str, answers) -> float:
+    """1.0 if the prediction equals any reference after lower-casing, trimming and collapsing spaces."""
+    def norm(s):
+        return " ".join(s.lower().strip().rstrip(".").split())
+    return float(norm(prediction) in {norm(a) for a in answers})
+
+
+METRIC_FNS = dict(vqa=vqa_accuracy, exact_match=exact_match)
+
+
+# --------------------------------------------------------------------------- tokenizer / images
+class ByteTokenizer:
+    """Stand-in tokenizer for random-weight archs (no hub): UTF-8 bytes at ids offset..offset+255."""
+
+    def __init__(self, vocab_size: int, offset: int = 3):
+        if offset + 256 > vocab_size:
+            raise BridgeError(f"byte tokenizer needs a vocab of at least {offset + 256}, got {vocab_size}")
+        self.offset = offset
+
+    def encode(self, text: str) -> list[int]:
+        return [self.offset + b for b in text.encode("utf-8")]
+
+    def decode(self, ids) -> str:
+        return bytes(i - self.offset for i in ids if self.offset <= i < self.offset + 256).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A local transformers tokenizer (from a ``--weights`` checkpoint directory)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+
+def load_tokenizer(model, weights: str | None = None):
+    if weights is not None and any((Path(weights) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        from transformers import AutoTokenizer
+
+        return HFTokenizer(AutoTokenizer.from_pretrained(weights, local_files_only=True))
+    return ByteTokenizer(model.config.text_config.vocab_size)
+
+
+def image_processor(model, weights: str | None = None):
+    if weights is not None and (Path(weights) / "preprocessor_config.json").exists():
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(weights, local_files_only=True)
+    from transformers import CLIPImageProcessorPil
+
+    s = model.config.vision_config.image_size
+    return CLIPImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s})
+
+
+# --------------------------------------------------------------------------- harness
+def prompt_ids(tokenizer, question: str, vision_tokens: int, image_token_id: int, bos: int | None) -> list[int]:
+    before, after = PROMPT
+    head = [bos] if bos is not None else []
+    return head + tokenizer.encode(before) + [image_token_id] * vision_tokens + tokenizer.encode(after.format(question=question))
+
+
+def requests_from_dataset(items: list[QAItem], tokenizer, model, source: str) -> Requests:
+    """Request shapes of a dataset: text prompt tokens, and the first reference's tokens + EOS as output."""
+    tc = model.config.text_config
+    prompt = np.array([len(prompt_ids(tokenizer, it.question, 0, model.config.image_token_id, tc.bos_token_id)) for it in items])
+    output = np.array([len(tokenizer.encode(it.answers[0])) + 1 for it in items])
+    return Requests(
+        ids=np.array([it.id for it in items]),
+        task_types=np.array([it.task_type for it in items]),
+        split=np.array([it.split for it in items]),
+        feature_names=FEATURE_NAMES,
+        features=np.stack([prompt, output], axis=1).astype(np.float64),
+        prompt_tokens=prompt.astype(np.int64),
+        output_tokens=output.astype(np.int64),
+        source=source,
+    )
+
+
+def evaluate(
+    runner: MLLMRunner,
+    items: list[QAItem],
+    configs: list[KnobConfig],
+    tokenizer,
+    processor,
+    max_new_tokens: int = 16,
+    progress: bool = True,
+) -> dict:
+    """Score every item under every config. Returns ``scores`` [N, C] in [0, 1] and the predictions."""
+    model = runner.model
+    tc = model.config.text_config
+    scores = np.zeros((len(items), len(configs)))
+    predictions = [[""] * len(configs) for _ in items]
+    with tqdm(total=len(items) * len(configs), desc="quality", disable=not progress) as bar:
+        for i, it in enumerate(items):
+            with Image.open(it.image) as im:
+                pixels = processor(images=im.convert("RGB"), return_tensors="pt")["pixel_values"]
+            pixels = pixels.to(runner.device, runner.dtype)
+            for c, cfg in enumerate(configs):
+                ids = prompt_ids(tokenizer, it.question, cfg.vision_tokens, model.config.image_token_id, tc.bos_token_id)
+                gen = runner.generate(cfg, pixels, torch.tensor([ids], device=runner.device), max_new_tokens, stop_at_eos=True)
+                predictions[i][c] = tokenizer.decode(gen.tokens)
+                scores[i, c] = METRIC_FNS[it.metric](predictions[i][c], it.answers)
+                bar.update(1)
+    return dict(scores=scores, predictions=predictions)

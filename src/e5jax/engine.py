@@ -1,0 +1,86 @@
+"""The engine: every seed at once, in host-visible chunks.
+
+``make_train(method, cfg, eval_every)`` builds three pure functions, each ``jit(vmap(...))`` over a leading seed
+axis, with the environment as a broadcast traced input:
+
+* ``init(keys, env) -> states``
+* ``chunk(states, keys, env) -> (states, metrics)``: ``eval_every`` updates in one ``lax.scan``, then the greedy
+  policy evaluated on the val split at every budget, inside the same compiled program;
+* ``evaluate(states, env) -> eval metrics`` (used once, before training).
+
+The engine never branches on the method: it only calls ``method.init/update/policy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from e5jax import env as E
+
+# per-update metrics that are running totals: report the value at the end of the chunk, not the mean
+CUMULATIVE = ("num_failed_updates", "labelled_requests", "cells_covered")
+
+
+def evaluate(env: E.EnvParams, pol) -> dict:
+    """Greedy metrics per budget plus the exact expected utility of the sampled (stochastic) policy."""
+    out = E.evaluate_policy(env, pol)
+    req, budget = E.eval_grid(env)
+    bidx = jnp.broadcast_to(jnp.arange(env.budgets.shape[0])[:, None], req.shape)
+    out["utility_sampled"] = E.expected_utility(env, pol.probs(env, req, budget, bidx))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    init: Callable
+    chunk: Callable
+    evaluate: Callable
+    eval_every: int
+
+
+def make_train(method, cfg: Any, eval_every: int) -> Trainer:
+    def init_one(key, env):
+        return method.init(key, env, cfg)
+
+    def chunk_one(state, key, env):
+        def body(s, k):
+            return method.update(s, env, k)
+
+        state, m = jax.lax.scan(body, state, jax.random.split(key, eval_every))
+        train = {k: (v[-1] if k in CUMULATIVE else v.mean()) for k, v in m.items()}
+        train["env_steps"] = m["env_steps"].sum()
+        return state, {"train": train, "eval": evaluate(env, method.policy(state))}
+
+    def eval_one(state, env):
+        return evaluate(env, method.policy(state))
+
+    return Trainer(
+        init=jax.jit(jax.vmap(init_one, in_axes=(0, None))),
+        chunk=jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, None))),
+        evaluate=jax.jit(jax.vmap(eval_one, in_axes=(0, None))),
+        eval_every=eval_every,
+    )
+
+
+def seed_keys(base_seed: int, num_seeds: int) -> jax.Array:
+    """Seed i's key depends only on (base_seed, i): adding seeds never changes the others' results."""
+    root = jax.random.PRNGKey(base_seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(num_seeds))
+    return shard_seeds(keys)
+
+
+def shard_seeds(x):
+    """Shard the seed axis over all devices when there are several and the axis divides evenly."""
+    devs = jax.devices()
+    if len(devs) <= 1 or x.shape[0] % len(devs):
+        return x
+    mesh = jax.sharding.Mesh(devs, ("seeds",))
+    return jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
+
+
+def chunk_keys(keys: jax.Array, chunk_index: int) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.fold_in(k, chunk_index + 1))(keys)

@@ -1,0 +1,125 @@
+"""What every learned method shares, so that the comparison is fair by construction.
+
+Same trunk and heads (``MLP``), same initialisation (the policy is initialised from the same key split in every
+method), same optimizer (``optax.chain(clip_by_global_norm, adam)`` inside ``apply_if_finite``: a non-finite
+update is skipped and counted, never applied), same env steps per update and the same number of gradient steps
+(``epochs x minibatches``) on minibatches of the same size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from e5jax import env as E
+from e5jax import policy as P
+
+NAN = float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    env_steps_per_update: int = 256
+    hidden: tuple = (128, 64)
+    joint: bool = False  # one head over all configs instead of one head per knob
+    lr: float = 3e-4
+    adam_eps: float = 1e-5
+    max_grad_norm: float = 0.5
+    epochs: int = 4
+    minibatches: int = 4
+
+
+def make_optimizer(cfg: LearnerConfig) -> optax.GradientTransformation:
+    inner = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr, eps=cfg.adam_eps))
+    # skip every non-finite update (count them); never fall through to applying one
+    return optax.apply_if_finite(inner, max_consecutive_errors=2**30)
+
+
+def num_failed_updates(opt_state) -> jax.Array:
+    return opt_state.total_notfinite
+
+
+def init_policy_params(key, env: E.EnvParams, cfg: LearnerConfig):
+    """The policy every learned method starts from: identical for the same seed key."""
+    sizes = P.head_sizes(env, cfg.joint)
+    params = P.MLP(cfg.hidden, sizes).init(key, jnp.zeros((1, env.obs_dim)))
+    return params, sizes
+
+
+@struct.dataclass
+class LearnerState:
+    params: Any  # trainable parameters (policy, or {"actor", "critic"} for PPO)
+    ref_params: Any  # the initial policy (reference for KL / DPO)
+    opt_state: Any
+    step: jax.Array
+    extra: Any = None  # method-specific state (e.g. supervised's labelled set)
+    cfg: Any = struct.field(pytree_node=False, default=None)
+    sizes: tuple = struct.field(pytree_node=False, default=())
+
+
+def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = None, extra=None) -> LearnerState:
+    k_pol, k_other = jax.random.split(key)
+    policy_params, sizes = init_policy_params(k_pol, env, cfg)
+    params = policy_params if make_params is None else make_params(policy_params, k_other, sizes)
+    return LearnerState(
+        params=params,
+        ref_params=policy_params,
+        opt_state=make_optimizer(cfg).init(params),
+        step=jnp.zeros((), jnp.int32),
+        extra=extra,
+        cfg=cfg,
+        sizes=sizes,
+    )
+
+
+def policy_logits(state: LearnerState, params, obs):
+    return P.MLP(state.cfg.hidden, state.sizes).apply(params, obs)
+
+
+def sgd_epochs(key, state: LearnerState, batch, loss_fn: Callable, num_items: int):
+    """epochs x minibatches of gradient steps over ``batch`` (leading axis = items), shuffled each epoch.
+
+    ``loss_fn(params, minibatch) -> (loss, aux_dict)``. Returns the new state and the mean of loss, grad norm
+    (before clipping) and every aux entry over all gradient steps.
+    """
+    cfg = state.cfg
+    tx = make_optimizer(cfg)
+    mb = num_items // cfg.minibatches
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def one_step(carry, idx):
+        params, opt_state = carry
+        minibatch = jax.tree_util.tree_map(lambda x: x[idx], batch)
+        (loss, aux), grads = grad_fn(params, minibatch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state), {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+
+    def one_epoch(carry, k):
+        perm = jax.random.permutation(k, num_items)[: mb * cfg.minibatches].reshape(cfg.minibatches, mb)
+        return jax.lax.scan(one_step, carry, perm)
+
+    (params, opt_state), metrics = jax.lax.scan(
+        one_epoch, (state.params, state.opt_state), jax.random.split(key, cfg.epochs)
+    )
+    metrics = jax.tree_util.tree_map(jnp.mean, metrics)
+    return state.replace(params=params, opt_state=opt_state), metrics
+
+
+def standard_metrics(state: LearnerState, policy_params, obs, train_utility, env_steps, sgd_metrics) -> dict:
+    """The per-update metrics every learned method reports."""
+    logits = policy_logits(state, policy_params, obs)
+    ref = policy_logits(state, state.ref_params, obs)
+    return {
+        "train_utility": train_utility,
+        "env_steps": jnp.asarray(env_steps, jnp.float32),
+        "entropy": P.entropy(logits).mean(),
+        "kl_ref": P.kl(logits, ref).mean(),
+        "num_failed_updates": num_failed_updates(state.opt_state).astype(jnp.float32),
+        **sgd_metrics,
+    }

@@ -1,0 +1,87 @@
+"""Online DPO (Rafailov et al. 2023; online variant as in TRL OnlineDPOTrainer / RLHFlow Online-RLHF).
+
+Per update: N/G training requests, G configs sampled per request from the current policy (every sample is an
+env step), the best vs the worst by reward form one preference pair, pairs with |delta r| < tau are dropped.
+Loss on h = [log pi(w) - log pi_ref(w)] - [log pi(l) - log pi_ref(l)]: ``sigmoid`` -(1-eps) log s(beta h)
+- eps log s(-beta h) (eps = label smoothing, cDPO), or ``ipo`` (h - 1/(2 beta))^2. The reference is the initial
+policy, optionally an EMA of the policy (``ref_ema`` > 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from e5jax import env as E
+from e5jax import policy as P
+from e5jax.methods import common as C
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(C.LearnerConfig):
+    group_size: int = 8
+    beta: float = 0.1
+    loss: str = "sigmoid"  # sigmoid | ipo
+    label_smoothing: float = 0.0
+    tau: float = 0.01  # drop pairs whose reward gap is below tau
+    ref_ema: float = 0.0  # 0: reference = initial policy
+
+
+def dpo_loss(h, beta: float, loss: str = "sigmoid", label_smoothing: float = 0.0):
+    """Per-pair loss on the log-ratio margin h."""
+    if loss == "sigmoid":
+        return -(1 - label_smoothing) * jax.nn.log_sigmoid(beta * h) - label_smoothing * jax.nn.log_sigmoid(-beta * h)
+    if loss == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    raise ValueError(f"dpo loss must be sigmoid or ipo, got {loss!r}")
+
+
+def init(key, env: E.EnvParams, cfg: Config = Config()):
+    return C.init_learner(key, env, cfg)
+
+
+def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
+    return (cfg.env_steps_per_update // cfg.group_size) * cfg.group_size
+
+
+def update(state: C.LearnerState, env: E.EnvParams, key):
+    cfg: Config = state.cfg
+    G = cfg.group_size
+    n = cfg.env_steps_per_update // G
+    k_req, k_act, k_env, k_sgd = jax.random.split(key, 4)
+    req, budget, _ = E.sample_requests(k_req, env, n)
+    obs = E.observe(env, req, budget)
+    logits = C.policy_logits(state, state.params, obs)
+    logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
+    actions = P.sample(k_act, logits_g, state.sizes)  # [n, G]
+    rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
+    best, worst = jnp.argmax(rewards, -1), jnp.argmin(rewards, -1)
+    take = lambda a, i: jnp.take_along_axis(a, i[:, None], -1)[:, 0]  # noqa: E731
+    gap = take(rewards, best) - take(rewards, worst)
+    batch = {"obs": obs, "win": take(actions, best), "lose": take(actions, worst), "valid": (gap >= cfg.tau).astype(jnp.float32)}
+
+    def loss_fn(params, mb):
+        z = C.policy_logits(state, params, mb["obs"])
+        zr = C.policy_logits(state, state.ref_params, mb["obs"])
+        lw = P.log_prob(z, mb["win"], state.sizes) - P.log_prob(zr, mb["win"], state.sizes)
+        ll = P.log_prob(z, mb["lose"], state.sizes) - P.log_prob(zr, mb["lose"], state.sizes)
+        h = lw - ll
+        per_pair = dpo_loss(h, cfg.beta, cfg.loss, cfg.label_smoothing)
+        valid = mb["valid"]
+        loss = jnp.sum(per_pair * valid) / jnp.maximum(valid.sum(), 1.0)
+        acc = jnp.sum((h > 0) * valid) / jnp.maximum(valid.sum(), 1.0)
+        return loss, {"margin": jnp.sum(h * valid) / jnp.maximum(valid.sum(), 1.0), "pair_accuracy": acc}
+
+    state, sgd = C.sgd_epochs(k_sgd, state, batch, loss_fn, n)
+    if cfg.ref_ema > 0:
+        state = state.replace(ref_params=optax.incremental_update(state.params, state.ref_params, cfg.ref_ema))
+    metrics = C.standard_metrics(state, state.params, obs, rewards.mean(), n * G, sgd)
+    metrics["valid_pair_fraction"] = batch["valid"].mean()
+    return state.replace(step=state.step + 1), metrics
+
+
+def policy(state: C.LearnerState) -> P.MLPPolicy:
+    return P.MLPPolicy(state.params, state.cfg.hidden, state.sizes)

@@ -1,0 +1,101 @@
+"""GRPO (Shao et al. 2024, DeepSeekMath eq. 3): critic-free, group-relative advantages.
+
+Per update: N/G training requests (each with a sampled budget), G configs sampled per request from the current
+policy (every sample is an env step), A_i = (r_i - mean_group r) / max(std, floor) with ``scale`` in
+{group, batch, none} (none = Dr. GRPO), then mu epochs x minibatches of the clipped-ratio loss plus
+beta * KL(pi || pi_ref) computed exactly over the discrete action space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from e5jax import env as E
+from e5jax import policy as P
+from e5jax.methods import common as C
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(C.LearnerConfig):
+    group_size: int = 8
+    clip_eps: float = 0.2
+    beta: float = 0.0  # TRL default; KL is still logged
+    scale: str = "group"  # group | batch | none
+    std_floor: float = 1e-3
+
+
+def group_advantages(rewards: jax.Array, scale: str = "group", std_floor: float = 1e-3):
+    """rewards [n_groups, G] -> advantages [n_groups, G] and the fraction of zero-spread groups."""
+    centred = rewards - rewards.mean(-1, keepdims=True)
+    if scale == "group":
+        std = jnp.std(rewards, axis=-1, ddof=1, keepdims=True)
+    elif scale == "batch":
+        std = jnp.std(rewards, ddof=1)
+    elif scale == "none":
+        std = jnp.ones(())
+        std_floor = 0.0
+    else:
+        raise ValueError(f"grpo scale must be group, batch or none, got {scale!r}")
+    adv = centred / jnp.maximum(std, std_floor)
+    zero_spread = jnp.mean(jnp.ptp(rewards, axis=-1) == 0)
+    return adv, zero_spread
+
+
+def grpo_loss(logp, logp_old, adv, kl_ref, clip_eps: float, beta: float):
+    ratio = jnp.exp(logp - logp_old)
+    clipped = jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps)
+    pg = -jnp.minimum(ratio * adv, clipped * adv)
+    return pg.mean() + beta * kl_ref.mean(), ratio
+
+
+def init(key, env: E.EnvParams, cfg: Config = Config()):
+    return C.init_learner(key, env, cfg)
+
+
+def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
+    return (cfg.env_steps_per_update // cfg.group_size) * cfg.group_size
+
+
+def update(state: C.LearnerState, env: E.EnvParams, key):
+    cfg: Config = state.cfg
+    G = cfg.group_size
+    n_groups = cfg.env_steps_per_update // G
+    k_req, k_act, k_env, k_sgd = jax.random.split(key, 4)
+    req, budget, _ = E.sample_requests(k_req, env, n_groups)
+    obs = E.observe(env, req, budget)  # [n, D]
+    logits = C.policy_logits(state, state.params, obs)
+    logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
+    actions = P.sample(k_act, logits_g, state.sizes)  # [n, G]
+    rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
+    adv, zero_spread = group_advantages(rewards, cfg.scale, cfg.std_floor)
+    logp_old = P.log_prob(logits_g, actions, state.sizes)
+
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+    batch = {
+        "obs": flat(jnp.repeat(obs[:, None], G, axis=1)),
+        "action": flat(actions),
+        "adv": flat(adv),
+        "logp_old": flat(logp_old),
+    }
+
+    def loss_fn(params, mb):
+        z = C.policy_logits(state, params, mb["obs"])
+        logp = P.log_prob(z, mb["action"], state.sizes)
+        kl_ref = P.kl(z, C.policy_logits(state, state.ref_params, mb["obs"]))
+        loss, ratio = grpo_loss(logp, mb["logp_old"], mb["adv"], kl_ref, cfg.clip_eps, cfg.beta)
+        return loss, {
+            "clipfrac": jnp.mean(jnp.abs(ratio - 1) > cfg.clip_eps),
+            "approx_kl": jnp.mean((ratio - 1) - jnp.log(ratio)),
+        }
+
+    state, sgd = C.sgd_epochs(k_sgd, state, batch, loss_fn, n_groups * G)
+    metrics = C.standard_metrics(state, state.params, obs, rewards.mean(), n_groups * G, sgd)
+    metrics["zero_spread_groups"] = zero_spread
+    return state.replace(step=state.step + 1), metrics
+
+
+def policy(state: C.LearnerState) -> P.MLPPolicy:
+    return P.MLPPolicy(state.params, state.cfg.hidden, state.sizes)

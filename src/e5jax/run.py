@@ -1,0 +1,223 @@
+"""`e5jax run`: every method, every seed at once, every budget -> artifacts/<run>/.
+
+Host loop: for each method, compile the chunk program ahead of time (compile time measured apart), evaluate the
+initial policy, then run chunks of ``eval_every`` updates with a progress bar, pulling the bounded metrics of
+each chunk to the host. ``e5_training_curves.json`` is rewritten atomically after every method, so an
+interrupted run keeps every finished method (``"complete": false`` until the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from e5jax import engine
+from e5jax import env as E
+from e5jax.config import ConfigError, RunConfig, load_config
+from e5jax.io import write_json
+from e5jax.methods import METHODS
+from e5jax.table import ProfileTable, default_table_path, load_table
+
+SCHEMA = "e5jax/e5_training_curves/v1"
+EVAL_KEYS = ("utility", "quality_mean", "latency_p95_ms", "latency_p95_norm", "latency_mean_norm", "slo_violation_rate", "utility_sampled")
+
+
+def seed_stats(a) -> dict:
+    """[S, ...] per-seed values -> mean, std (ddof=0) and the per-seed lists."""
+    a = np.asarray(a, dtype=np.float64)
+    return {"mean": a.mean(0), "std": a.std(0), "per_seed": a}
+
+
+def host_description() -> dict:
+    dev = jax.devices()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in dev],
+        "device_kind": dev[0].device_kind,
+        "cpu": cpu,
+        "cpu_count": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def table_provenance(table: ProfileTable, path: Path) -> dict:
+    h = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+    return {
+        "path": str(path),
+        "sha256_16": h,
+        "source": table.meta.get("source"),
+        "generator": table.meta.get("generator", {}).get("seed") if isinstance(table.meta.get("generator"), dict) else None,
+        "num_requests": table.num_requests,
+        "num_configs": table.num_configs,
+        "knobs": {k: v.tolist() for k, v in table.knobs.items()},
+        "tasks": list(table.task_names),
+        "table_meta": {k: v for k, v in table.meta.items() if k != "generator"},
+    }
+
+
+def make_meta(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path) -> dict:
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "run": dataclasses.asdict(run),
+        "method_configs": {k: dataclasses.asdict(v) for k, v in cfgs.items()},
+        "lam": run.lam,
+        "budgets": list(run.budgets),
+        "seeds": run.seeds,
+        "seed_keys": f"fold_in(PRNGKey({run.base_seed}), i) for i in range({run.seeds})",
+        "table": table_provenance(table, table_path),
+        "host": host_description(),
+        "reward": "quality - lam * max(0, latency/baseline - b), baseline = the request's full-config latency",
+        "env_step": "one executed (request, config) profiling call",
+        "num_failed_updates": "gradient steps skipped by optax.apply_if_finite because the update was non-finite (cumulative)",
+    }
+
+
+def references_block(env: E.EnvParams) -> dict:
+    refs = E.evaluate_references(env)
+    out = {}
+    for name, d in refs.items():
+        per_budget = {k: np.asarray(v) for k, v in d.items()}
+        out[name] = {"per_budget": per_budget, "mean_over_budgets": {k: float(v.mean()) for k, v in per_budget.items()}}
+    return out
+
+
+def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None) -> dict:
+    method = METHODS[name]
+    trainer = engine.make_train(method, cfg, run.eval_every)
+    keys = engine.seed_keys(run.base_seed, run.seeds)
+
+    t0 = time.perf_counter()
+    states = trainer.init(keys, env)
+    chunk = trainer.chunk.lower(states, keys, env).compile()
+    compile_s = time.perf_counter() - t0
+
+    evals = [jax.device_get(trainer.evaluate(states, env))]
+    trains = []
+    wall = [0.0]
+    chunk_s = []
+    for c in range(run.num_chunks):
+        t = time.perf_counter()
+        states, m = chunk(states, engine.chunk_keys(keys, c), env)
+        m = jax.device_get(m)  # blocks until the chunk is done
+        chunk_s.append(time.perf_counter() - t)
+        wall.append(wall[-1] + chunk_s[-1])
+        trains.append(m["train"])
+        evals.append(m["eval"])
+        if pbar is not None:
+            pbar.set_postfix_str(f"{name} chunk {c + 1}/{run.num_chunks} {chunk_s[-1]:.2f}s")
+            pbar.update(1)
+
+    S = run.seeds
+    ev = {k: np.stack([e[k] for e in evals], axis=1) for k in EVAL_KEYS}  # [S, E, B]
+    u_r = np.asarray(refs["random"]["per_budget"]["utility"])
+    u_o = np.asarray(refs["oracle"]["per_budget"]["utility"])
+    ev_norm = (ev["utility"] - u_r) / (u_o - u_r)
+    curves = {f"val_{k}": seed_stats(v.mean(-1)) for k, v in ev.items()}
+    curves["val_utility_norm"] = seed_stats(ev_norm.mean(-1))
+    per_budget = {f"val_{k}": seed_stats(v) for k, v in ev.items()}
+    per_budget["val_utility_norm"] = seed_stats(ev_norm)
+
+    train_keys = sorted(trains[0])
+    steps = np.concatenate([np.zeros((S, 1)), np.cumsum(np.stack([t["env_steps"] for t in trains], 1), 1)], 1)
+    for k in train_keys:
+        if k == "env_steps":
+            continue
+        v = np.stack([t[k] for t in trains], axis=1)  # [S, chunks]; the eval point 0 has no training metrics
+        curves[k] = seed_stats(np.concatenate([np.full((S, 1), np.nan), v], 1))
+    num_params = None
+    if hasattr(states, "params"):
+        num_params = int(sum(np.prod(x.shape[1:]) for x in jax.tree_util.tree_leaves(states.params)))
+    return {
+        "updates": [c * run.eval_every for c in range(run.num_chunks + 1)],
+        "env_steps": steps.mean(0),
+        "env_steps_per_seed": steps,
+        "env_steps_per_update": method.steps_per_update(cfg, env),
+        "wall_time_s": np.asarray(wall),
+        "chunk_time_s": np.asarray(chunk_s),
+        "compile_time_s": compile_s,
+        "train_time_s": float(sum(chunk_s)),
+        "num_params": num_params,
+        "curves": curves,
+        "per_budget": per_budget,
+    }
+
+
+def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path, out: Path, progress: bool = True) -> dict:
+    env = E.make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise)
+    refs = references_block(env)
+    doc = {
+        "schema": SCHEMA,
+        "complete": False,
+        "meta": make_meta(run, cfgs, table, table_path),
+        "references": refs,
+        "methods": {},
+    }
+    path = out / "e5_training_curves.json"
+    total = len(run.methods) * run.num_chunks
+    t_start = time.perf_counter()
+    with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
+        for name in run.methods:
+            doc["methods"][name] = run_method(name, cfgs[name], run, env, refs, pbar)
+            write_json(path, doc)
+    doc["complete"] = True
+    doc["meta"]["total_wall_time_s"] = time.perf_counter() - t_start
+    write_json(path, doc)
+    return doc
+
+
+def print_final(doc: dict, out: Path) -> None:
+    print(f"\nfinal greedy val utility, normalized ((U - U_random) / (U_oracle - U_random), mean over budgets), "
+          f"mean ± std over {doc['meta']['run']['seeds']} seeds:")
+    for name, m in doc["methods"].items():
+        c = m["curves"]
+        print(f"  {name:11s} {c['val_utility_norm']['mean'][-1]:6.3f} ± {c['val_utility_norm']['std'][-1]:.3f}   "
+              f"SLO viol {c['val_slo_violation_rate']['mean'][-1]:6.1%}   quality {c['val_quality_mean']['mean'][-1]:.3f}   "
+              f"env steps {m['env_steps'][-1]:>9.0f}   compile {m['compile_time_s']:5.1f}s   train {m['train_time_s']:6.1f}s")
+    print(f"total wall time {doc['meta']['total_wall_time_s']:.1f}s -> {out}")
+
+
+def run_from_args(args) -> int:
+    from e5jax.cli import UsageError
+
+    try:
+        run, cfgs = load_config(args.config, seeds=args.seeds, methods=args.methods)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    table_path = Path(args.table) if args.table else default_table_path()
+    table = load_table(table_path)
+    out = Path(args.out) if args.out else Path("artifacts/e5")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    print(f"e5jax run: {len(run.methods)} methods x {run.seeds} seeds x {len(run.budgets)} budgets, "
+          f"{run.num_updates} updates of {run.env_steps_per_update} env steps, table {table_path} "
+          f"({table.num_requests} requests x {table.num_configs} configs), backend {jax.default_backend()}")
+    try:
+        doc = run_experiment(run, cfgs, table, table_path, out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished methods are kept in {out / 'e5_training_curves.json'}", file=sys.stderr)
+        return 130
+    from e5jax.report import write_outputs
+
+    write_outputs(out)
+    print_final(doc, out)
+    return 0
