@@ -219,6 +219,12 @@ def evaluate_references(env: EnvParams) -> dict:
     return out
 
 
+def evaluate_fixed_configs(env: EnvParams) -> dict:
+    """Every config applied to every val request: metrics [C, B] (for the fixed-config Pareto front)."""
+    req, _ = eval_grid(env)
+    return jax.vmap(lambda c: evaluate_actions(env, jnp.full(req.shape, c, dtype=jnp.int32)))(jnp.arange(env.num_configs))
+
+
 def normalized_utility(u, u_random, u_oracle):
     """(U - U_random) / (U_oracle - U_random): the fraction of the oracle gap closed."""
     return (u - u_random) / (u_oracle - u_random)

@@ -98,6 +98,9 @@ def references_block(env: E.EnvParams) -> dict:
     for name, d in refs.items():
         per_budget = {k: np.asarray(v) for k, v in d.items()}
         out[name] = {"per_budget": per_budget, "mean_over_budgets": {k: float(v.mean()) for k, v in per_budget.items()}}
+    fixed = jax.device_get(E.evaluate_fixed_configs(env))
+    levels = np.stack(np.unravel_index(np.arange(env.num_configs), env.knob_sizes), -1)
+    out["fixed_configs"] = {"level_index": levels, "per_budget": fixed}
     return out
 
 

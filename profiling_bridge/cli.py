@@ -1,0 +1,401 @@
+"""Command line: ``e5jax-bridge {profile,refresh,quality,merge-quality,archs}``.
+
+Bad input -> one line on stderr naming the problem, exit code 2, nothing written. Inputs are checked
+before anything is measured; tables are written atomically by ``ProfileTable.save``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from e5jax.table import ProfileTable, TableError, load_table
+from profiling_bridge.archs import ARCHS, BridgeError, build_model, describe, get_arch
+from profiling_bridge.knobs import KNOB_NAMES, SELECTION_RULES, check_grid_names, check_levels, grid_configs, parse_grid
+from profiling_bridge.measure import MeasureSettings
+from profiling_bridge.request_shapes import Requests, from_table, load_requests
+from profiling_bridge.runner import MLLMRunner
+from profiling_bridge.sweep import METHODS, sweep_latency
+
+PLACEHOLDER_QUALITY = 1.0
+ROUTING_NOTE = ("random router weights route tokens near-uniformly over experts; a trained router can be skewed, "
+                "which changes grouped-experts latency somewhat (docs/bridge.md)")
+DTYPES = dict(float32="float32", bfloat16="bfloat16", float16="float16")
+
+
+def _fail(msg: str) -> int:
+    print(f"e5jax-bridge: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _warn(msg: str) -> None:
+    print(f"e5jax-bridge: warning: {msg}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- shared setup
+def _check_out(path: str, suffixes=(".csv", ".npz")) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise BridgeError(f"--out {out}: use a {' or '.join(suffixes)} file name")
+    if out.is_dir():
+        raise BridgeError(f"--out {out}: is a directory")
+    return out
+
+
+def _dtype(args):
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise BridgeError(f"--device cuda: CUDA is not available (torch {torch.__version__})")
+    name = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device == "cuda" else "float32")
+    return getattr(torch, name)
+
+
+def _runner(args) -> MLLMRunner:
+    get_arch(args.arch)
+    if args.weights is not None and not Path(args.weights).is_dir():
+        raise BridgeError(f"--weights {args.weights}: not a directory")
+    model = build_model(args.arch, device=args.device, dtype=_dtype(args), seed=args.seed,
+                        attn_implementation=args.attn, experts_implementation=args.experts_impl, weights=args.weights)
+    return MLLMRunner(model, device=args.device, selection=args.selection, seed=args.seed)
+
+
+def _settings(args) -> MeasureSettings:
+    for name in ("repeats", "e2e_repeats"):
+        if getattr(args, name) < 1:
+            raise BridgeError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0:
+        raise BridgeError("--warmup must be >= 0")
+    return MeasureSettings(warmup=args.warmup, repeats=args.repeats, e2e_repeats=args.e2e_repeats)
+
+
+def _check_positions(runner: MLLMRunner, requests: Requests, grid) -> None:
+    longest = int((requests.prompt_tokens + requests.output_tokens).max()) + max(grid["vision_tokens"])
+    limit = runner.config.text_config.max_position_embeddings
+    if longest > limit:
+        raise BridgeError(f"longest request needs {longest} positions, arch allows {limit} (max_position_embeddings)")
+
+
+def _assemble(requests: Requests, grid, latency, quality, latency_std=None, meta=None) -> ProfileTable:
+    """The lab's table; its constructor validates (raises TableError naming the problem)."""
+    return ProfileTable(
+        knobs={k: np.asarray(grid[k], dtype=np.int64) for k in KNOB_NAMES},
+        request_ids=np.asarray(requests.ids).astype(str),
+        task_types=np.asarray(requests.task_types).astype(str),
+        split=np.asarray(requests.split).astype(str),
+        feature_names=tuple(requests.feature_names),
+        features=np.asarray(requests.features, dtype=np.float64),
+        latency_ms=latency,
+        quality=quality,
+        latency_std_ms=latency_std,
+        meta=meta or {},
+    )
+
+
+def merge_quality(source: ProfileTable, request_ids, grid, where: str) -> np.ndarray:
+    """[R, C] quality of ``source`` reordered to ``request_ids``; its knob grid must equal ``grid``."""
+    src_grid = {k: tuple(int(x) for x in v) for k, v in source.knobs.items()}
+    if src_grid != {k: tuple(grid[k]) for k in grid}:
+        raise BridgeError(f"{where}: knob grid {src_grid} differs from the profiled grid {dict(grid)}")
+    index = {r: i for i, r in enumerate(source.request_ids.tolist())}
+    missing = [r for r in request_ids if r not in index]
+    if missing:
+        raise BridgeError(f"{where}: has no request {missing[0]!r}")
+    return source.quality[[index[r] for r in request_ids]]
+
+
+def device_info(device: str) -> dict:
+    import torch
+
+    info = dict(type=device, platform=platform.platform(), machine=platform.machine(),
+                processor=platform.processor() or None, torch_threads=torch.get_num_threads())
+    if device == "cuda":
+        info.update(name=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()))
+        info["nvidia_smi"] = _nvidia_smi()
+    return info
+
+
+def _nvidia_smi() -> dict | str:
+    """GPU clocks and limits as read (never changed) from nvidia-smi."""
+    fields = "name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.limit,persistence_mode"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError) as e:
+        return f"unavailable ({type(e).__name__})"
+    return dict(zip(fields.split(","), (x.strip() for x in out.split(","))))
+
+
+def versions() -> dict:
+    import scipy
+    import torch
+    import transformers
+
+    return dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
+                numpy=np.__version__, scipy=scipy.__version__, cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
+
+
+def provenance(args, runner: MLLMRunner, argv) -> dict:
+    spec = get_arch(args.arch)
+    return dict(
+        source="profiling_bridge",
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command="e5jax-bridge " + " ".join(argv),
+        arch=spec.name,
+        model=spec.description,
+        weights=args.weights or f"random (seed {args.seed})",
+        model_info=describe(runner.model),
+        vision_token_selection=runner.selection,
+        device=device_info(args.device),
+        versions=versions(),
+        routing_note=ROUTING_NOTE,
+        units=dict(latency_ms="ms, p50 (vision + prefill + decode)", quality="score in [0, 1]"),
+    )
+
+
+def _latency(args, runner, requests, grid, configs):
+    res = sweep_latency(runner, requests, configs, grid, _settings(args), method=args.method,
+                        validate_samples=args.validate_samples, prefill_points=args.prefill_points,
+                        decode_points=args.decode_points, seed=args.seed, progress=not args.no_progress)
+    v = res.meta.get("validation")
+    if v and v.get("n"):
+        print(f"latency model vs end-to-end on {v['n']} random (request, config) samples: "
+              f"median APE {v['median_ape_pct']:.1f}%, p95 APE {v['p95_ape_pct']:.1f}%")
+    return res
+
+
+def _save(table: ProfileTable, out: Path) -> None:
+    table.save(out)
+    lat = table.latency_ms
+    print(f"wrote {out}: {table.num_requests} requests x {table.num_configs} configs, "
+          f"latency {lat.min():.2f}..{lat.max():.2f} ms (full config median {np.median(lat[:, -1]):.2f} ms), "
+          f"quality: {table.meta.get('quality_source')}")
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_profile(args, argv) -> int:
+    out = _check_out(args.out)
+    spec = get_arch(args.arch)
+    grid = parse_grid(args.grid, spec.grid)
+    if args.quality_harness and Path(args.requests).suffix.lower() != ".jsonl":
+        raise BridgeError("--quality-harness needs --requests to be a quality dataset (.jsonl)")
+    quality_table = load_table(args.quality_from) if args.quality_from else None
+    items = None
+    if Path(args.requests).suffix.lower() == ".jsonl":
+        from profiling_bridge import quality as q
+
+        items = q.load_dataset(args.requests)
+    else:
+        requests = load_requests(args.requests)
+    runner = _runner(args)
+    check_levels(runner.model, grid)
+    configs = grid_configs(grid)
+    if items is not None:
+        tokenizer = q.load_tokenizer(runner.model, args.weights)
+        requests = q.requests_from_dataset(items, tokenizer, runner.model, args.requests)
+    _check_positions(runner, requests, grid)
+    R, C = len(requests), len(configs)
+
+    meta = provenance(args, runner, argv)
+    meta["requests_source"] = requests.source
+    if quality_table is not None:
+        quality = merge_quality(quality_table, requests.ids.tolist(), grid, args.quality_from)
+        meta.update(quality_source=f"merged from {args.quality_from} ({quality_table.meta.get('source', 'unknown source')})",
+                    quality_is_placeholder=bool(quality_table.meta.get("quality_is_placeholder", False)))
+    else:
+        quality = np.full((R, C), PLACEHOLDER_QUALITY)
+        meta.update(quality_source=f"placeholder: constant {PLACEHOLDER_QUALITY}, NOT measured; merge real quality with "
+                                   "`e5jax-bridge merge-quality` or profile with --quality-from/--quality-harness",
+                    quality_is_placeholder=True)
+    _assemble(requests, grid, np.ones((R, C)), quality)  # validate the table's shape before measuring
+
+    if args.quality_harness:
+        from profiling_bridge import quality as q
+
+        res = q.evaluate(runner, items, configs, tokenizer, q.image_processor(runner.model, args.weights),
+                         max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+        quality = res["scores"]
+        random_weights = args.weights is None
+        meta.update(quality_source=f"quality harness on {args.requests} (VQA accuracy / exact match, greedy, "
+                                   f"max_new_tokens={args.max_new_tokens})"
+                                   + ("; RANDOM weights: values meaningless" if random_weights else ""),
+                    quality_is_placeholder=random_weights)
+    elif quality_table is None:
+        _warn("quality is a placeholder (constant 1.0), not measured; see meta['quality_source']")
+
+    res = _latency(args, runner, requests, grid, configs)
+    meta["latency"] = res.meta
+    _save(_assemble(requests, grid, res.latency_ms, quality, res.latency_std_ms, meta), out)
+    return 0
+
+
+def cmd_refresh(args, argv) -> int:
+    out = _check_out(args.out)
+    table = load_table(args.table)
+    check_grid_names(table.knobs)
+    grid = {k: tuple(int(x) for x in v) for k, v in table.knobs.items()}
+    requests = from_table(table, args.table)
+    runner = _runner(args)
+    check_levels(runner.model, grid)
+    _check_positions(runner, requests, grid)
+    res = _latency(args, runner, requests, grid, grid_configs(grid))
+    old = table.meta
+    meta = provenance(args, runner, argv)
+    meta.update(
+        requests_source=args.table,
+        latency=res.meta,
+        quality_source=f"kept from {args.table}: {old.get('quality_source', old.get('source', 'unknown'))}",
+        quality_is_placeholder=bool(old.get("quality_is_placeholder", False)),
+        refreshed_from=dict(path=args.table, meta=old),
+    )
+    _save(table.replace(latency_ms=res.latency_ms, latency_std_ms=res.latency_std_ms, meta=meta), out)
+    return 0
+
+
+def cmd_merge_quality(args, argv) -> int:
+    out = _check_out(args.out)
+    table, source = load_table(args.table), load_table(args.quality_from)
+    grid = {k: tuple(int(x) for x in v) for k, v in table.knobs.items()}
+    quality = merge_quality(source, table.request_ids.tolist(), grid, args.quality_from)
+    meta = dict(table.meta)
+    meta.update(quality_source=f"merged from {args.quality_from} ({source.meta.get('source', 'unknown source')})",
+                quality_is_placeholder=bool(source.meta.get("quality_is_placeholder", False)),
+                quality_merge_command="e5jax-bridge " + " ".join(argv))
+    _save(table.replace(quality=quality, meta=meta), out)
+    return 0
+
+
+def cmd_quality(args, argv) -> int:
+    from profiling_bridge import quality as q
+
+    out = _check_out(args.out, (".json",))
+    items = q.load_dataset(args.dataset)
+    grid = parse_grid(args.grid, get_arch(args.arch).grid)
+    runner = _runner(args)
+    check_levels(runner.model, grid)
+    configs = grid_configs(grid)
+    res = q.evaluate(runner, items, configs, q.load_tokenizer(runner.model, args.weights),
+                     q.image_processor(runner.model, args.weights), max_new_tokens=args.max_new_tokens,
+                     progress=not args.no_progress)
+    report = dict(
+        dataset=args.dataset, grid={k: list(v) for k, v in grid.items()}, configs=[c.label() for c in configs],
+        items=[it.id for it in items], metrics=[it.metric for it in items],
+        scores=res["scores"].tolist(), predictions=res["predictions"],
+        mean_by_config=res["scores"].mean(0).tolist(),
+        random_weights=args.weights is None, provenance=provenance(args, runner, argv),
+    )
+    _atomic_write_text(out, json.dumps(report, indent=1))
+    best = int(np.argmax(report["mean_by_config"]))
+    print(f"wrote {out}: {len(items)} items x {len(configs)} configs; best mean score "
+          f"{report['mean_by_config'][best]:.3f} at {configs[best].label()}")
+    return 0
+
+
+def cmd_archs(args, argv) -> int:
+    for name, spec in ARCHS.items():
+        print(f"{name}: {spec.description}\n  default grid: {dict(spec.grid)}")
+    return 0
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- parser
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", required=True, help=f"architecture: {', '.join(ARCHS)}")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--attn", default="sdpa", help="LM/vision attention implementation (sdpa, eager, ...)")
+    p.add_argument("--experts-impl", default=None, help="experts implementation (default: transformers' default, grouped_mm)")
+    p.add_argument("--selection", choices=SELECTION_RULES, default="uniform",
+                   help="which vision tokens to keep: uniform stride, or ranked by [CLS] attention")
+    p.add_argument("--weights", default=None, help="local checkpoint directory instead of random weights (no hub)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+
+
+def _measure_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=METHODS, default="model",
+                   help="model: stage grids + latency model, validated end to end (default); e2e: measure every pair")
+    p.add_argument("--warmup", type=int, default=5, help="untimed passes per grid point")
+    p.add_argument("--repeats", type=int, default=30, help="timed passes per grid point (p50/p95)")
+    p.add_argument("--e2e-repeats", type=int, default=5, help="timed passes per end-to-end (request, config)")
+    p.add_argument("--validate-samples", type=int, default=20, help="random (request, config) pairs measured end to end")
+    p.add_argument("--prefill-points", type=int, default=6, help="total-token points of the prefill grid")
+    p.add_argument("--decode-points", type=int, default=5, help="KV-length points of the decode grid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="e5jax-bridge", description="Measure real MLLM latency per knob config into e5jax tables.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pr = sub.add_parser("profile", help="measure latency for request shapes and write a new table")
+    _model_args(pr)
+    _measure_args(pr)
+    pr.add_argument("--requests", required=True, help="table (.npz/.csv), shapes (.json/.csv) or quality dataset (.jsonl)")
+    pr.add_argument("--out", required=True, help="output table (.csv or .npz)")
+    pr.add_argument("--grid", nargs="*", default=[], metavar="KNOB=L1,L2",
+                    help="override knob levels, e.g. vision_tokens=4,8,16 top_k=1,2 active_blocks=2,4")
+    qg = pr.add_mutually_exclusive_group()
+    qg.add_argument("--quality-from", default=None, help="take quality from this table (same requests and grid)")
+    qg.add_argument("--quality-harness", action="store_true", help="score quality with the harness (--requests .jsonl)")
+    pr.add_argument("--max-new-tokens", type=int, default=16, help="quality harness generation length")
+    pr.set_defaults(func=cmd_profile)
+
+    rf = sub.add_parser("refresh", help="re-measure the latency of an existing table, keeping its quality")
+    _model_args(rf)
+    _measure_args(rf)
+    rf.add_argument("--table", required=True, help="input table (.csv or .npz)")
+    rf.add_argument("--out", required=True, help="output table (.csv or .npz)")
+    rf.set_defaults(func=cmd_refresh)
+
+    qu = sub.add_parser("quality", help="run the quality harness on a JSONL dataset for every config")
+    _model_args(qu)
+    qu.add_argument("--dataset", required=True, help="JSONL dataset (see docs/bridge.md)")
+    qu.add_argument("--out", required=True, help="output .json with per-item x per-config scores")
+    qu.add_argument("--grid", nargs="*", default=[], metavar="KNOB=L1,L2")
+    qu.add_argument("--max-new-tokens", type=int, default=16)
+    qu.set_defaults(func=cmd_quality)
+
+    mq = sub.add_parser("merge-quality", help="replace a table's quality by another table's (same requests and grid)")
+    mq.add_argument("--table", required=True)
+    mq.add_argument("--quality-from", required=True)
+    mq.add_argument("--out", required=True)
+    mq.set_defaults(func=cmd_merge_quality)
+
+    ar = sub.add_parser("archs", help="list the architectures and their default knob grids")
+    ar.set_defaults(func=cmd_archs)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, argv)
+    except (BridgeError, TableError) as e:
+        return _fail(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
