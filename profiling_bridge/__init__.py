@@ -1,1 +1,8 @@
-"""PyTorch + transformers profiling bridge: measure real MLLM latency per configuration into e5jax tables."""
+"""PyTorch + transformers profiling bridge: measure real MLLM latency per configuration into e5jax tables.
+
+Modules: ``archs`` (config dicts, random-weight builds), ``knobs`` (applying vision_tokens / top_k /
+active_blocks and restoring), ``runner`` (vision, prefill, decode of one request), ``timing`` (CUDA events
+or perf_counter_ns), ``measure`` (stage grids, end-to-end runs), ``latency_model`` (fit + validation),
+``sweep`` (latency of every (request, config)), ``request_shapes``, ``quality`` (VQA harness), ``cli``
+(``e5jax-bridge``). See docs/bridge.md.
+"""

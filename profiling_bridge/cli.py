@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from e5jax.table import ProfileTable, TableError, load_table
+from profiling_bridge import quality as qh
 from profiling_bridge.archs import ARCHS, BridgeError, build_model, describe, get_arch
 from profiling_bridge.knobs import KNOB_NAMES, SELECTION_RULES, check_grid_names, check_levels, grid_configs, parse_grid
 from profiling_bridge.measure import MeasureSettings
@@ -61,7 +62,13 @@ def _dtype(args):
 
 
 def _runner(args) -> MLLMRunner:
+    import torch
+
     get_arch(args.arch)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BridgeError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     if args.weights is not None and not Path(args.weights).is_dir():
         raise BridgeError(f"--weights {args.weights}: not a directory")
     model = build_model(args.arch, device=args.device, dtype=_dtype(args), seed=args.seed,
@@ -185,58 +192,53 @@ def _save(table: ProfileTable, out: Path) -> None:
 # --------------------------------------------------------------------------- commands
 def cmd_profile(args, argv) -> int:
     out = _check_out(args.out)
-    spec = get_arch(args.arch)
-    grid = parse_grid(args.grid, spec.grid)
-    if args.quality_harness and Path(args.requests).suffix.lower() != ".jsonl":
+    grid = parse_grid(args.grid, get_arch(args.arch).grid)
+    is_dataset = Path(args.requests).suffix.lower() == ".jsonl"
+    if args.quality_harness and not is_dataset:
         raise BridgeError("--quality-harness needs --requests to be a quality dataset (.jsonl)")
     quality_table = load_table(args.quality_from) if args.quality_from else None
-    items = None
-    if Path(args.requests).suffix.lower() == ".jsonl":
-        from profiling_bridge import quality as q
-
-        items = q.load_dataset(args.requests)
-    else:
-        requests = load_requests(args.requests)
+    items = qh.load_dataset(args.requests) if is_dataset else None
+    requests = None if is_dataset else load_requests(args.requests)
     runner = _runner(args)
     check_levels(runner.model, grid)
     configs = grid_configs(grid)
-    if items is not None:
-        tokenizer = q.load_tokenizer(runner.model, args.weights)
-        requests = q.requests_from_dataset(items, tokenizer, runner.model, args.requests)
+    tokenizer = qh.load_tokenizer(runner.model, args.weights) if is_dataset else None
+    if is_dataset:
+        requests = qh.requests_from_dataset(items, tokenizer, runner.model, args.requests)
     _check_positions(runner, requests, grid)
-    R, C = len(requests), len(configs)
 
-    meta = provenance(args, runner, argv)
-    meta["requests_source"] = requests.source
+    R, C = len(requests), len(configs)
     if quality_table is not None:
         quality = merge_quality(quality_table, requests.ids.tolist(), grid, args.quality_from)
-        meta.update(quality_source=f"merged from {args.quality_from} ({quality_table.meta.get('source', 'unknown source')})",
-                    quality_is_placeholder=bool(quality_table.meta.get("quality_is_placeholder", False)))
+        quality_meta = _merged_quality_meta(args.quality_from, quality_table)
     else:
         quality = np.full((R, C), PLACEHOLDER_QUALITY)
-        meta.update(quality_source=f"placeholder: constant {PLACEHOLDER_QUALITY}, NOT measured; merge real quality with "
-                                   "`e5jax-bridge merge-quality` or profile with --quality-from/--quality-harness",
-                    quality_is_placeholder=True)
-    _assemble(requests, grid, np.ones((R, C)), quality)  # validate the table's shape before measuring
+        quality_meta = dict(quality_source=f"placeholder: constant {PLACEHOLDER_QUALITY}, NOT measured; merge real "
+                                           "quality with `e5jax-bridge merge-quality` or profile with "
+                                           "--quality-from/--quality-harness", quality_is_placeholder=True)
+    _assemble(requests, grid, np.ones((R, C)), quality)  # validates the table's shape before measuring
 
     if args.quality_harness:
-        from profiling_bridge import quality as q
-
-        res = q.evaluate(runner, items, configs, tokenizer, q.image_processor(runner.model, args.weights),
-                         max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+        res = qh.evaluate(runner, items, configs, tokenizer, qh.image_processor(runner.model, args.weights),
+                          max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
         quality = res["scores"]
         random_weights = args.weights is None
-        meta.update(quality_source=f"quality harness on {args.requests} (VQA accuracy / exact match, greedy, "
-                                   f"max_new_tokens={args.max_new_tokens})"
-                                   + ("; RANDOM weights: values meaningless" if random_weights else ""),
-                    quality_is_placeholder=random_weights)
+        quality_meta = dict(
+            quality_source=f"quality harness on {args.requests} (VQA accuracy / exact match, greedy, max_new_tokens="
+                           f"{args.max_new_tokens})" + ("; RANDOM weights: values meaningless" if random_weights else ""),
+            quality_is_placeholder=random_weights)
     elif quality_table is None:
         _warn("quality is a placeholder (constant 1.0), not measured; see meta['quality_source']")
 
     res = _latency(args, runner, requests, grid, configs)
-    meta["latency"] = res.meta
+    meta = dict(provenance(args, runner, argv), requests_source=requests.source, latency=res.meta, **quality_meta)
     _save(_assemble(requests, grid, res.latency_ms, quality, res.latency_std_ms, meta), out)
     return 0
+
+
+def _merged_quality_meta(path: str, source: ProfileTable) -> dict:
+    return dict(quality_source=f"merged from {path} ({source.meta.get('quality_source', source.meta.get('source', 'unknown source'))})",
+                quality_is_placeholder=bool(source.meta.get("quality_is_placeholder", False)))
 
 
 def cmd_refresh(args, argv) -> int:
@@ -267,25 +269,21 @@ def cmd_merge_quality(args, argv) -> int:
     table, source = load_table(args.table), load_table(args.quality_from)
     grid = {k: tuple(int(x) for x in v) for k, v in table.knobs.items()}
     quality = merge_quality(source, table.request_ids.tolist(), grid, args.quality_from)
-    meta = dict(table.meta)
-    meta.update(quality_source=f"merged from {args.quality_from} ({source.meta.get('source', 'unknown source')})",
-                quality_is_placeholder=bool(source.meta.get("quality_is_placeholder", False)),
+    meta = dict(table.meta, **_merged_quality_meta(args.quality_from, source),
                 quality_merge_command="e5jax-bridge " + " ".join(argv))
     _save(table.replace(quality=quality, meta=meta), out)
     return 0
 
 
 def cmd_quality(args, argv) -> int:
-    from profiling_bridge import quality as q
-
     out = _check_out(args.out, (".json",))
-    items = q.load_dataset(args.dataset)
+    items = qh.load_dataset(args.dataset)
     grid = parse_grid(args.grid, get_arch(args.arch).grid)
     runner = _runner(args)
     check_levels(runner.model, grid)
     configs = grid_configs(grid)
-    res = q.evaluate(runner, items, configs, q.load_tokenizer(runner.model, args.weights),
-                     q.image_processor(runner.model, args.weights), max_new_tokens=args.max_new_tokens,
+    res = qh.evaluate(runner, items, configs, qh.load_tokenizer(runner.model, args.weights),
+                     qh.image_processor(runner.model, args.weights), max_new_tokens=args.max_new_tokens,
                      progress=not args.no_progress)
     report = dict(
         dataset=args.dataset, grid={k: list(v) for k, v in grid.items()}, configs=[c.label() for c in configs],
@@ -330,6 +328,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", choices=SELECTION_RULES, default="uniform",
                    help="which vision tokens to keep: uniform stride, or ranked by [CLS] attention")
     p.add_argument("--weights", default=None, help="local checkpoint directory instead of random weights (no hub)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's); 1 gives the steadiest timings for tiny models")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
 

@@ -11,13 +11,18 @@ The same code serves latency measurement (fixed output length) and the quality h
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 
 import torch
+from transformers import LlavaForConditionalGeneration
 
 from profiling_bridge.archs import BridgeError, num_image_tokens
 from profiling_bridge.knobs import SELECTION_RULES, KnobConfig, applied, select_image_features
 from profiling_bridge.timing import RegionTimer
+
+# transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name is deprecated until 5.40).
+CACHE_KW = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -85,11 +90,11 @@ class MLLMRunner:
         mask = self.model.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=feats[None])
         embeds = embeds.masked_scatter(mask, feats)
         out = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1].argmax(-1), out.cache
+        return out.logits[:, -1].argmax(-1), getattr(out, CACHE_KW)
 
     @torch.inference_mode()
     def decode_step(self, token: torch.Tensor, cache) -> torch.Tensor:
-        out = self.model(input_ids=token[:, None], cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=token[:, None], use_cache=True, logits_to_keep=1, **{CACHE_KW: cache})
         return out.logits[:, -1].argmax(-1)
 
     # ------------------------------------------------------------------ one request

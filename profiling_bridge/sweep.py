@@ -109,6 +109,7 @@ def validate(runner, model, predicted, requests, configs, s, n, seed, bar=None) 
             prompt_tokens=int(requests.prompt_tokens[r]), output_tokens=int(requests.output_tokens[r]),
             predicted_ms=round(float(predicted[r, c]), 4), measured_p50_ms=round(m["total"]["p50"], 4),
             measured_p95_ms=round(m["total"]["p95"], 4),
+            measured_stage_p50_ms={k: round(v["p50"], 4) for k, v in m.items() if k != "total"},
         ))
         if bar is not None:
             bar.update(1)

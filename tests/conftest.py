@@ -6,6 +6,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np
 import pytest
 
+from e5jax.cli import enable_compilation_cache
+
+enable_compilation_cache()
+
 from e5jax.table import ProfileTable
 
 
@@ -38,3 +42,33 @@ def make_small_table(R=12, knobs=None, seed=0, with_std=True) -> ProfileTable:
 @pytest.fixture
 def small_table():
     return make_small_table()
+
+
+def make_known_oracle_table(R=120, seed=0) -> ProfileTable:
+    """A table whose oracle depends on an observable feature (f0 = +1: vision-sensitive request, -1: language-
+    sensitive), so a learner that reads the features can close the whole gap and a task-only LUT cannot."""
+    rng = np.random.default_rng(seed)
+    knobs = {"vision_tokens": np.array([36, 144, 576]), "top_k": np.array([1, 8]), "active_blocks": np.array([8, 16])}
+    sizes = (3, 2, 2)
+    frac = np.stack(np.unravel_index(np.arange(12), sizes), -1) / (np.array(sizes) - 1)  # [C, 3] in [0, 1]
+    visual = rng.random(R) < 0.5
+    baseline = rng.uniform(50, 150, R)
+    lat_norm = 0.1 + 0.3 * frac[:, 0] + 0.3 * frac[:, 1] + 0.3 * frac[:, 2]  # full config = 1.0
+    sens = np.where(visual[:, None], [0.5, 0.05, 0.05], [0.05, 0.35, 0.35])  # [R, 3]
+    quality = np.clip(0.9 - (sens[:, None, :] * (1 - frac[None])).sum(-1), 0, 1)
+    return ProfileTable(
+        knobs=knobs,
+        request_ids=np.array([f"k{i}" for i in range(R)]),
+        task_types=np.where(rng.random(R) < 0.5, "vqa", "caption"),
+        split=np.where(np.arange(R) < R * 3 // 4, "train", "val"),
+        feature_names=("modality", "noise"),
+        features=np.stack([np.where(visual, 1.0, -1.0), rng.normal(size=R)], -1),
+        latency_ms=lat_norm[None] * baseline[:, None],
+        quality=quality,
+        meta={"source": "test: known oracle"},
+    )
+
+
+@pytest.fixture(scope="session")
+def known_table():
+    return make_known_oracle_table()

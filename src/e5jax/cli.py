@@ -91,9 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def enable_compilation_cache() -> None:
+    """Persist compiled XLA programs across runs (E5JAX_JAX_CACHE=dir, or 'off'); a rerun skips compilation."""
+    import os
+
+    where = os.environ.get("E5JAX_JAX_CACHE", str(Path.home() / ".cache" / "e5jax" / "jax"))
+    if where.lower() in ("off", "0", "none", ""):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cmd in ("run", "validate"):
+        enable_compilation_cache()
     try:
         return args.func(args)
     except (TableError, UsageError) as e:

@@ -2,7 +2,8 @@
 
 One-step contextual bandit (DESIGN.md "Environment semantics"):
 
-* observation = standardized request features (train-split statistics) ++ task one-hot ++ budget fraction b;
+* observation = standardized request features (train-split statistics) ++ task one-hot ++ budget fraction b,
+  the budget standardized with the mean/std of the training budgets (so it weighs like the features);
 * budget = b x baseline, baseline = the request's full-config latency; latency is normalized by baseline;
 * ``reward = quality - lam * max(0, latency / baseline - b)``;
 * one env step = one executed (request, config) profiling call.
@@ -97,6 +98,7 @@ def observe(env: EnvParams, req: jax.Array, budget: jax.Array) -> jax.Array:
     """[...] request indices and budget fractions -> [..., obs_dim] observations."""
     onehot = jax.nn.one_hot(env.task[req], env.num_tasks, dtype=jnp.float32)
     b = jnp.broadcast_to(budget, req.shape)[..., None].astype(jnp.float32)
+    b = (b - env.train_budgets.mean()) / jnp.maximum(env.train_budgets.std(), 1e-6)
     return jnp.concatenate([env.features[req], onehot, b], axis=-1)
 
 

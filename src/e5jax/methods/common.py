@@ -98,7 +98,7 @@ def sgd_epochs(key, state: LearnerState, batch, loss_fn: Callable, num_items: in
         (loss, aux), grads = grad_fn(params, minibatch)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return (params, opt_state), {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        return (params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
     def one_epoch(carry, k):
         perm = jax.random.permutation(k, num_items)[: mb * cfg.minibatches].reshape(cfg.minibatches, mb)

@@ -24,7 +24,7 @@ from e5jax.methods import common as C
 class Config(C.LearnerConfig):
     group_size: int = 8
     beta: float = 0.1
-    loss: str = "sigmoid"  # sigmoid | ipo
+    loss: str = "sigmoid"  # sigmoid | ipo (REFERENCES: with deterministic labels sigmoid-DPO has no KL anchor; ipo keeps one)
     label_smoothing: float = 0.0
     tau: float = 0.01  # drop pairs whose reward gap is below tau
     ref_ema: float = 0.0  # 0: reference = initial policy
