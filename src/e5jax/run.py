@@ -25,6 +25,7 @@ from e5jax import env as E
 from e5jax.config import ConfigError, RunConfig, load_config
 from e5jax.io import write_json
 from e5jax.methods import METHODS
+from e5jax.overhead import recorder_from_env
 from e5jax.table import ProfileTable, default_table_path, load_table
 
 SCHEMA = "e5jax/e5_training_curves/v1"
@@ -104,7 +105,9 @@ def references_block(env: E.EnvParams) -> dict:
     return out
 
 
-def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None) -> dict:
+def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None, on_done=None) -> dict:
+    """Train one method on every seed. ``on_done(name, method, states, result)`` (the overhead analysis) is called
+    with the final vmapped states before returning."""
     method = METHODS[name]
     trainer = engine.make_train(method, cfg, run.eval_every)
     keys = engine.seed_keys(run.base_seed, run.seeds)
@@ -150,7 +153,7 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     num_params = None
     if hasattr(states, "params"):
         num_params = int(sum(np.prod(x.shape[1:]) for x in jax.tree_util.tree_leaves(states.params)))
-    return {
+    result = {
         "updates": [c * run.eval_every for c in range(run.num_chunks + 1)],
         "env_steps": steps.mean(0),
         "env_steps_per_seed": steps,
@@ -163,6 +166,9 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
         "curves": curves,
         "per_budget": per_budget,
     }
+    if on_done is not None:
+        on_done(name, method, states, result)
+    return result
 
 
 def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path, out: Path, progress: bool = True) -> dict:
@@ -177,11 +183,22 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     }
     path = out / "e5_training_curves.json"
     total = len(run.methods) * run.num_chunks
+    # eager decision timing + training-cost breakdown after each method (E5JAX_OVERHEAD=off skips it)
+    overhead = recorder_from_env(out, table, env, run)
+
+    def finished(name, method, states, result):  # curves first, so an interrupted analysis loses nothing
+        doc["methods"][name] = result
+        write_json(path, doc)
+        if overhead is not None:
+            overhead(name, method, states, result)
+
     t_start = time.perf_counter()
     with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
         for name in run.methods:
-            doc["methods"][name] = run_method(name, cfgs[name], run, env, refs, pbar)
-            write_json(path, doc)
+            run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished)
+    if overhead is not None:
+        overhead.finish()
+        doc["meta"]["overhead_analysis_s"] = overhead.doc["meta"]["analysis_wall_s"]
     doc["complete"] = True
     doc["meta"]["total_wall_time_s"] = time.perf_counter() - t_start
     write_json(path, doc)

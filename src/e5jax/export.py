@@ -1,0 +1,373 @@
+"""Deployable controllers: a trained (vmapped) state -> one small NumPy object per seed, and its eager ``decide``.
+
+A deployed controller decides one request at a time, so the eager path is plain NumPy (no JAX, no batching):
+
+* ``MLPController`` (supervised, ppo, dpo, grpo): the policy MLP's weights as numpy float32 arrays, the feature
+  standardization (train-split mean/std, std 0 -> 1), the sorted task names (one-hot order), the training-budget
+  mean/std (budget standardization) and the knob grid. ``decide`` rebuilds exactly the observation of
+  ``env.observe`` from raw request features + task_type string + budget fraction, runs the ReLU trunk and the
+  heads, and takes the greedy action (per-head argmax for factored heads, argmax over configs for a joint head).
+* ``LookupController`` (lut, heuristic): the [task, evaluation budget] table of chosen configs, as knob levels.
+  Budgets: an evaluation budget (to 1e-6) selects its column; any other budget b uses the largest evaluation
+  budget <= b (a config chosen for a tighter budget, so it never plans to spend more than b); a budget below the
+  smallest evaluation budget uses the smallest one (``strict_budget=True`` raises ``ValueError`` instead).
+
+Both return the knob levels ``(vision_tokens, top_k, active_blocks)`` (knob order of the table) from ``decide``
+and the row-major config index from ``decide_index``. ``save``/``load`` use one ``.npz`` per controller (arrays
+plus a ``meta_json`` string) and a human-readable sidecar ``.json`` with the same metadata.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e5jax import env as E
+from e5jax import policy as P
+from e5jax.io import atomic_write, write_json
+
+FORMAT = "e5jax/controller/v1"
+
+
+# ----------------------------------------------------------------------------- shared spec
+def observation_spec(table, env: E.EnvParams) -> dict:
+    """Everything needed to rebuild ``env.observe`` from raw inputs (computed exactly as make_env_params does)."""
+    train = table.split_indices("train")
+    mu = table.features[train].mean(0)
+    sd = table.features[train].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    # the budget statistics as JAX computes them (float32), so the eager standardization is bit-identical
+    b_mean = np.float32(jax.device_get(env.train_budgets.mean()))
+    b_std = np.float32(jax.device_get(jnp.maximum(env.train_budgets.std(), 1e-6)))
+    return {
+        "feature_names": list(table.feature_names),
+        "feature_mean": np.asarray(mu, np.float64),
+        "feature_std": np.asarray(sd, np.float64),
+        "task_names": list(table.task_names),
+        "budget_mean": b_mean,
+        "budget_std": b_std,
+        "knob_names": list(table.knob_names),
+        "knob_levels": [np.asarray(v).tolist() for v in table.knobs.values()],
+        "eval_budgets": [round(float(b), 6) for b in np.asarray(env.budgets)],
+    }
+
+
+class _Base:
+    kind = ""
+
+    def __init__(self, spec: dict, method: str = "", seed: int = 0, extra_meta: dict | None = None):
+        self.method, self.seed = method, int(seed)
+        self.knob_names = tuple(spec["knob_names"])
+        self.knob_levels = tuple(tuple(int(x) if float(x).is_integer() else float(x) for x in lv) for lv in spec["knob_levels"])
+        self.knob_sizes = tuple(len(lv) for lv in self.knob_levels)
+        self.num_configs = int(np.prod(self.knob_sizes))
+        self.task_names = tuple(spec["task_names"])
+        self.task_index = {t: i for i, t in enumerate(self.task_names)}
+        self.eval_budgets = tuple(float(b) for b in spec["eval_budgets"])
+        self.spec = spec
+        self.extra_meta = dict(extra_meta or {})
+        # config index -> level tuple (row-major), precomputed: decide() returns a ready tuple
+        idx = np.stack(np.unravel_index(np.arange(self.num_configs), self.knob_sizes), -1)
+        self.config_levels = tuple(tuple(self.knob_levels[k][i] for k, i in enumerate(row)) for row in idx)
+
+    def _task(self, task_type: str) -> int:
+        try:
+            return self.task_index[task_type]
+        except KeyError:
+            raise ValueError(f"unknown task_type {task_type!r} (known: {', '.join(self.task_names)})") from None
+
+    def decide(self, request_features, task_type: str, budget: float) -> tuple:
+        return self.config_levels[self.decide_index(request_features, task_type, budget)]
+
+    # ------------------------------------------------------------------ persistence
+    def meta(self) -> dict:
+        s = self.spec
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "method": self.method,
+            "seed": self.seed,
+            "knob_names": list(self.knob_names),
+            "knob_levels": [list(lv) for lv in self.knob_levels],
+            "config_order": "row-major over knob_names (last knob fastest)",
+            "task_names": list(self.task_names),
+            "eval_budgets": list(self.eval_budgets),
+            "feature_names": list(s.get("feature_names", [])),
+            "budget_mean": float(s.get("budget_mean", 0.0)),
+            "budget_std": float(s.get("budget_std", 1.0)),
+            **self.extra_meta,
+        }
+
+    def arrays(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, path) -> list[Path]:
+        """``path`` (.npz) plus its sidecar ``.json``; both written atomically. Returns the two paths."""
+        path = Path(path)
+        meta = self.meta()
+        arrays = {**self.arrays(), "meta_json": np.array(json.dumps(meta))}
+        atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
+        side = path.with_suffix(".json")
+        write_json(side, meta)
+        return [path, side]
+
+
+# ----------------------------------------------------------------------------- MLP controllers
+class MLPController(_Base):
+    """Eager NumPy forward of the policy MLP (ReLU trunk, linear heads), greedy action."""
+
+    kind = "mlp"
+
+    def __init__(self, spec: dict, trunk: Sequence, heads: Sequence, method: str = "", seed: int = 0,
+                 extra_meta: dict | None = None):
+        super().__init__(spec, method, seed, extra_meta)
+        f32 = lambda x: np.ascontiguousarray(np.asarray(x, np.float32))  # noqa: E731
+        self.trunk = [(f32(w), f32(b)) for w, b in trunk]
+        self.heads = [(f32(w), f32(b)) for w, b in heads]
+        self.head_sizes = tuple(int(b.shape[0]) for _, b in self.heads)
+        self.joint = len(self.heads) == 1 and self.head_sizes[0] == self.num_configs and len(self.knob_sizes) > 1
+        if not self.joint and self.head_sizes != self.knob_sizes and not (len(self.knob_sizes) == 1):
+            raise ValueError(f"head sizes {self.head_sizes} match neither the knob grid {self.knob_sizes} nor a joint head")
+        self.feature_mean = np.asarray(spec["feature_mean"], np.float64)
+        self.feature_std = np.asarray(spec["feature_std"], np.float64)
+        self.budget_mean = np.float32(spec["budget_mean"])
+        self.budget_std = np.float32(spec["budget_std"])
+        F, T = self.feature_mean.shape[0], len(self.task_names)
+        self.obs_dim = F + T + 1
+        if self.trunk and self.trunk[0][0].shape[0] != self.obs_dim:
+            raise ValueError(f"first layer expects {self.trunk[0][0].shape[0]} inputs, observation has {self.obs_dim}")
+        self._F, self._T = F, T
+        # all heads in one matrix: one matmul per decision, argmax per head segment
+        self._w_heads = np.ascontiguousarray(np.concatenate([w for w, _ in self.heads], 1))
+        self._b_heads = np.concatenate([b for _, b in self.heads])
+        self._bounds = np.cumsum((0,) + self.head_sizes)
+        self._strides = tuple(int(np.prod(self.knob_sizes[k + 1:])) for k in range(len(self.knob_sizes)))
+
+    @classmethod
+    def from_params(cls, params, spec: dict, method: str = "", seed: int = 0, extra_meta: dict | None = None):
+        """From a flax params tree of ``policy.MLP``: Dense_0..Dense_{H-1} trunk, then one Dense per head."""
+        p = params["params"] if "params" in params else params
+        names = sorted(p, key=lambda n: int(n.rsplit("_", 1)[1]))
+        layers = [(np.asarray(p[n]["kernel"]), np.asarray(p[n]["bias"])) for n in names]
+        hidden = extra_meta.get("hidden") if extra_meta else None
+        H = len(hidden) if hidden is not None else len(layers) - len(spec["knob_levels"])
+        return cls(spec, layers[:H], layers[H:], method, seed, extra_meta)
+
+    def observe(self, request_features, task_type: str, budget: float) -> np.ndarray:
+        """The observation of ``env.observe``: standardized features ++ task one-hot ++ standardized budget."""
+        obs = np.zeros(self.obs_dim, np.float32)
+        obs[: self._F] = (np.asarray(request_features, np.float64) - self.feature_mean) / self.feature_std
+        obs[self._F + self._task(task_type)] = 1.0
+        obs[-1] = (np.float32(budget) - self.budget_mean) / self.budget_std
+        return obs
+
+    def logits(self, obs: np.ndarray) -> np.ndarray:
+        h = obs
+        for w, b in self.trunk:
+            h = np.maximum(h @ w + b, 0.0)
+        return h @ self._w_heads + self._b_heads
+
+    def decide_index(self, request_features, task_type: str, budget: float) -> int:
+        z = self.logits(self.observe(request_features, task_type, budget))
+        if self.joint or len(self.heads) == 1:
+            return int(np.argmax(z))
+        c, bd = 0, self._bounds
+        for k, s in enumerate(self._strides):
+            c += int(np.argmax(z[bd[k]: bd[k + 1]])) * s
+        return c
+
+    def arrays(self) -> dict:
+        out = {"feature_mean": self.feature_mean, "feature_std": self.feature_std}
+        for i, (w, b) in enumerate(self.trunk):
+            out[f"trunk_{i}_w"], out[f"trunk_{i}_b"] = w, b
+        for i, (w, b) in enumerate(self.heads):
+            out[f"head_{i}_w"], out[f"head_{i}_b"] = w, b
+        return out
+
+    def meta(self) -> dict:
+        m = super().meta()
+        m.update({"feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
+                  "head_sizes": list(self.head_sizes), "joint": bool(self.joint),
+                  "hidden": [int(w.shape[1]) for w, _ in self.trunk], "activation": "relu",
+                  "num_params": int(sum(w.size + b.size for w, b in self.trunk + self.heads)),
+                  "greedy": "argmax over configs (joint head)" if self.joint else "per-head argmax -> levels"})
+        return m
+
+    def jax_batch1(self):
+        """A jitted batch-1 JAX decision from the eager observation (to show the dispatch cost)."""
+        w = jax.device_put(([(w, b) for w, b in self.trunk], [(w, b) for w, b in self.heads]))
+        sizes = (self.num_configs,) if self.joint else self.head_sizes
+        return lambda feats, task, budget: int(_jax_mlp_greedy(w, self.observe(feats, task, budget), sizes))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _jax_mlp_greedy(weights, obs, sizes):
+    trunk, heads = weights
+    h = obs[None]
+    for w, b in trunk:
+        h = jax.nn.relu(h @ w + b)
+    return P.greedy(tuple(h @ w + b for w, b in heads), sizes)[0]
+
+
+@jax.jit
+def _jax_lookup(choice, t, b):
+    return choice[t, b]
+
+
+# ----------------------------------------------------------------------------- lookup controllers
+class LookupController(_Base):
+    """A [task, evaluation budget] table of configs; decide = two dict/list lookups."""
+
+    kind = "lookup"
+
+    def __init__(self, spec: dict, choice, method: str = "", seed: int = 0, extra_meta: dict | None = None,
+                 strict_budget: bool = False):
+        super().__init__(spec, method, seed, extra_meta)
+        self.choice = np.asarray(choice, np.int64)
+        T, B = len(self.task_names), len(self.eval_budgets)
+        if self.choice.shape != (T, B):
+            raise ValueError(f"choice table has shape {self.choice.shape}, expected (tasks {T}, budgets {B})")
+        self.strict_budget = strict_budget
+        self._sorted = sorted((b, i) for i, b in enumerate(self.eval_budgets))
+        self._sorted_b = [b for b, _ in self._sorted]
+        self._exact = {b: i for i, b in enumerate(self.eval_budgets)}
+        self._index_rows = {t: [int(c) for c in self.choice[i]] for t, i in self.task_index.items()}
+        self._level_rows = {t: [self.config_levels[c] for c in row] for t, row in self._index_rows.items()}
+
+    def budget_index(self, budget: float) -> int:
+        i = self._exact.get(budget)
+        if i is not None:
+            return i
+        b = round(float(budget), 6)
+        i = self._exact.get(b)
+        if i is not None:
+            return i
+        j = bisect.bisect_right(self._sorted_b, b) - 1
+        if j < 0:
+            if self.strict_budget:
+                raise ValueError(f"budget {budget} is below the smallest evaluation budget {self._sorted_b[0]}")
+            j = 0
+        return self._sorted[j][1]
+
+    def decide_index(self, request_features, task_type: str, budget: float) -> int:
+        row = self._index_rows.get(task_type)
+        if row is None:
+            self._task(task_type)
+        return row[self.budget_index(budget)]
+
+    def decide(self, request_features, task_type: str, budget: float) -> tuple:
+        row = self._level_rows.get(task_type)
+        if row is None:
+            self._task(task_type)
+        return row[self.budget_index(budget)]
+
+    def arrays(self) -> dict:
+        return {"choice": self.choice}
+
+    def meta(self) -> dict:
+        m = super().meta()
+        m.update({"budget_rule": "exact evaluation budget (1e-6); else the largest evaluation budget <= b; "
+                                 "below the smallest: the smallest" + (" (strict: error)" if self.strict_budget else ""),
+                  "num_params": 0, "table_entries": int(self.choice.size)})
+        return m
+
+    def jax_batch1(self):
+        choice = jnp.asarray(self.choice, jnp.int32)
+        return lambda feats, task, budget: int(_jax_lookup(choice, self._task(task), self.budget_index(budget)))
+
+
+# ----------------------------------------------------------------------------- export / load
+def unstack(tree, i: int):
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds: Sequence[int] | None = None) -> list:
+    """Trained vmapped ``states`` (leading seed axis) -> one controller per seed, from ``method.policy``."""
+    spec = observation_spec(table, env)
+    S = jax.tree_util.tree_leaves(states)[0].shape[0]
+    out = []
+    for i in range(S) if seeds is None else seeds:
+        pol = jax.device_get(method.policy(unstack(states, i)))
+        if isinstance(pol, P.LookupPolicy):
+            out.append(LookupController(spec, np.asarray(pol.choice), name, i))
+        elif isinstance(pol, P.MLPPolicy):
+            extra = {"hidden": [int(h) for h in pol.hidden]}
+            out.append(MLPController.from_params(pol.params, spec, name, i, extra))
+        else:
+            raise TypeError(f"{name}: cannot export a controller of type {type(pol).__name__}")
+    return out
+
+
+def save_controllers(controllers: Sequence, directory) -> list[Path]:
+    d = Path(directory)
+    paths = []
+    for c in controllers:
+        paths += c.save(d / f"{c.method}_seed{c.seed}.npz")
+    return paths
+
+
+def load_controller(path, strict_budget: bool = False):
+    with np.load(Path(path), allow_pickle=False) as z:
+        meta = json.loads(str(z["meta_json"]))
+        arrays = {k: np.asarray(z[k]) for k in z.files if k != "meta_json"}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an e5jax controller (format {meta.get('format')!r})")
+    spec = {
+        "feature_names": meta.get("feature_names", []),
+        "task_names": meta["task_names"],
+        "knob_names": meta["knob_names"],
+        "knob_levels": meta["knob_levels"],
+        "eval_budgets": meta["eval_budgets"],
+        "budget_mean": np.float32(meta["budget_mean"]),
+        "budget_std": np.float32(meta["budget_std"]),
+    }
+    keep = {k: meta[k] for k in ("hidden",) if k in meta}
+    if meta["kind"] == "lookup":
+        return LookupController(spec, arrays["choice"], meta["method"], meta["seed"], strict_budget=strict_budget)
+    spec["feature_mean"], spec["feature_std"] = arrays["feature_mean"], arrays["feature_std"]
+    nt = sum(1 for k in arrays if k.startswith("trunk_") and k.endswith("_w"))
+    nh = sum(1 for k in arrays if k.startswith("head_") and k.endswith("_w"))
+    trunk = [(arrays[f"trunk_{i}_w"], arrays[f"trunk_{i}_b"]) for i in range(nt)]
+    heads = [(arrays[f"head_{i}_w"], arrays[f"head_{i}_b"]) for i in range(nh)]
+    return MLPController(spec, trunk, heads, meta["method"], meta["seed"], keep)
+
+
+def load_controllers(directory) -> dict[str, list]:
+    """``<dir>/<method>_seed<i>.npz`` -> {method: [controllers sorted by seed]}."""
+    out: dict[str, list] = {}
+    for p in sorted(Path(directory).glob("*_seed*.npz")):
+        c = load_controller(p)
+        out.setdefault(c.method, []).append(c)
+    return {k: sorted(v, key=lambda c: c.seed) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- the vmapped reference
+def vmapped_greedy(method, states, env: E.EnvParams) -> np.ndarray:
+    """Greedy configs [S, B, Rv] of the shared (vmapped) evaluator on the val grid: the reference for ``decide``."""
+
+    def one(state):
+        req, budget = E.eval_grid(env)
+        bidx = jnp.broadcast_to(jnp.arange(env.budgets.shape[0])[:, None], req.shape)
+        return method.policy(state).greedy(env, req, budget, bidx)
+
+    return np.asarray(jax.jit(jax.vmap(one))(states))
+
+
+def val_requests(table, env: E.EnvParams) -> list[tuple]:
+    """(raw features, task_type, budget) for every val request at every evaluation budget, budget-major
+    (the order of ``env.eval_grid``)."""
+    val = np.asarray(env.val_idx)
+    feats = [np.asarray(table.features[i], np.float64) for i in val]
+    tasks = [str(table.task_types[i]) for i in val]
+    return [(feats[j], tasks[j], round(float(b), 6)) for b in np.asarray(env.budgets) for j in range(len(val))]
+
+
+def eager_decisions(controller, requests: Sequence[tuple]) -> np.ndarray:
+    return np.array([controller.decide_index(*r) for r in requests], np.int64)

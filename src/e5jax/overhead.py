@@ -1,0 +1,716 @@
+"""Overhead accounting (issue #4): eager per-request decision time and the training-cost breakdown.
+
+After each method's training, ``analyze_method``:
+
+1. exports every seed's controller (``e5jax.export``) to ``<out>/controllers/<method>_seed<i>.npz`` (+ ``.json``);
+2. checks that the eager ``decide`` equals the vmapped greedy evaluator on every val request x evaluation budget;
+3. times ``decide`` one request at a time (warm-up, then >= ``decisions`` calls over varied val requests and
+   budgets, round-robin over the seeds' controllers): p50/p95/p99 ms, plus a jitted batch-1 JAX call for
+   comparison (dispatch cost); at the end of the run all methods are re-timed interleaved (``Recorder.finish``);
+4. times the jitted training pieces and the method's whole ``update`` on the run's batch sizes (all seeds
+   vmapped, as in training): each runs ``n`` times inside one compiled ``fori_loop`` (``n`` calibrated so one call
+   lasts about ``target_call_s``), every program once per round for ``repeats`` rounds, ``block_until_ready``;
+   a piece's seconds in the run = its median share of the whole update x the run's training time;
+5. counts parameters (PPO's critic included).
+
+``e5_overhead_analysis.json`` (schema ``e5jax/e5_overhead_analysis/v1``) is rewritten atomically after every
+method. Knobs (no config section; environment variables, see docs/overhead.md): ``E5JAX_OVERHEAD=off`` skips it,
+``E5JAX_OVERHEAD_DECISIONS`` (1000), ``E5JAX_OVERHEAD_WARMUP`` (200), ``E5JAX_OVERHEAD_JAX_DECISIONS`` (300),
+``E5JAX_OVERHEAD_REPEATS`` (5), ``E5JAX_OVERHEAD_COMPONENTS=0`` (skip the training pieces).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e5jax import env as E
+from e5jax import export as X
+from e5jax import policy as P
+from e5jax.io import write_json
+from e5jax.methods import common as C
+
+SCHEMA = "e5jax/e5_overhead_analysis/v1"
+FILE = "e5_overhead_analysis.json"
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    decisions: int = 1000  # timed eager decisions per method (after warm-up)
+    warmup: int = 200
+    jax_decisions: int = 300  # timed jitted batch-1 JAX decisions (0: skip)
+    repeats: int = 5  # timed calls per training component (median)
+    target_call_s: float = 0.04  # each timed component call runs n updates, n calibrated to about this long
+    components: bool = True
+
+    @classmethod
+    def from_env(cls) -> "Settings | None":
+        """None when ``E5JAX_OVERHEAD`` is off/0/false; otherwise defaults overridden by E5JAX_OVERHEAD_*."""
+        if os.environ.get("E5JAX_OVERHEAD", "on").strip().lower() in ("off", "0", "false", "no"):
+            return None
+
+        def geti(var, default):
+            try:
+                return max(0, int(os.environ.get(var, default)))
+            except ValueError:
+                return default
+
+        return cls(decisions=max(1, geti("E5JAX_OVERHEAD_DECISIONS", cls.decisions)),
+                   warmup=geti("E5JAX_OVERHEAD_WARMUP", cls.warmup),
+                   jax_decisions=geti("E5JAX_OVERHEAD_JAX_DECISIONS", cls.jax_decisions),
+                   repeats=max(1, geti("E5JAX_OVERHEAD_REPEATS", cls.repeats)),
+                   components=os.environ.get("E5JAX_OVERHEAD_COMPONENTS", "1").strip().lower() not in ("off", "0", "false", "no"))
+
+
+# ----------------------------------------------------------------------------- decision timing
+def percentiles_ms(samples_ns: np.ndarray) -> dict:
+    ms = np.asarray(samples_ns, np.float64) / 1e6
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(ms.mean()),
+            "min": float(ms.min()), "max": float(ms.max()), "n": int(ms.size)}
+
+
+def timer_overhead_ns(n: int = 2000) -> float:
+    """Median cost of the timing itself (two perf_counter_ns calls), included in every sample."""
+    t = time.perf_counter_ns
+    s = np.empty(n, np.int64)
+    for i in range(n):
+        a = t()
+        s[i] = t() - a
+    return float(np.median(s))
+
+
+def time_decisions(fns: Callable | Sequence[Callable], requests: Sequence[tuple], n: int = 1000,
+                   warmup: int = 200) -> dict:
+    """Time single-request decisions: ``warmup`` untimed calls, then ``n`` timed ones, one call per sample,
+    cycling over ``requests`` (features, task_type, budget) and round-robin over ``fns`` (e.g. one per seed)."""
+    fns = [fns] if callable(fns) else list(fns)
+    if not fns or not requests or n < 1:
+        raise ValueError("need at least one decide function, one request and n >= 1")
+    R, K = len(requests), len(fns)
+    for i in range(warmup):
+        fns[i % K](*requests[i % R])
+    t = time.perf_counter_ns
+    s = np.empty(n, np.int64)
+    for i in range(n):
+        f, r = fns[i % K], requests[(i * 7919) % R]  # stride a prime: varied requests and budgets in turn
+        a = t()
+        f(*r)
+        s[i] = t() - a
+    out = percentiles_ms(s)
+    out["warmup"] = int(warmup)
+    return out
+
+
+def time_decisions_interleaved(fns: dict, requests: Sequence[tuple], n: int = 1000, warmup: int = 200,
+                               block: int = 50) -> dict:
+    """Several methods in one run, alternating blocks of ``block`` decisions (method order rotated every round)
+    so that machine noise hits them alike (for ratios). ``fns``: {name: callable or list of callables}.
+    Returns {name: percentiles}."""
+    fl = {k: ([v] if callable(v) else list(v)) for k, v in fns.items()}
+    R = len(requests)
+    for k, fs in fl.items():
+        for i in range(warmup):
+            fs[i % len(fs)](*requests[i % R])
+    t = time.perf_counter_ns
+    samples = {k: [] for k in fl}
+    done, order = 0, list(fl)
+    while done < n:
+        m = min(block, n - done)
+        order = order[1:] + order[:1]  # rotate: no method always follows the same one
+        for k in order:
+            fs = fl[k]
+            s = samples[k]
+            K = len(fs)
+            for j in range(done, done + m):
+                f, r = fs[j % K], requests[(j * 7919) % R]
+                a = t()
+                f(*r)
+                s.append(t() - a)
+        done += m
+    out = {}
+    for k, s in samples.items():
+        out[k] = percentiles_ms(np.asarray(s))
+        out[k]["warmup"] = int(warmup)
+    return out
+
+
+# ----------------------------------------------------------------------------- eager == vmapped
+def check_agreement(controllers: Sequence, method, states, table, env: E.EnvParams) -> dict:
+    """Eager decisions vs the vmapped greedy evaluator on every val request x evaluation budget, every seed."""
+    ref = X.vmapped_greedy(method, states, env)  # [S, B, Rv]
+    reqs = X.val_requests(table, env)
+    per_seed, mism = [], 0
+    for c in controllers:
+        eager = X.eager_decisions(c, reqs)
+        same = eager == ref[c.seed].reshape(-1)
+        per_seed.append(float(same.mean()))
+        mism += int((~same).sum())
+    n = len(reqs) * len(controllers)
+    return {"fraction": float(1.0 - mism / n), "decisions_compared": int(n), "mismatches": int(mism),
+            "per_seed": per_seed, "grid": "every val request x every evaluation budget"}
+
+
+# ----------------------------------------------------------------------------- training components
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """One piece of a method's update, for one seed: ``step(state, carry, env, key, fixed) -> (carry, checksum)``.
+
+    * generation pieces ignore ``carry`` and return the batch they generate as the new carry (``feeds=True``: the
+      last batch becomes ``fixed`` input of the later pieces, exactly as inside ``method.update``);
+    * update pieces carry the learner state (``init(state, env, fixed) -> carry``; default: the state itself).
+    ``per``: runs once per ``update`` or once per ``chunk`` (evaluation). ``dep``: inputs made loop-dependent
+    (``state`` / ``fixed``) for pieces whose work would otherwise be loop-invariant (and hoisted by XLA).
+    """
+
+    name: str
+    step: Callable
+    init: Callable | None = None
+    per: str = "update"
+    feeds: bool = False
+    dep: tuple = ()
+    what: str = ""
+
+
+def _checksum(tree) -> jax.Array:
+    leaves = [jnp.sum(x.astype(jnp.float32)) for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype")]
+    return jnp.nan_to_num(sum(leaves) if leaves else jnp.zeros(()))
+
+
+def _gen(fn, name: str, what: str, dep: tuple = ()) -> Component:
+    """A generation piece: ``fn(state, env, key, fixed) -> batch``."""
+
+    def step(state, carry, env, key, fixed):
+        batch = fn(state, env, key, fixed)
+        return batch, _checksum(batch)
+
+    return Component(name, step, None, feeds=True, dep=dep, what=what)
+
+
+def _upd(fn, name: str, what: str, init=None) -> Component:
+    """An update piece: ``fn(carry, env, key, fixed) -> (carry, scalar)``."""
+    return Component(name, lambda state, carry, env, key, fixed: fn(carry, env, key, fixed),
+                     init or (lambda state, env, fixed: state), what=what)
+
+
+def _lut_parts(cfg):
+    N = cfg.env_steps_per_update
+
+    def profile(state, env, key, fixed):  # = lut.profile_cells without the accumulation
+        k_req, k_cfg, k_env = jax.random.split(key, 3)
+        req, budget, _ = E.sample_requests(k_req, env, N)
+        config = jax.random.randint(k_cfg, (N,), 0, env.num_configs)
+        q, lat = E.lookup(env, req, config, k_env)
+        r_all = E.reward_from(env, q[:, None], lat[:, None], env.budgets[None, :])
+        return {"task": env.task[req], "config": config, "r_all": r_all, "lat": lat,
+                "train_utility": E.reward_from(env, q, lat, budget).mean()}
+
+    def aggregate(st, env, key, f):
+        st = st.replace(reward_sum=st.reward_sum.at[f["task"], :, f["config"]].add(f["r_all"]),
+                        latency_sum=st.latency_sum.at[f["task"], f["config"]].add(f["lat"]),
+                        count=st.count.at[f["task"], f["config"]].add(1.0))
+        return st, jnp.mean(st.count > 0)
+
+    return [
+        _gen(profile, "cell_profiling",
+             "sample N (train request, config) cells, look them up, reward at every evaluation budget"),
+        _upd(aggregate, "lut_aggregation", "scatter-add the N cells into the [task, budget, config] table"),
+    ]
+
+
+def _supervised_parts(cfg):
+    from e5jax.methods import supervised as M
+
+    N = cfg.env_steps_per_update
+
+    def label(state, env, key, fixed):  # = supervised.update's batch: labelled pairs + oracle targets
+        k_req, k_b = jax.random.split(key)
+        n = jnp.maximum(state.extra.n_labelled, 1)
+        req = state.extra.order[jax.random.randint(k_req, (N,), 0, n)]
+        budget = env.train_budgets[jax.random.randint(k_b, (N,), 0, env.train_budgets.shape[0])]
+        return {"obs": E.observe(env, req, budget), "target": E.oracle_config(env, req, budget)}
+
+    def update(state, env, key, f):
+        def loss_fn(params, mb):
+            z = C.policy_logits(state, params, mb["obs"])
+            return M.ce_loss(z, mb["target"], state.sizes, cfg.label_smoothing), {}
+
+        state, m = C.sgd_epochs(key, state, {"obs": f["obs"], "target": f["target"]}, loss_fn, N)
+        return state, m["loss"]
+
+    return [
+        _gen(label, "labelling", "draw N labelled (request, budget) pairs, oracle config over all C configs (the labels)"),
+        _upd(update, "policy_update", "epochs x minibatches cross-entropy SGD steps"),
+    ]
+
+
+def _ppo_parts(cfg):
+    from e5jax.methods import ppo as M
+
+    N = cfg.env_steps_per_update
+
+    def rollout(state, env, key, fixed):
+        k_req, k_act, k_env = jax.random.split(key, 3)
+        req, budget, _ = E.sample_requests(k_req, env, N)
+        obs = E.observe(env, req, budget)
+        logits = C.policy_logits(state, state.params["actor"], obs)
+        actions = P.sample(k_act, logits, state.sizes)
+        rewards, _, _ = E.step(env, req, budget, actions, k_env)
+        return {"obs": obs, "action": actions, "logp_old": P.log_prob(logits, actions, state.sizes), "target": rewards}
+
+    def values(state, env, key, f):
+        v = M._value(cfg, state.params["critic"], f["obs"])
+        return {"v_old": v, "adv": f["target"] - v}
+
+    def sub_state(which):
+        def init(state, env, f):
+            p = state.params[which]
+            return state.replace(params=p, opt_state=C.make_optimizer(cfg).init(p))
+        return init
+
+    keys = ("obs", "action", "logp_old", "target", "v_old", "adv")
+
+    def actor_update(st, env, key, f):
+        def loss_fn(params, mb):
+            z = C.policy_logits(st, params, mb["obs"])
+            adv = mb["adv"]
+            if cfg.norm_adv:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            pg, _ = M.ppo_policy_loss(P.log_prob(z, mb["action"], st.sizes), mb["logp_old"], adv, cfg.clip_eps)
+            return pg - cfg.ent_coef * P.entropy(z).mean(), {}
+
+        st, m = C.sgd_epochs(key, st, {k: f[k] for k in keys}, loss_fn, N)
+        return st, m["loss"]
+
+    def joint_update(st, env, key, f):  # = ppo.update's SGD: actor + critic in one loss, one optimizer
+        def loss_fn(params, mb):
+            z = C.policy_logits(st, params["actor"], mb["obs"])
+            adv = mb["adv"]
+            if cfg.norm_adv:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            pg, _ = M.ppo_policy_loss(P.log_prob(z, mb["action"], st.sizes), mb["logp_old"], adv, cfg.clip_eps)
+            v = M._value(cfg, params["critic"], mb["obs"])
+            v_loss = M.ppo_value_loss(v, mb["v_old"], mb["target"], cfg.clip_eps, cfg.clip_vloss)
+            return pg - cfg.ent_coef * P.entropy(z).mean() + cfg.vf_coef * v_loss, {}
+
+        st, m = C.sgd_epochs(key, st, {k: f[k] for k in keys}, loss_fn, N)
+        return st, m["loss"]
+
+    return [
+        _gen(rollout, "rollout", "sample N requests, actor forward, sample configs, env step, log-probs"),
+        _gen(values, "value_estimation", "critic forward on the batch, advantages r - V(x)", dep=("fixed",)),
+        _upd(actor_update, "actor_update",
+             "epochs x minibatches SGD on the clipped policy loss + entropy, actor parameters only", sub_state("actor")),
+        _upd(joint_update, "ppo_sgd_joint",
+             "PPO's actual SGD: actor + critic loss, one optimizer (reference for critic_update, not a component)"),
+    ]
+
+
+def _dpo_parts(cfg):
+    from e5jax.methods import dpo as M
+
+    G = cfg.group_size
+    n = cfg.env_steps_per_update // G
+
+    def pairs(state, env, key, fixed):  # = dpo.update's generation + preference labelling
+        k_req, k_act, k_env = jax.random.split(key, 3)
+        req, budget, _ = E.sample_requests(k_req, env, n)
+        obs = E.observe(env, req, budget)
+        logits = C.policy_logits(state, state.params, obs)
+        logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
+        actions = P.sample(k_act, logits_g, state.sizes)
+        rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
+        best, worst = jnp.argmax(rewards, -1), jnp.argmin(rewards, -1)
+        take = lambda a, i: jnp.take_along_axis(a, i[:, None], -1)[:, 0]  # noqa: E731
+        gap = take(rewards, best) - take(rewards, worst)
+        return {"obs": obs, "win": take(actions, best), "lose": take(actions, worst),
+                "valid": (gap >= cfg.tau).astype(jnp.float32)}
+
+    def update(state, env, key, f):
+        def loss_fn(params, mb):
+            z = C.policy_logits(state, params, mb["obs"])
+            zr = C.policy_logits(state, state.ref_params, mb["obs"])
+            lw = P.log_prob(z, mb["win"], state.sizes) - P.log_prob(zr, mb["win"], state.sizes)
+            ll = P.log_prob(z, mb["lose"], state.sizes) - P.log_prob(zr, mb["lose"], state.sizes)
+            per = M.dpo_loss(lw - ll, cfg.beta, cfg.loss, cfg.label_smoothing)
+            return jnp.sum(per * mb["valid"]) / jnp.maximum(mb["valid"].sum(), 1.0), {}
+
+        state, m = C.sgd_epochs(key, state, f, loss_fn, n)
+        return state, m["loss"]
+
+    return [
+        _gen(pairs, "pair_generation_labelling",
+             "N/G requests x G sampled configs, env steps, best/worst pair, |dr| >= tau mask"),
+        _upd(update, "policy_update", "epochs x minibatches SGD on the DPO loss (reference forward included)"),
+    ]
+
+
+def _grpo_parts(cfg):
+    from e5jax.methods import grpo as M
+
+    G = cfg.group_size
+    n = cfg.env_steps_per_update // G
+
+    def groups(state, env, key, fixed):  # = grpo.update's group generation + group-relative ranking
+        k_req, k_act, k_env = jax.random.split(key, 3)
+        req, budget, _ = E.sample_requests(k_req, env, n)
+        obs = E.observe(env, req, budget)
+        logits = C.policy_logits(state, state.params, obs)
+        logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
+        actions = P.sample(k_act, logits_g, state.sizes)
+        rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
+        adv, _ = M.group_advantages(rewards, cfg.scale, cfg.std_floor)
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+        return {"obs": flat(jnp.repeat(obs[:, None], G, axis=1)), "action": flat(actions), "adv": flat(adv),
+                "logp_old": flat(P.log_prob(logits_g, actions, state.sizes))}
+
+    def update(state, env, key, f):
+        def loss_fn(params, mb):
+            z = C.policy_logits(state, params, mb["obs"])
+            kl_ref = P.kl(z, C.policy_logits(state, state.ref_params, mb["obs"]))
+            loss, _ = M.grpo_loss(P.log_prob(z, mb["action"], state.sizes), mb["logp_old"], mb["adv"], kl_ref,
+                                  cfg.clip_eps, cfg.beta)
+            return loss, {}
+
+        state, m = C.sgd_epochs(key, state, f, loss_fn, n * G)
+        return state, m["loss"]
+
+    return [
+        _gen(groups, "group_generation_ranking",
+             "N/G requests x G sampled configs, env steps, group-relative advantages, old log-probs"),
+        _upd(update, "policy_update", "epochs x minibatches SGD on the clipped GRPO loss (+ exact KL)"),
+    ]
+
+
+PARTS = {"lut": _lut_parts, "heuristic": _lut_parts, "supervised": _supervised_parts, "ppo": _ppo_parts,
+         "dpo": _dpo_parts, "grpo": _grpo_parts}
+
+
+def _program(comp: Component):
+    """jit(fori_loop(n x vmap(step))) with a traced trip count: one compile serves every n. For ``dep`` inputs a
+    runtime zero times the running checksum is added to every float leaf each iteration (loop-carried, so XLA
+    cannot hoist the piece out of the loop)."""
+
+    def run(states, fixed, key, n, zero, env):
+        S = jax.tree_util.tree_leaves(states)[0].shape[0]
+        if comp.init is not None:
+            carry = jax.vmap(lambda s, f: comp.init(s, env, f))(states, fixed)
+        else:
+            shape = jax.eval_shape(lambda s, f: jax.vmap(lambda s1, f1: comp.step(s1, None, env, key, f1)[0])(s, f),
+                                   states, fixed)
+            carry = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shape)
+
+        def dep(tree, acc):
+            return jax.tree_util.tree_map(
+                lambda x: x + (zero * acc).astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+        def body(i, c):
+            carry, acc = c
+            s = dep(states, acc) if "state" in comp.dep else states
+            f = dep(fixed, acc) if "fixed" in comp.dep else fixed
+            keys = jax.random.split(jax.random.fold_in(key, i), S)
+            carry, chk = jax.vmap(lambda s1, c1, k1, f1: comp.step(s1, c1, env, k1, f1))(s, carry, keys, f)
+            return carry, acc + jnp.nan_to_num(jnp.sum(chk))
+
+        return jax.lax.fori_loop(0, n, body, (carry, jnp.zeros(())))
+
+    return jax.jit(run)
+
+
+_PROGRAMS: dict = {}
+
+
+def _calibrate(comp: Component, states, fixed, env, target_call_s: float, max_n: int = 10_000, cache_key=None):
+    """Compile (or load), warm up and pick n so one call lasts about ``target_call_s``.
+    Returns (call(seed) -> seconds per iteration, n, first-call seconds, the piece's last carry)."""
+    if cache_key is not None and cache_key in _PROGRAMS:
+        f = _PROGRAMS[cache_key]
+    else:
+        f = _program(comp)
+        if cache_key is not None:
+            _PROGRAMS[cache_key] = f
+    key = jax.random.PRNGKey(123)
+    zero = jnp.zeros(())
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(states, fixed, key, 1, zero, env))  # compile (or cache load) + warm-up
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(states, fixed, key, 1, zero, env))
+    t1 = time.perf_counter() - t0
+    n = int(min(max_n, max(1, math.ceil(target_call_s / max(t1, 1e-7)))))
+    carry, _ = jax.block_until_ready(f(states, fixed, key, n, zero, env))  # warm-up at n
+
+    def call(r: int) -> float:
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(states, fixed, jax.random.fold_in(key, r + 1), n, zero, env))
+        return (time.perf_counter() - t0) / n
+
+    return call, n, first_s, carry
+
+
+def _summary_ms(per_s) -> dict:
+    per = np.asarray(per_s) * 1e3
+    return {"median_ms": float(np.median(per)), "p25_ms": float(np.percentile(per, 25)),
+            "p75_ms": float(np.percentile(per, 75))}
+
+
+def whole_update_component(method) -> Component:
+    """The method's own ``update`` (all of it, metrics included): the reference the pieces are shares of."""
+    return Component("update_whole", lambda state, carry, env, key, fixed: (lambda r: (r[0], _checksum(r[1])))(
+        method.update(carry, env, key)), lambda state, env, fixed: state,
+        what="the method's own update() (reference: the pieces are measured as shares of it)")
+
+
+def time_training_components(name: str, method, states, env: E.EnvParams, num_updates: int,
+                             repeats: int = 5, target_call_s: float = 0.04) -> dict:
+    """{piece: timing, share of the whole update, seconds over the run} for the final ``states`` (all seeds vmapped).
+
+    Every piece, and the method's whole ``update`` as reference, is compiled and calibrated first, in update order
+    (each generation piece's last batch feeds the later pieces); then ``repeats`` rounds time every program once
+    per round, in turn, so load changes on a shared machine hit all of them alike. ``share_of_update`` is the
+    median over rounds of piece / whole update (paired within a round). PPO's critic update is the marginal cost
+    of the critic: per round, the actual joint SGD (``ppo_sgd_joint``) minus the actor-only SGD, floored at 0
+    (separate actor and critic SGD loops would each pay the per-step overhead once more and overstate the sum)."""
+    cfg = states.cfg
+    calls, fixed = {}, {}
+    for comp in list(PARTS[name](cfg)) + [whole_update_component(method)]:
+        ck = (PARTS[name], cfg, comp.name) if comp.name != "update_whole" else (method.__name__, cfg, comp.name)
+        call, n, first_s, carry = _calibrate(comp, states, fixed, env, target_call_s, cache_key=ck)
+        if comp.feeds:
+            fixed = {**fixed, **carry}
+        calls[comp.name] = (comp, call, n, first_s)
+    per = {k: [] for k in calls}
+    for r in range(repeats):
+        for k, (_, call, _, _) in calls.items():
+            per[k].append(call(r))
+    per = {k: np.asarray(v) for k, v in per.items()}
+    whole = per["update_whole"]
+    out = {}
+    for k, (comp, _, n, first_s) in calls.items():
+        out[k] = {**_summary_ms(per[k]), "inner_iterations": n, "repeats": repeats, "first_call_s": first_s,
+                  "per": comp.per, "what": comp.what, "share_of_update": float(np.median(per[k] / whole))}
+    out["update_whole"]["in_components"] = False
+    if "ppo_sgd_joint" in out:
+        out["ppo_sgd_joint"]["in_components"] = False
+        diff = np.maximum(per["ppo_sgd_joint"] - per["actor_update"], 0.0)
+        out["critic_update"] = {**_summary_ms(diff), "repeats": repeats, "per": "update",
+                                "share_of_update": float(np.median(diff / whole)),
+                                "derived": "per round: ppo_sgd_joint - actor_update (floored at 0); median over rounds",
+                                "what": "marginal cost of the critic in PPO's SGD (critic forward/backward, its Adam state)"}
+    for t in out.values():
+        t["count"] = int(num_updates)
+        t["seconds_over_run"] = t["median_ms"] / 1e3 * t["count"]
+        t.setdefault("in_components", True)
+    return out
+
+
+# ----------------------------------------------------------------------------- parameters
+def param_counts(method, states) -> dict:
+    s0 = X.unstack(states, 0)
+    pol = method.policy(s0)
+    if isinstance(pol, P.LookupPolicy):
+        return {"policy": 0, "critic": 0, "total": 0, "table_entries": int(np.prod(pol.choice.shape))}
+    n_pol = P.count_params(pol.params)
+    n_all = P.count_params(s0.params) if hasattr(s0, "params") else n_pol
+    return {"policy": n_pol, "critic": n_all - n_pol, "total": n_all}
+
+
+# ----------------------------------------------------------------------------- one method
+def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path | None, train: dict | None = None,
+                   settings: Settings = Settings(), num_updates: int | None = None, num_chunks: int | None = None,
+                   keep: dict | None = None) -> dict:
+    """Export, agreement check, decision timing, component timing and parameter counts of one trained method.
+
+    ``train``: the run's result for the method (``train_time_s``, ``compile_time_s``, ``updates``) when known.
+    ``keep``: a dict that receives ``{name: controllers}`` (for the final interleaved timing)."""
+    t_start = time.perf_counter()
+    ctrls = X.export_controllers(name, method, states, table, env)
+    if keep is not None:
+        keep[name] = ctrls
+    files = []
+    if out is not None:
+        files = [str(p.relative_to(out)) for p in X.save_controllers(ctrls, Path(out) / "controllers")]
+    agreement = check_agreement(ctrls, method, states, table, env)
+    reqs = X.val_requests(table, env)
+    dec = time_decisions([c.decide for c in ctrls], reqs, settings.decisions, settings.warmup)
+    res: dict[str, Any] = {
+        "controller": ctrls[0].kind,
+        "decision_ms": dec,
+        "decision_timing": "this method alone, right after its training",
+        "decision_path": ("NumPy forward (float32): standardize features, task one-hot, standardized budget, "
+                          "ReLU trunk, heads in one matmul, per-head argmax -> levels") if ctrls[0].kind == "mlp"
+        else "dict lookup: task_type -> row, budget -> evaluation-budget column -> level tuple",
+        "decision_seeds": [c.seed for c in ctrls],
+        "eager_agreement": agreement,
+    }
+    if settings.jax_decisions > 0:
+        jfns = [c.jax_batch1() for c in ctrls]
+        res["decision_ms_jax_batch1"] = time_decisions(jfns, reqs, settings.jax_decisions, max(20, settings.warmup // 10))
+    res["num_params"] = param_counts(method, states)
+    if train is not None:
+        S = jax.tree_util.tree_leaves(states)[0].shape[0]
+        upd = train.get("updates") or [0]
+        nu = num_updates if num_updates is not None else int(upd[-1])
+        nc = num_chunks if num_chunks is not None else max(1, len(upd) - 1)
+        total = float(train["train_time_s"])
+        tr: dict[str, Any] = {"total_s": total, "per_seed_equivalent_s": total / S, "seeds": S,
+                              "compile_s": train.get("compile_time_s"), "num_updates": nu, "num_chunks": nc,
+                              "components": {}}
+        if settings.components and name in PARTS:
+            comps = time_training_components(name, method, states, env, nu, settings.repeats, settings.target_call_s)
+            # each piece's share of the whole update (measured in the same rounds) x the run's own training time
+            tr["components"] = {k: v["share_of_update"] * total for k, v in comps.items() if v["in_components"]}
+            tr["components_measured_s"] = {k: v["seconds_over_run"] for k, v in comps.items() if v["in_components"]}
+            tr["update_whole_measured_s"] = comps["update_whole"]["seconds_over_run"]
+            tr["component_timing"] = comps
+            tr["components_sum_s"] = float(sum(tr["components"].values()))
+            tr["other_s"] = total - tr["components_sum_s"]
+        res["training"] = tr
+    res["files"] = files
+    res["analysis_wall_s"] = time.perf_counter() - t_start
+    return res
+
+
+# ----------------------------------------------------------------------------- the run hook
+def host_meta() -> dict:
+    from e5jax.run import host_description
+
+    h = host_description()
+    h["timer"] = "time.perf_counter_ns around each single decide() call"
+    h["timer_overhead_ns"] = timer_overhead_ns()
+    try:
+        h["loadavg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return h
+
+
+class Recorder:
+    """Called by ``run_method`` after each method: analyses it and rewrites ``e5_overhead_analysis.json``."""
+
+    def __init__(self, out: Path, table, env: E.EnvParams, run_cfg=None, settings: Settings | None = None):
+        self.out, self.table, self.env = Path(out), table, env
+        self.run_cfg = run_cfg
+        self.settings = settings or Settings()
+        self.controllers: dict = {}
+        self.doc = {
+            "schema": SCHEMA,
+            "complete": False,
+            "meta": {
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv),
+                "host": host_meta(),
+                "settings": dataclasses.asdict(self.settings),
+                "seeds": None if run_cfg is None else run_cfg.seeds,
+                "budgets": [float(b) for b in np.asarray(env.budgets)],
+                "knobs": {k: np.asarray(v).tolist() for k, v in table.knobs.items()},
+                "units": {"decision_ms": "milliseconds per single-request decide() call",
+                          "training.total_s": "training wall time of all seeds together (vmapped, compile excluded)",
+                          "training.components": "seconds over the run: median per-update time (all seeds) x updates "
+                                                 "(val_evaluation: x chunks)"},
+                "notes": "CPU shared with other jobs: read medians/percentiles and ratios, not single numbers.",
+                "analysis_wall_s": 0.0,
+            },
+            "methods": {},
+        }
+
+    @property
+    def path(self) -> Path:
+        return self.out / FILE
+
+    def __call__(self, name: str, method, states, result: dict) -> None:
+        run = self.run_cfg
+        t0 = time.perf_counter()
+        try:
+            self.doc["methods"][name] = analyze_method(
+                name, method, states, self.table, self.env, self.out, result, self.settings,
+                num_updates=None if run is None else run.num_updates, num_chunks=None if run is None else run.num_chunks,
+                keep=self.controllers)
+        except Exception as e:  # the overhead measurement must never lose a finished training run
+            print(f"e5jax: overhead analysis of {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            self.doc["methods"][name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+        self.doc["meta"]["analysis_wall_s"] += time.perf_counter() - t0
+        write_json(self.path, self.doc)
+
+    def finish(self) -> None:
+        """Re-time every method's decide() interleaved (blocks of 50 decisions per method in turn), so the
+        headline ``decision_ms`` of all methods share the same machine conditions; add ratios to the LUT."""
+        ok = [n for n in self.controllers if "decision_ms" in self.doc["methods"].get(n, {})]
+        if ok:
+            s = self.settings
+            res = time_decisions_interleaved({n: [c.decide for c in self.controllers[n]] for n in ok},
+                                             X.val_requests(self.table, self.env), s.decisions, s.warmup)
+            for n in ok:
+                m = self.doc["methods"][n]
+                m["decision_ms_after_training"] = m["decision_ms"]
+                m["decision_ms"] = res[n]
+                m["decision_timing"] = "all methods interleaved at the end of the run (blocks of 50 decisions)"
+                if "lut" in res:
+                    m["decision_ratio_to_lut"] = {p: res[n][p] / res["lut"][p] for p in ("p50", "p95", "p99")}
+        self.doc["complete"] = True
+        self.doc["overhead_table"] = overhead_table(self.doc)
+        write_json(self.path, self.doc)
+
+
+def recorder_from_env(out: Path, table, env: E.EnvParams, run_cfg=None) -> Recorder | None:
+    s = Settings.from_env()
+    return None if s is None else Recorder(out, table, env, run_cfg, s)
+
+
+# ----------------------------------------------------------------------------- the table
+SEED_COLUMNS = {"critic_training_s": ("ppo", ("value_estimation", "critic_update")),
+                "pair_generation_s": ("dpo", ("pair_generation_labelling",)),
+                "group_generation_s": ("grpo", ("group_generation_ranking",))}
+
+
+def overhead_table(doc: dict) -> list[dict]:
+    """One row per method: the seed's overhead table (decision p50/p95/p99, critic training (PPO), pair
+    generation (DPO), group generation (GRPO), total training) plus every measured component."""
+    rows = []
+    for name, m in doc.get("methods", {}).items():
+        if "decision_ms" not in m:
+            continue
+        d, tr = m["decision_ms"], m.get("training") or {}
+        comps = tr.get("components") or {}
+        row = {"method": name, "decision_p50_ms": d["p50"], "decision_p95_ms": d["p95"], "decision_p99_ms": d["p99"],
+               "decision_p50_ratio_to_lut": (m.get("decision_ratio_to_lut") or {}).get("p50"),
+               "total_training_s": tr.get("total_s"), "per_seed_equivalent_s": tr.get("per_seed_equivalent_s"),
+               "num_params": m.get("num_params", {}).get("total")}
+        for col, (meth, parts) in SEED_COLUMNS.items():
+            row[col] = sum(comps[p] for p in parts if p in comps) if name == meth else None
+        row["components_s"] = dict(comps)
+        rows.append(row)
+    return rows
+
+
+def format_table(doc: dict) -> str:
+    """Markdown rendering of ``overhead_table``."""
+    g = lambda v, f="{:.3g}": "—" if v is None else f.format(v)  # noqa: E731
+    L = ["| method | decision p50 / p95 / p99 (ms) | p50 / LUT | jax batch-1 p50 (ms) | eager = vmapped | params "
+         "| training total (s) | per seed equiv. (s) | critic training (PPO) | pair gen. (DPO) | group gen. (GRPO) "
+         "| components (s) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in overhead_table(doc):
+        m = doc["methods"][r["method"]]
+        j = (m.get("decision_ms_jax_batch1") or {}).get("p50")
+        ag = m.get("eager_agreement", {})
+        L.append("| " + " | ".join([
+            r["method"], f"{r['decision_p50_ms']:.4f} / {r['decision_p95_ms']:.4f} / {r['decision_p99_ms']:.4f}",
+            g(r["decision_p50_ratio_to_lut"], "{:.1f}×"), g(j, "{:.4f}"), f"{ag.get('fraction', float('nan')):.4f} ({ag.get('decisions_compared', 0)})",
+            f"{r['num_params']:,}" if r["num_params"] is not None else "—",
+            g(r["total_training_s"]), g(r["per_seed_equivalent_s"]), g(r["critic_training_s"]),
+            g(r["pair_generation_s"]), g(r["group_generation_s"]),
+            ", ".join(f"{k} {v:.3g}" for k, v in r["components_s"].items()) or "—"]) + " |")
+    return "\n".join(L)

@@ -1,0 +1,213 @@
+"""Overhead accounting (issue #4): exported controllers decide exactly like the vmapped evaluator, survive a
+save/load round trip, and the timing/JSON pieces produce what report.py reads."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import make_known_oracle_table
+from e5jax import engine
+from e5jax import env as E
+from e5jax import export as X
+from e5jax import overhead as O
+from e5jax import report as R
+from e5jax.methods import METHODS
+
+SEEDS = 2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    table = make_known_oracle_table()
+    return table, E.make_env_params(table)
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+    """Every method, 2 seeds, a few vmapped updates (the learned policies are no longer at their init)."""
+    table, env = setup
+    out = {}
+    for name, m in METHODS.items():
+        cfg = m.Config(env_steps_per_update=64)
+        keys = engine.seed_keys(0, SEEDS)
+        states = jax.jit(jax.vmap(lambda k, e: m.init(k, e, cfg), in_axes=(0, None)))(keys, env)
+        upd = jax.jit(jax.vmap(lambda s, k, e: m.update(s, e, k)[0], in_axes=(0, 0, None)))
+        for i in range(12 if name in ("lut", "heuristic") else 25):
+            states = upd(states, engine.chunk_keys(keys, i), env)
+        out[name] = (m, states)
+    return out
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_eager_decide_equals_vmapped_greedy(setup, trained, name):
+    table, env = setup
+    m, states = trained[name]
+    ctrls = X.export_controllers(name, m, states, table, env)
+    assert [c.seed for c in ctrls] == list(range(SEEDS))
+    ref = X.vmapped_greedy(m, states, env)  # [S, B, Rv]: the shared evaluator's greedy configs
+    # same decisions as engine.evaluate's greedy metrics are computed from
+    np.testing.assert_allclose(np.asarray(E.evaluate_actions(env, ref[0])["utility"]),
+                               np.asarray(E.evaluate_policy(env, m.policy(X.unstack(states, 0)))["utility"]))
+    reqs = X.val_requests(table, env)
+    assert len(reqs) == env.budgets.shape[0] * env.val_idx.shape[0]
+    levels = table.config_levels()
+    for c in ctrls:
+        eager = X.eager_decisions(c, reqs)
+        np.testing.assert_array_equal(eager, ref[c.seed].reshape(-1))
+        # decide() returns the knob levels of that config, in knob order
+        for r, idx in list(zip(reqs, eager))[::17]:
+            assert c.decide(*r) == tuple(int(v) for v in levels[idx])
+        # the policy is not trivial: it picks several configs and depends on the budget
+        assert len(set(eager.tolist())) > 1
+        assert not np.all(ref[c.seed] == ref[c.seed][:1])
+    if name not in ("lut", "heuristic"):
+        assert ctrls[0].kind == "mlp"
+        # the jitted batch-1 JAX path agrees too
+        j = ctrls[0].jax_batch1()
+        assert [j(*r) for r in reqs[:40]] == X.eager_decisions(ctrls[0], reqs[:40]).tolist()
+
+
+def test_equality_check_has_teeth(setup, trained):
+    """A controller with a wrong budget standardization (raw b) or a missing feature standardization disagrees."""
+    table, env = setup
+    m, states = trained["supervised"]
+    good = X.export_controllers("supervised", m, states, table, env)[0]
+    reqs = X.val_requests(table, env)
+    ref = X.vmapped_greedy(m, states, env)[0].reshape(-1)
+    spec = dict(good.spec, budget_mean=np.float32(0.0), budget_std=np.float32(1.0))
+    bad = X.MLPController(spec, good.trunk, good.heads, "supervised", 0)
+    assert np.mean(X.eager_decisions(bad, reqs) == ref) < 1.0
+    spec = dict(good.spec, feature_mean=np.zeros_like(good.feature_mean), feature_std=np.ones_like(good.feature_std) * 3)
+    bad = X.MLPController(spec, good.trunk, good.heads, "supervised", 0)
+    assert np.mean(X.eager_decisions(bad, reqs) == ref) < 1.0
+    agree = O.check_agreement([good], m, jax.tree_util.tree_map(lambda x: x[:1], states), table, env)
+    assert agree["fraction"] == 1.0 and agree["mismatches"] == 0
+
+
+@pytest.mark.parametrize("name", ["lut", "ppo", "grpo"])
+def test_export_round_trip(tmp_path, setup, trained, name):
+    table, env = setup
+    m, states = trained[name]
+    ctrls = X.export_controllers(name, m, states, table, env)
+    paths = X.save_controllers(ctrls, tmp_path / "controllers")
+    assert sorted(p.name for p in paths) == sorted(f"{name}_seed{i}{ext}" for i in range(SEEDS) for ext in (".npz", ".json"))
+    assert all(p.stat().st_size < 200_000 for p in paths)
+    loaded = X.load_controllers(tmp_path / "controllers")[name]
+    reqs = X.val_requests(table, env)
+    for a, b in zip(ctrls, loaded):
+        assert (a.kind, a.method, a.seed) == (b.kind, b.method, b.seed)
+        np.testing.assert_array_equal(X.eager_decisions(a, reqs), X.eager_decisions(b, reqs))
+        for k, v in a.arrays().items():
+            np.testing.assert_array_equal(v, b.arrays()[k])
+    side = json.loads((tmp_path / "controllers" / f"{name}_seed0.json").read_text())
+    assert side["format"] == X.FORMAT and side["task_names"] == list(table.task_names)
+    assert side["knob_levels"] == [v.tolist() for v in table.knobs.values()]
+    if name == "ppo":  # the deployable form is the actor only: the critic is not exported
+        assert side["num_params"] == O.param_counts(m, states)["policy"] < O.param_counts(m, states)["total"]
+
+
+def test_lookup_budget_rule(setup):
+    table, env = setup
+    spec = X.observation_spec(table, env)
+    T, B = len(table.task_names), env.budgets.shape[0]
+    choice = np.arange(T * B).reshape(T, B) % env.num_configs
+    c = X.LookupController(spec, choice, "lut", 0)
+    t = table.task_names[1]
+    assert [c.decide_index(None, t, b) for b in (0.35, 0.5, 0.7, 0.85, 1.0)] == choice[1].tolist()
+    assert c.decide_index(None, t, float(np.float32(0.7))) == choice[1, 2]  # float32 budget -> same column
+    assert c.decide_index(None, t, 0.69) == choice[1, 1]  # largest evaluation budget <= b
+    assert c.decide_index(None, t, 1.3) == choice[1, 4]
+    assert c.decide_index(None, t, 0.1) == choice[1, 0]  # below the smallest: the smallest
+    with pytest.raises(ValueError):
+        X.LookupController(spec, choice, "lut", 0, strict_budget=True).decide_index(None, t, 0.1)
+    with pytest.raises(ValueError, match="unknown task_type"):
+        c.decide(None, "nope", 0.5)
+    assert c.decide(None, t, 0.5) == tuple(int(v) for v in table.config_levels()[choice[1, 1]])
+
+
+def test_time_decisions_percentiles(setup, trained):
+    table, env = setup
+    m, states = trained["dpo"]
+    ctrls = X.export_controllers("dpo", m, states, table, env)
+    reqs = X.val_requests(table, env)
+    d = O.time_decisions([c.decide for c in ctrls], reqs, n=1000, warmup=50)
+    assert d["n"] == 1000 and d["warmup"] == 50
+    assert 0 < d["min"] <= d["p50"] <= d["p95"] <= d["p99"] <= d["max"]
+    lut = X.export_controllers("lut", *trained["lut"], table, env)
+    both = O.time_decisions_interleaved({"lut": [c.decide for c in lut], "dpo": [c.decide for c in ctrls]},
+                                        reqs, n=300, warmup=20, block=50)
+    assert set(both) == {"lut", "dpo"} and all(v["n"] == 300 for v in both.values())
+    assert all(0 < v["p50"] <= v["p95"] <= v["p99"] for v in both.values())
+    with pytest.raises(ValueError):
+        O.time_decisions([], reqs)
+
+
+def test_analysis_json_schema_and_report(tmp_path, setup, trained):
+    table, env = setup
+    settings = O.Settings(decisions=200, warmup=20, jax_decisions=20, repeats=3, target_call_s=0.02)
+    rec = O.Recorder(tmp_path, table, env, None, settings)
+    for name in ("lut", "ppo"):
+        m, states = trained[name]
+        rec(name, m, states, {"train_time_s": 2.0, "compile_time_s": 1.0, "updates": [0, 6, 12]})
+        assert json.loads(rec.path.read_text())["complete"] is False  # rewritten after every method
+    rec.finish()
+    doc = json.loads(rec.path.read_text())
+    assert doc["schema"] == "e5jax/e5_overhead_analysis/v1" and doc["complete"] is True
+    assert {"host", "settings", "budgets", "knobs"} <= set(doc["meta"]) and doc["meta"]["host"]["cpu"]
+    for name in ("lut", "ppo"):
+        mm = doc["methods"][name]
+        assert "error" not in mm, mm.get("traceback")
+        assert set(mm["decision_ms"]) >= {"p50", "p95", "p99", "n"} and mm["decision_ms"]["n"] == 200
+        assert 0 < mm["decision_ms"]["p50"] <= mm["decision_ms"]["p95"] <= mm["decision_ms"]["p99"]
+        assert mm["eager_agreement"]["fraction"] == 1.0
+        tr = mm["training"]
+        assert tr["total_s"] == 2.0 and tr["per_seed_equivalent_s"] == 1.0 and tr["num_updates"] == 12
+        assert all(v >= 0 for v in tr["components"].values())
+        assert all((tmp_path / f).is_file() for f in mm["files"]) and len(mm["files"]) == 2 * SEEDS
+    assert list(doc["methods"]["lut"]["training"]["components"]) == ["cell_profiling", "lut_aggregation"]
+    for name in ("lut", "ppo"):
+        ct = doc["methods"][name]["training"]["component_timing"]
+        assert ct["update_whole"]["in_components"] is False and ct["update_whole"]["median_ms"] > 0
+        shares = [v["share_of_update"] for v in ct.values() if v["in_components"]]
+        assert all(x >= 0 for x in shares) and 0.2 < sum(shares) < 3.0  # the pieces make up about one update
+        tr = doc["methods"][name]["training"]
+        assert abs(tr["components_sum_s"] + tr["other_s"] - tr["total_s"]) < 1e-9
+    ppo = doc["methods"]["ppo"]
+    assert list(ppo["training"]["components"]) == ["rollout", "value_estimation", "actor_update", "critic_update"]
+    assert ppo["training"]["component_timing"]["ppo_sgd_joint"]["in_components"] is False
+    assert ppo["num_params"]["critic"] > 0 and ppo["num_params"]["total"] == ppo["num_params"]["policy"] + ppo["num_params"]["critic"]
+    assert doc["methods"]["lut"]["num_params"]["total"] == 0
+    # finish() re-timed every method interleaved and added the ratio to the LUT
+    assert all("interleaved" in doc["methods"][n]["decision_timing"] for n in ("lut", "ppo"))
+    assert doc["methods"]["lut"]["decision_ratio_to_lut"]["p50"] == 1.0
+    assert doc["methods"]["ppo"]["decision_ratio_to_lut"]["p50"] > 1.0  # an MLP forward costs more than a lookup
+    assert doc["methods"]["ppo"]["decision_ms_after_training"]["n"] == 200
+    rows = {r["method"]: r for r in doc["overhead_table"]}
+    assert rows["ppo"]["critic_training_s"] > 0 and rows["lut"]["critic_training_s"] is None
+    # report.py reads exactly these fields
+    ov = R.load_overhead(tmp_path)
+    assert ov["methods"]["ppo"]["decision_ms"]["p99"] == ppo["decision_ms"]["p99"]
+    assert ov["methods"]["ppo"]["training"]["components"] == ppo["training"]["components"]
+    assert "| ppo |" in O.format_table(doc)
+
+
+def test_joint_head_controller(setup):
+    """A joint head (one categorical over all configs) exports and decides like the evaluator too."""
+    table, env = setup
+    m = METHODS["supervised"]
+    cfg = m.Config(env_steps_per_update=64, joint=True)
+    keys = engine.seed_keys(0, 1)
+    states = jax.jit(jax.vmap(lambda k, e: m.init(k, e, cfg), in_axes=(0, None)))(keys, env)
+    upd = jax.jit(jax.vmap(lambda s, k, e: m.update(s, e, k)[0], in_axes=(0, 0, None)))
+    for i in range(15):
+        states = upd(states, engine.chunk_keys(keys, i), env)
+    (c,) = X.export_controllers("supervised", m, states, table, env)
+    assert c.joint and c.head_sizes == (env.num_configs,)
+    reqs = X.val_requests(table, env)
+    eager = X.eager_decisions(c, reqs)
+    np.testing.assert_array_equal(eager, X.vmapped_greedy(m, states, env)[0].reshape(-1))
+    assert len(set(eager.tolist())) > 1
