@@ -1,0 +1,101 @@
+"""Fast checks of the benchmark scripts' pure parts: the PyTorch reference computes the lab's problem (same
+observation, reward, config indexing, network and losses), and the FLOP counting is right."""
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import bench_roofline as BR  # noqa: E402
+import torch_reference as T  # noqa: E402
+from e5jax import env as E  # noqa: E402
+from e5jax import policy as P  # noqa: E402
+from e5jax.methods import grpo, ppo  # noqa: E402
+from e5jax.methods import common as C  # noqa: E402
+
+
+@pytest.fixture
+def envs(small_table):
+    env = E.make_env_params(small_table)
+    return env, T.torch_env(env)
+
+
+def test_observation_and_reward_match_the_lab(envs):
+    env, te = envs
+    req = jnp.asarray([0, 3, 5, 7])
+    budget = jnp.asarray([0.35, 0.5, 0.85, 1.0], jnp.float32)
+    config = jnp.asarray([0, 4, 7, env.num_configs - 1])
+    obs = T.observe(te, torch.as_tensor(np.array(req)), torch.as_tensor(np.array(budget)))
+    np.testing.assert_allclose(obs.numpy(), np.asarray(E.observe(env, req, budget)), rtol=1e-6, atol=1e-6)
+    r = T.reward(te, torch.as_tensor(np.array(req)), torch.as_tensor(np.array(budget)), torch.as_tensor(np.array(config)))
+    np.testing.assert_allclose(r.numpy(), np.asarray(E.step(env, req, budget, config)[0]), rtol=1e-6)
+
+
+def test_config_indexing_matches_the_lab(envs):
+    env, _ = envs
+    sizes = env.knob_sizes
+    c = torch.arange(env.num_configs)
+    heads = T.config_to_heads(c, sizes)
+    lab = P.config_to_heads(jnp.arange(env.num_configs), sizes)
+    for a, b in zip(heads, lab):
+        np.testing.assert_array_equal(a.numpy(), np.asarray(b))
+    np.testing.assert_array_equal(T.heads_to_config(heads, sizes).numpy(), np.arange(env.num_configs))
+
+
+def copy_flax_to_torch(params, actor: T.Actor) -> None:
+    dense = params["params"]
+    linears = [m for m in actor.trunk if isinstance(m, torch.nn.Linear)] + list(actor.heads)
+    with torch.no_grad():
+        for i, lin in enumerate(linears):
+            lin.weight.copy_(torch.as_tensor(np.array(dense[f"Dense_{i}"]["kernel"]).T.copy()))
+            lin.bias.copy_(torch.as_tensor(np.array(dense[f"Dense_{i}"]["bias"])))
+
+
+def test_network_and_policy_losses_match_the_lab(envs):
+    env, te = envs
+    cfg = ppo.Config()
+    params, sizes = C.init_policy_params(jax.random.PRNGKey(0), env, cfg)
+    actor = T.Actor(te.obs_dim, te.knob_sizes, cfg.hidden)
+    assert sum(p.numel() for p in actor.parameters()) == P.count_params(params)
+    copy_flax_to_torch(params, actor)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (6, env.obs_dim))
+    z_lab = P.MLP(cfg.hidden, sizes).apply(params, obs)
+    z_t = actor(torch.as_tensor(np.array(obs)))
+    for a, b in zip(z_t, z_lab):
+        np.testing.assert_allclose(a.detach().numpy(), np.asarray(b), rtol=1e-5, atol=1e-6)
+    config = jnp.asarray([0, 1, 2, 3, 4, env.num_configs - 1])
+    lp_lab = P.log_prob(z_lab, config, sizes)
+    lp_t = T.log_prob(z_t, T.config_to_heads(torch.as_tensor(np.array(config)), sizes))
+    np.testing.assert_allclose(lp_t.detach().numpy(), np.asarray(lp_lab), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(T.entropy(z_t).detach().numpy(), np.asarray(P.entropy(z_lab)), rtol=1e-5)
+
+
+def test_grpo_advantages_match_the_lab():
+    r = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    r[1] = 0.3  # a zero-spread group: the std floor
+    adv, _ = grpo.group_advantages(jnp.asarray(r), "group", 1e-3)
+    rt = torch.as_tensor(r)
+    ours = (rt - rt.mean(-1, keepdim=True)) / rt.std(-1, keepdim=True).clamp(min=1e-3)
+    np.testing.assert_allclose(ours.numpy(), np.asarray(adv), rtol=1e-5, atol=1e-6)
+
+
+def test_reference_trains_and_evaluates(envs):
+    env, te = envs
+    for name, cfg in (("ppo", ppo.Config()), ("grpo", grpo.Config())):
+        actions, times = T.train_seeds(name, te, cfg, 2, [0])
+        assert actions.shape == (1, env.budgets.shape[0], env.val_idx.shape[0])
+        assert np.all((actions >= 0) & (actions < env.num_configs)) and times.shape == (1,)
+
+
+def test_flop_counting():
+    macs = BR.dense_macs(11, (128, 64), 14)
+    assert macs == [11 * 128, 128 * 64, 64 * 14]
+    assert BR.fwd(64, macs) == 2 * 64 * sum(macs)
+    # backward = weight grads of every layer + input grads of every layer but the first
+    assert BR.fwd_bwd(64, macs) == 2 * 64 * (sum(macs) + sum(macs) + 128 * 64 + 64 * 14)
