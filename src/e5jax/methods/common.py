@@ -81,6 +81,23 @@ def policy_logits(state: LearnerState, params, obs):
     return P.MLP(state.cfg.hidden, state.sizes).apply(params, obs)
 
 
+def sample_groups(state: LearnerState, env, keys, n_groups: int, group_size: int):
+    """Online group sampling shared by GRPO and DPO: ``n_groups`` training requests (each with a sampled budget),
+    ``group_size`` configs per request from the current policy, every sample one env step.
+
+    ``keys`` = (request key, action key, env key). Returns obs [n, D], per-sample logits (heads of [n, G, k]),
+    actions [n, G] and rewards [n, G].
+    """
+    k_req, k_act, k_env = keys
+    req, budget, _ = E.sample_requests(k_req, env, n_groups)
+    obs = E.observe(env, req, budget)
+    logits = policy_logits(state, state.params, obs)
+    logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], group_size, axis=1), logits)
+    actions = P.sample(k_act, logits_g, state.sizes)
+    rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
+    return obs, logits_g, actions, rewards
+
+
 def sgd_epochs(key, state: LearnerState, batch, loss_fn: Callable, num_items: int):
     """epochs x minibatches of gradient steps over ``batch`` (leading axis = items), shuffled each epoch.
 

@@ -52,12 +52,7 @@ def update(state: C.LearnerState, env: E.EnvParams, key):
     G = cfg.group_size
     n = cfg.env_steps_per_update // G
     k_req, k_act, k_env, k_sgd = jax.random.split(key, 4)
-    req, budget, _ = E.sample_requests(k_req, env, n)
-    obs = E.observe(env, req, budget)
-    logits = C.policy_logits(state, state.params, obs)
-    logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
-    actions = P.sample(k_act, logits_g, state.sizes)  # [n, G]
-    rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
+    obs, _, actions, rewards = C.sample_groups(state, env, (k_req, k_act, k_env), n, G)
     best, worst = jnp.argmax(rewards, -1), jnp.argmin(rewards, -1)
     take = lambda a, i: jnp.take_along_axis(a, i[:, None], -1)[:, 0]  # noqa: E731
     gap = take(rewards, best) - take(rewards, worst)

@@ -64,12 +64,7 @@ def update(state: C.LearnerState, env: E.EnvParams, key):
     G = cfg.group_size
     n_groups = cfg.env_steps_per_update // G
     k_req, k_act, k_env, k_sgd = jax.random.split(key, 4)
-    req, budget, _ = E.sample_requests(k_req, env, n_groups)
-    obs = E.observe(env, req, budget)  # [n, D]
-    logits = C.policy_logits(state, state.params, obs)
-    logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
-    actions = P.sample(k_act, logits_g, state.sizes)  # [n, G]
-    rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
+    obs, logits_g, actions, rewards = C.sample_groups(state, env, (k_req, k_act, k_env), n_groups, G)
     adv, zero_spread = group_advantages(rewards, cfg.scale, cfg.std_floor)
     logp_old = P.log_prob(logits_g, actions, state.sizes)
 
