@@ -1,0 +1,215 @@
+"""Everything the GPU issue asks for, in one script that fits one short device lease.
+
+Steps (each a subprocess with its own time limit, taken from what is left of ``--deadline-s``, so a slow or
+broken step never costs the ones after it; every step's command, exit code, wall time and output tail go into
+``gpu_run.json``):
+
+1. ``env``: GPU name, driver, clocks (read, never changed), versions.
+2. ``bridge``: ``e5jax-bridge refresh`` of the embedded default table on ``llava-olmoe`` (CLIP ViT-L/14-336 +
+   OLMoE-1B-7B shape, random weights, bf16, built on the GPU): stage grids, latency model, end-to-end
+   validation -> ``<gpu>_llava_olmoe.npz``; then ``e5jax validate`` on it (its JSON goes into gpu_run.json).
+3. ``routing_skew``: experiments/gpu_routing_skew.py (how much a skewed, trained router could change it).
+4. ``seed_scaling``: experiments/bench_seed_scaling.py at S = 1, 4, 16, 64, 256, 1024 (PPO, GRPO).
+5. ``run``: ``e5jax run`` with the default config (overhead analysis off: ``E5JAX_OVERHEAD=off``), its JSON
+   outputs packed into ``run.tgz``.
+
+On the device (the image's python3 has torch, transformers and JAX with CUDA; nothing is installed):
+
+    PYTHONPATH=src:. python3 experiments/gpu_run.py --out $OUT
+
+On a CPU, ``--tiny`` runs the same steps end to end in about a minute with the tiny arch, a 3-request shapes
+file and a few seeds/updates (tests/test_gpu_script.py runs the bridge and skew steps of it).
+At most 8 files are written to ``--out`` (the device tool brings back 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TABLE = ROOT / "src" / "e5jax" / "data" / "default_table.npz"
+STEPS = ("env", "bridge", "routing_skew", "seed_scaling", "run")
+# per-step caps (s) on the GPU; each step also leaves RESERVE s for every later step
+CAPS = dict(env=30, bridge=380, routing_skew=50, seed_scaling=130, run=200)
+RESERVE = dict(env=0, bridge=0, routing_skew=30, seed_scaling=60, run=50)
+TINY_SHAPES = [
+    dict(request_id="r0", task_type="general_vqa", split="train", prompt_tokens=12, output_tokens=3),
+    dict(request_id="r1", task_type="captioning", split="train", prompt_tokens=30, output_tokens=5),
+    dict(request_id="r2", task_type="general_vqa", split="val", prompt_tokens=20, output_tokens=2),
+]
+
+
+def gpu_slug() -> str:
+    """'h100', 'h200', 'a100', ... from nvidia-smi's name; 'cpu' without a GPU."""
+    try:
+        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "cpu"
+    for token in name.replace("-", " ").split():
+        t = token.lower()
+        if t[:1] in "abhlv" and t[1:].isdigit():
+            return t
+    return "gpu"
+
+
+def commands(args, out: Path, slug: str) -> dict[str, list[str]]:
+    py = sys.executable
+    table = out / f"{slug}_llava_olmoe.npz" if not args.tiny else out / "cpu_tiny.npz"
+    if args.tiny:
+        shapes = out / "shapes.json"
+        bridge = [py, "-m", "profiling_bridge", "profile", "--arch", "tiny", "--device", "cpu", "--threads", "1",
+                  "--requests", str(shapes), "--out", str(table), "--grid", "vision_tokens=4,16", "top_k=1,4",
+                  "active_blocks=2,4", "--warmup", "1", "--repeats", "3", "--e2e-repeats", "2", "--prefill-points",
+                  "3", "--decode-points", "3", "--validate-samples", "4", "--no-progress"]
+        skew = [py, "experiments/gpu_routing_skew.py", "--arch", "tiny", "--device", "cpu", "--threads", "1",
+                "--repeats", "3", "--out", str(out / "routing_skew.json")]
+        scaling = [py, "experiments/bench_seed_scaling.py", "--methods", "grpo", "--seeds", "1,2", "--updates", "2",
+                   "--repeats", "1", "--out", str(out / "seed_scaling.json")]
+        run = [py, "-m", "e5jax", "run", "--config", "experiments/e5_quick.toml", "--methods", "lut,grpo",
+               "--seeds", "2", "--out", str(out / "run"), "--no-progress"]
+    else:
+        bridge = [py, "-m", "profiling_bridge", "refresh", "--arch", "llava-olmoe", "--device", "cuda",
+                  "--table", str(DEFAULT_TABLE.relative_to(ROOT)), "--out", str(table), "--warmup", str(args.warmup),
+                  "--repeats", str(args.repeats), "--e2e-repeats", str(args.e2e_repeats),
+                  "--validate-samples", str(args.validate_samples)]  # progress bar every 10 s into the log
+        skew = [py, "experiments/gpu_routing_skew.py", "--arch", "llava-olmoe", "--device", "cuda",
+                "--out", str(out / "routing_skew.json")]
+        scaling = [py, "experiments/bench_seed_scaling.py", "--seeds", "1,1024,4,16,64,256", "--updates", "20",
+                   "--repeats", "3", "--out", str(out / "seed_scaling.json")]
+        run = [py, "-m", "e5jax", "run", "--out", str(out / "run"), "--no-progress"]
+    return dict(bridge=bridge, validate=[py, "-m", "e5jax", "validate", str(table), "--json"], routing_skew=skew,
+                seed_scaling=scaling, run=run, table=[str(table)])
+
+
+def env_info() -> dict:
+    info = dict(python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count(),
+                load_average=os.getloadavg())
+    fields = ("name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.limit,"
+              "persistence_mode,temperature.gpu")
+    try:
+        line = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20, check=True).stdout.splitlines()[0]
+        info["nvidia_smi"] = dict(zip(fields.split(","), (x.strip() for x in line.split(","))))
+    except (OSError, subprocess.SubprocessError, IndexError) as e:
+        info["nvidia_smi"] = f"unavailable ({type(e).__name__})"
+    for mod in ("torch", "transformers", "jax", "jaxlib", "flax", "optax", "numpy", "scipy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception as e:  # noqa: BLE001 - record whatever is missing
+            info[mod] = f"unavailable ({type(e).__name__})"
+    return info
+
+
+def run_step(name: str, cmd: list[str], limit: float, log, env=None) -> dict:
+    """Run ``cmd`` with a time limit; stream its output into ``log``; return its record."""
+    log.write(f"\n===== {name}: {shlex.join(cmd)} (limit {limit:.0f} s)\n")
+    log.flush()
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=max(limit, 1), env=env)
+        rc, text = p.returncode, p.stdout
+    except subprocess.TimeoutExpired as e:
+        rc = "timeout"
+        text = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    wall = time.perf_counter() - t0
+    log.write(text)
+    log.write(f"\n===== {name}: rc={rc} wall={wall:.1f} s\n")
+    log.flush()
+    print(f"[gpu_run] {name}: rc={rc} wall={wall:.1f} s", flush=True)
+    return dict(command=shlex.join(cmd), rc=rc, wall_s=round(wall, 2), tail=text[-3000:], text=text)
+
+
+def pack_run(run_dir: Path, dest: Path) -> list[str]:
+    """The run's JSON and markdown outputs (no figures) into one archive."""
+    names = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".toml"))
+    with tarfile.open(dest, "w:gz") as tar:
+        for p in names:
+            tar.add(p, arcname=str(p.relative_to(run_dir)))
+    return [str(p.relative_to(run_dir)) for p in names]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="output folder (at most 8 files are written)")
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny arch, few seeds and updates")
+    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma separated subset of {','.join(STEPS)}")
+    ap.add_argument("--deadline-s", type=float, default=575.0, help="the whole script ends within this")
+    ap.add_argument("--warmup", type=int, default=3, help="bridge: untimed passes per grid point")
+    ap.add_argument("--repeats", type=int, default=10, help="bridge: timed passes per grid point")
+    ap.add_argument("--e2e-repeats", type=int, default=3, help="bridge: timed passes per validation sample")
+    ap.add_argument("--validate-samples", type=int, default=20, help="bridge: end-to-end validation samples")
+    args = ap.parse_args(argv)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        print(f"gpu_run: error: unknown step {unknown[0]!r} (known: {', '.join(STEPS)})", file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "cpu" if args.tiny else gpu_slug()
+    cmds = commands(args, out, slug)
+    if args.tiny:
+        (out / "shapes.json").write_text(json.dumps(TINY_SHAPES))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1", MPLBACKEND="Agg", TQDM_MININTERVAL="10")
+    doc = dict(schema="e5jax/gpu_run/v1", command=shlex.join([Path(sys.executable).name, *sys.argv]), tiny=args.tiny,
+               gpu=slug, started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), steps={})
+    summary_path = out / "gpu_run.json"
+
+    def save():
+        doc["wall_s"] = round(time.perf_counter() - t_start, 2)
+        summary_path.write_text(json.dumps(doc, indent=1))
+
+    def limit(name: str) -> float:
+        left = args.deadline_s - (time.perf_counter() - t_start)
+        later = sum(RESERVE[s] for s in steps[steps.index(name) + 1:])
+        return min(CAPS[name] * (10 if args.tiny else 1), left - later)
+
+    with open(out / "log.txt", "w") as log:
+        for name in steps:
+            if name == "env":
+                doc["env"] = env_info()
+                print(f"[gpu_run] env: {json.dumps(doc['env'].get('nvidia_smi'))}", flush=True)
+            elif limit(name) < 5:
+                doc["steps"][name] = dict(rc="skipped: no time left")
+            elif name == "run":
+                run_env = dict(env, E5JAX_OVERHEAD="off")
+                doc["steps"]["run"] = rec = run_step("run", cmds["run"], limit("run"), log, run_env)
+                rec.pop("text")
+                run_dir = out / "run"
+                if run_dir.is_dir():
+                    rec["packed"] = pack_run(run_dir, out / "run.tgz")
+                    subprocess.run(["rm", "-rf", str(run_dir)], check=False)
+            else:
+                doc["steps"][name] = rec = run_step(name, cmds[name], limit(name), log, env)
+                rec.pop("text")
+                if name == "bridge" and rec["rc"] == 0:
+                    v = run_step("validate", cmds["validate"], 120, log, env)
+                    text = v.pop("text")
+                    try:
+                        rec["validate"] = dict(rc=v["rc"], summary=json.loads(text[text.index("{"):]))
+                    except ValueError:
+                        rec["validate"] = v
+            save()
+    if args.tiny:
+        (out / "shapes.json").unlink(missing_ok=True)
+    save()
+    failed = [n for n, r in doc["steps"].items() if r.get("rc") != 0]
+    print(f"[gpu_run] done in {doc['wall_s']:.0f} s; failed or skipped: {failed or 'none'} -> {out}")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
