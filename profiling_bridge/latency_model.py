@@ -45,16 +45,7 @@ class LatencyModel:
 
     def predict(self, prompt_tokens: np.ndarray, output_tokens: np.ndarray, configs: list[KnobConfig]) -> np.ndarray:
         """[R, C] end-to-end latency in ms."""
-        prompt_tokens, output_tokens = np.asarray(prompt_tokens), np.asarray(output_tokens)
-        out = np.zeros((len(prompt_tokens), len(configs)))
-        for c, cfg in enumerate(configs):
-            start = prompt_tokens + cfg.vision_tokens  # KV length at the first decode step
-            stop = start + np.maximum(output_tokens - 1, 0)
-            per_step = self.decode(np.arange(int(stop.max()) + 1), cfg.active_blocks, cfg.top_k)
-            cum = np.concatenate([[0.0], np.cumsum(per_step)])
-            decode_total = cum[stop] - cum[start]
-            out[:, c] = self.vision_ms[cfg.vision_tokens] + self.prefill(start, cfg.active_blocks, cfg.top_k) + decode_total
-        return out
+        return sum(stages(self, prompt_tokens, output_tokens, configs).values())
 
     def to_dict(self) -> dict:
         """The fitted grids, JSON-serialisable (goes into the table's meta)."""
@@ -67,6 +58,30 @@ class LatencyModel:
             decode_kv_lengths=self.decode_kv.tolist(),
             decode_step_p50_ms=np.round(self.decode_ms, 4).tolist(),
         )
+
+
+def from_dict(d: dict) -> LatencyModel:
+    """Inverse of :meth:`LatencyModel.to_dict` (a table's ``meta.latency.model``)."""
+    return LatencyModel(
+        vision_ms={int(k): float(v) for k, v in d["vision_p50_ms"].items()},
+        blocks=np.asarray(d["axes"]["active_blocks"]), top_ks=np.asarray(d["axes"]["top_k"]),
+        prefill_tokens=np.asarray(d["prefill_tokens"]), prefill_ms=np.asarray(d["prefill_p50_ms"], float),
+        decode_kv=np.asarray(d["decode_kv_lengths"]), decode_ms=np.asarray(d["decode_step_p50_ms"], float),
+    )
+
+
+def stages(model: LatencyModel, prompt_tokens, output_tokens, configs: list[KnobConfig]) -> dict[str, np.ndarray]:
+    """[R, C] vision, prefill and decode ms of :meth:`LatencyModel.predict` (their sum is its prediction)."""
+    prompt_tokens, output_tokens = np.asarray(prompt_tokens), np.asarray(output_tokens)
+    out = {k: np.zeros((len(prompt_tokens), len(configs))) for k in ("vision", "prefill", "decode")}
+    for c, cfg in enumerate(configs):
+        start = prompt_tokens + cfg.vision_tokens
+        stop = start + np.maximum(output_tokens - 1, 0)
+        cum = np.concatenate([[0.0], np.cumsum(model.decode(np.arange(int(stop.max()) + 1), cfg.active_blocks, cfg.top_k))])
+        out["vision"][:, c] = model.vision_ms[cfg.vision_tokens]
+        out["prefill"][:, c] = model.prefill(start, cfg.active_blocks, cfg.top_k)
+        out["decode"][:, c] = cum[stop] - cum[start]
+    return out
 
 
 def _index(levels: np.ndarray, value: int) -> int:

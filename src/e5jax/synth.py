@@ -41,17 +41,18 @@ class SynthParams:
     # request mix
     task_mix: tuple[float, ...] = (0.30, 0.20, 0.15, 0.20, 0.15)
     val_fraction: float = 0.25
-    # latency cost model (ms)
-    overhead_ms: float = 6.0
-    vision_encoder_ms: float = 8.0
-    prefill_floor_ms: float = 0.35  # per layer: kernel-launch bound below a few hundred tokens
-    prefill_dense_us: float = 0.77  # per token per layer: attention + dense projections
-    prefill_expert_us: float = 0.30  # per token per layer per routed expert
+    # latency cost model (ms): fitted to the H100 GPU busy time of llava-olmoe's stages (docs/default_table.md;
+    # artifacts/tables/h100_cost_model_comparison.json, experiments/calibrate_cost_model.py)
+    overhead_ms: float = 1.80  # host work outside the stages (fitted; was 6.0)
+    vision_encoder_ms: float = 2.05  # ViT-L/14-336 GPU busy time, H100 (measured; was 8.0)
+    prefill_floor_ms: float = 0.0  # per layer (fitted to 0: not identifiable from the kernel floor; was 0.35)
+    prefill_dense_us: float = 0.397  # per token per layer: attention + dense projections (fitted; was 0.77)
+    prefill_expert_us: float = 0.0615  # per token per layer per routed expert (fitted; was 0.30)
     smoothmax_p: float = 3.0
-    decode_head_ms: float = 1.0  # per output token: lm head + sampling, independent of the knobs
-    decode_dense_ms: float = 0.25  # per output token per layer (memory/launch bound)
-    decode_expert_ms: float = 0.04  # per output token per layer per routed expert
-    decode_kv_us: float = 0.10  # per output token per layer per context token (KV read)
+    decode_head_ms: float = 0.0282  # per output token, independent of the knobs (fitted; was 1.0)
+    decode_dense_ms: float = 0.1885  # per output token per layer (fitted; was 0.25)
+    decode_expert_ms: float = 0.0068  # per output token per layer per routed expert (fitted; was 0.04)
+    decode_kv_us: float = 0.0322  # per output token per layer per context token (fitted; was 0.10)
     latency_cv: float = 0.03  # measurement noise: std = cv * latency + floor
     latency_std_floor_ms: float = 0.3
     # quality model
@@ -70,6 +71,24 @@ TASK_PARAMS = {
     "reasoning": dict(q=0.353, sv=0.01, sk=0.45, sb=0.60, prompt=(40, 220), out=(20.0, 160.0, 0.70), sigma=0.5),
     "chart_doc": dict(q=0.55, sv=0.10, sk=0.35, sb=0.50, prompt=(20, 64), out=(5.0, 60.0, 0.40), sigma=0.5),
 }
+
+
+def latency_components(prompt, out_tokens, vv, kk, nn, P: SynthParams = SynthParams()) -> dict[str, np.ndarray]:
+    """The cost model's stages, each [R, C] ms: overhead, vision, prefill, decode (their sum is the latency).
+
+    ``prompt``, ``out_tokens``: [R] text prompt and output tokens; ``vv, kk, nn``: [C] vision_tokens, top_k,
+    active_blocks of each config.
+    """
+    prompt, out_tokens = np.asarray(prompt, float), np.asarray(out_tokens, float)
+    vv, kk, nn = (np.asarray(x, float)[None] for x in (vv, kk, nn))
+    tokens = vv + prompt[:, None]  # [R, C]
+    work = tokens * (P.prefill_dense_us + kk * P.prefill_expert_us) * 1e-3
+    per_layer = (P.prefill_floor_ms**P.smoothmax_p + work**P.smoothmax_p) ** (1 / P.smoothmax_p)
+    context = tokens + out_tokens[:, None] / 2
+    decode_tok = P.decode_head_ms + nn * (P.decode_dense_ms + kk * P.decode_expert_ms + P.decode_kv_us * 1e-3 * context)
+    shape = tokens.shape
+    return dict(overhead=np.full(shape, P.overhead_ms), vision=np.full(shape, P.vision_encoder_ms),
+                prefill=nn * per_layer, decode=out_tokens[:, None] * decode_tok)
 
 
 def _beta_mean(rng, mean, conc, size):
@@ -154,16 +173,8 @@ def generate(seed: int = 0, num_requests: int = 1200, params: SynthParams = Synt
     )
     quality = np.clip(quality, 0.0, 1.0)
 
-    tokens = vv[None] + prompt[:, None]  # [R, C]
-    work = tokens * (P.prefill_dense_us + kk[None] * P.prefill_expert_us) * 1e-3
-    per_layer = (P.prefill_floor_ms**P.smoothmax_p + work**P.smoothmax_p) ** (1 / P.smoothmax_p)
-    prefill = nn[None] * per_layer
-    context = tokens + out_tokens[:, None] / 2
-    decode_tok = P.decode_head_ms + nn[None] * (
-        P.decode_dense_ms + kk[None] * P.decode_expert_ms + P.decode_kv_us * 1e-3 * context
-    )
-    decode = out_tokens[:, None] * decode_tok
-    latency = P.overhead_ms + P.vision_encoder_ms + prefill + decode
+    parts = latency_components(prompt, out_tokens, vv, kk, nn, P)
+    latency = parts["overhead"] + parts["vision"] + parts["prefill"] + parts["decode"]
     latency_std = P.latency_cv * latency + P.latency_std_floor_ms
 
     features = np.stack([prompt, expected_out, text_density, detail, complexity], axis=-1)

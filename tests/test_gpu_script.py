@@ -1,0 +1,76 @@
+"""The GPU scripts stay honest on the CPU: experiments/gpu_run.py end to end (tiny arch), the kernel-time and
+routing-skew experiments on the tiny arch, and the cost-model calibration recovering known parameters."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+
+def _run(args, timeout=240):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_gpu_run_tiny_bridge_and_skew(tmp_path):
+    """The same steps as on the GPU (bridge profile + e5jax validate, routing skew), tiny arch on the CPU."""
+    r = _run(["experiments/gpu_run.py", "--tiny", "--steps", "env,bridge,routing_skew", "--out", str(tmp_path)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((tmp_path / "gpu_run.json").read_text())
+    assert doc["tiny"] and set(doc["steps"]) == {"bridge", "routing_skew"}
+    bridge = doc["steps"]["bridge"]
+    assert bridge["rc"] == 0 and bridge["validate"]["rc"] == 0
+    assert bridge["validate"]["summary"]["num_configs"] == 8
+    assert doc["env"]["torch"] == torch.__version__
+    skew = json.loads((tmp_path / "routing_skew.json").read_text())
+    rows = {(r["top_k"], r["skew"]): r for r in skew["rows"]}
+    assert {s for _, s in rows} == {"uniform", "zipf1", "zipf2", "hot"}
+    for (k, s), row in rows.items():
+        load = row["prefill_load"]
+        if s == "hot":  # every token to the same k experts: exactly k hit per layer, each with 1/k of the load
+            assert load["experts_hit_per_layer"] == k and load["busiest_expert_share"] == pytest.approx(1 / k)
+        assert row["prefill_ms"]["p50"] > 0 and row["decode_step_ms"]["p50"] > 0
+    assert rows[(4, "uniform")]["prefill_load"]["experts_hit_per_layer"] > rows[(4, "hot")]["prefill_load"]["experts_hit_per_layer"]
+    # at most 8 files come back from the device
+    assert len(list(tmp_path.iterdir())) <= 8
+
+
+def test_gpu_run_rejects_unknown_step(tmp_path):
+    r = _run(["experiments/gpu_run.py", "--tiny", "--steps", "bridge,nope", "--out", str(tmp_path / "o")])
+    assert r.returncode == 2 and "unknown step 'nope'" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_kernel_time_tiny_and_union():
+    import gpu_kernel_time as K
+
+    assert K.union_us([(0, 2), (1, 3), (5, 6)]) == 4.0  # [0, 3] and [5, 6]
+    assert K.union_us([]) == 0.0
+
+
+def test_calibration_recovers_known_cost_parameters():
+    """Fit the synthetic cost model to latencies it generated itself with other parameters: recovered exactly."""
+    import calibrate_cost_model as C
+    from e5jax.synth import SynthParams, generate
+
+    true = dataclasses.replace(SynthParams(), overhead_ms=3.0, prefill_dense_us=0.5, prefill_expert_us=0.1,
+                               decode_head_ms=0.2, decode_dense_ms=0.3, decode_expert_ms=0.02, decode_kv_us=0.05)
+    t = generate(seed=1, num_requests=40)
+    knobs = {k: np.asarray(v) for k, v in t.knobs.items()}
+    f = dict(zip(t.feature_names, t.features.T))
+    prompt, out = f["prompt_tokens"], f["expected_output_tokens"]
+    target = sum(C.synth_parts(true, prompt, out, knobs).values())
+    fitted, err = C.fit(target, SynthParams(), prompt, out, knobs, vision_ms=true.vision_encoder_ms)
+    assert err["median_ape_pct"] < 0.5
+    fit_lat = sum(C.synth_parts(fitted, prompt, out, knobs).values())
+    np.testing.assert_allclose(fit_lat, target, rtol=0.02)
+    s = C.summarize(C.synth_parts(true, prompt, out, knobs), knobs)
+    assert 0 < s["smallest_over_full"] < 1 and sum(s["stage_share_at_full"].values()) == pytest.approx(1.0)
