@@ -32,3 +32,9 @@ def test_e5jax_run_trains_on_a_bridge_table(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     curves = json.loads((out / "e5_training_curves.json").read_text())
     assert set(curves["methods"]) == {"supervised"}
+    # early, log-spaced eval points (1, 2, 4, 8 updates) before the regular interval of 10, env steps per point
+    m = curves["methods"]["supervised"]
+    assert m["updates"] == [0, 1, 2, 4, 8, 10, 20, 30, 40]
+    steps = m["env_steps_per_seed"][0]  # supervised labels all 4 train requests (8 configs each) in the first update
+    assert steps[0] == 0 and steps[1] == 32 and all(b >= a for a, b in zip(steps, steps[1:]))
+    assert len(m["curves"]["val_utility_norm"]["mean"]) == len(m["updates"]) == len(m["wall_time_s"])

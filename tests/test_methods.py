@@ -117,3 +117,28 @@ def test_task_lut_cannot_solve_the_known_table_but_lut_method_matches_it(known_t
     nu = _norm_utility(env, met["eval"])
     assert np.all(nu <= lut_perfect + 0.05)
     assert np.all(nu >= lut_perfect - 0.15)
+
+
+def test_chunk_eval_trains_identically_and_evaluates_at_masked_updates(known_table):
+    """The run's program: same updates as ``chunk`` (same keys), plus evaluations after the masked updates."""
+    env = E.make_env_params(known_table)
+    m = METHODS["grpo"]
+    tr = engine.make_train(m, m.Config(env_steps_per_update=64), eval_every=4)
+    keys = engine.seed_keys(0, 2)
+    st0 = tr.init(keys, env)
+    mask = engine.early_eval_mask(4, first_chunk=True)
+    assert mask.tolist() == [True, True, False, True]  # after updates 1, 2 (doubling) and the chunk's last
+    assert engine.early_eval_mask(40, first_chunk=True).nonzero()[0].tolist() == [0, 1, 3, 7, 15, 31, 39]
+    assert engine.early_eval_mask(4, first_chunk=False).tolist() == [False, False, False, True]
+    st_a, met_a = tr.chunk(st0, keys, env)
+    st_b, met_b = tr.chunk_eval(st0, keys, env, mask)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7),
+                           st_a, st_b)
+    ev = np.asarray(met_b["eval_points"]["utility"])  # [S, U, B]
+    assert ev.shape[:2] == (2, 4)
+    assert np.isnan(ev[:, 2]).all() and np.isfinite(ev[:, [0, 1, 3]]).all()
+    np.testing.assert_allclose(ev[:, 3], np.asarray(met_a["eval"]["utility"]), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(met_b["env_steps_per_update"]), np.full((2, 4), 64))
+    # the same compiled program serves another mask (no recompilation)
+    tr.chunk_eval(st0, keys, env, engine.early_eval_mask(4, first_chunk=False))
+    assert tr.chunk_eval._cache_size() == 1

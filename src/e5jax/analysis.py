@@ -3,6 +3,8 @@
 Conventions: ``NaN`` is "no value" (JSON ``null``); per-seed arrays are ``[S, E]`` (seeds x eval points) or
 ``[S]``; every function with randomness takes a fixed ``seed`` so a report rebuilt from JSON is identical.
 
+- ``auc_log_steps``: area under a per-seed curve over log env steps, scaled to [0, 1] over a fixed range (the
+  sample-efficiency scalar: the curve's mean over log env steps).
 - ``first_crossing`` / ``crossings``: the first eval point where a metric meets a threshold (eval-point
   resolution, no interpolation); ``None`` where it never does.
 - ``t_ci``: mean and Student-t 95% CI across seeds (frontier metrics).
@@ -150,6 +152,36 @@ def std_ci(x, confidence: float = CONFIDENCE) -> dict:
     lo = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.5 + confidence / 2, n - 1))
     hi = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.5 - confidence / 2, n - 1))
     return {"std": sd, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+# ------------------------------------------------------------------------------------------------- AUC
+
+
+def auc_log_steps(steps, values, lo: float, hi: float) -> float:
+    """Area under ``values`` over log env steps from ``lo`` to ``hi``, divided by log(hi / lo).
+
+    The curve is a step function: at env step s it is the value of the last eval point at or before s (the policy
+    one would deploy then); a NaN value keeps the previous one. The result is the curve's mean over log env steps
+    in [lo, hi]: a constant curve c gives c, a curve that jumps from 0 to 1 at sqrt(lo * hi) gives 0.5. Points
+    after the last eval point keep its value (a method that stops early, like supervised, holds its final policy).
+    NaN if no eval point lies at or before ``lo``.
+    """
+    if not 0 < lo < hi:
+        raise ValueError(f"need 0 < lo < hi, got lo={lo}, hi={hi}")
+    x = arr(steps).reshape(-1)
+    v = arr(values).reshape(-1)
+    if x.size != v.size or x.size == 0:
+        raise ValueError("steps and values must have the same non-zero length")
+    if np.any(np.diff(x) < 0):
+        raise ValueError("steps must be non-decreasing")
+    for i in range(1, v.size):  # forward fill
+        if not np.isfinite(v[i]):
+            v[i] = v[i - 1]
+    if x[0] > lo or not np.isfinite(v[np.searchsorted(x, lo, side="right") - 1]):
+        return float("nan")
+    edges = np.append(np.log(np.clip(x, lo, hi)), np.log(hi))
+    w = np.diff(edges)
+    return float(np.sum(w[w > 0] * v[w > 0]) / np.log(hi / lo))
 
 
 # ------------------------------------------------------------------------------------- IQM and bootstrap

@@ -83,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the config)")
     r.add_argument("--methods", default=None, help="comma-separated subset of methods")
     r.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    r.add_argument("--thresholds", default=None, help="sample-efficiency thresholds, e.g. \"slo=0.05,quality=0.9,utility_norm=0.9,gaps=0.5/0.8/0.95,slo_vs_oracle=0.05,quality_vs_oracle=0.95\" (keys change the defaults; docs/outputs.md)")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="rebuild figures and summary.md of a finished run from its JSON files")
     rep.add_argument("dir", help="run output directory")
+    rep.add_argument("--thresholds", default=None, help="as for run (default: the ones the run was made with)")
     rep.set_defaults(func=cmd_report)
     return p
 

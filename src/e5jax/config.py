@@ -26,6 +26,7 @@ class RunConfig:
     total_env_steps: int = 204800
     env_steps_per_update: int = 256
     eval_every: int = 40
+    thresholds: str = ""  # sample-efficiency thresholds (e5jax.report.parse_thresholds); "" = the defaults
 
     @property
     def num_updates(self) -> int:
@@ -48,7 +49,8 @@ def _build(cls, values: dict, where: str):
         raise ConfigError(f"{where}: {e}") from None
 
 
-def load_config(path: str | Path | None = None, seeds: int | None = None, methods: str | None = None):
+def load_config(path: str | Path | None = None, seeds: int | None = None, methods: str | None = None,
+                thresholds: str | None = None):
     raw = {}
     if path is not None:
         p = Path(path)
@@ -64,6 +66,8 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
     run_vals = dict(raw.get("run", {}))
     if seeds is not None:
         run_vals["seeds"] = seeds
+    if thresholds is not None:
+        run_vals["thresholds"] = thresholds
     if methods is not None:
         run_vals["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
     run = _build(RunConfig, run_vals, "[run]")
@@ -76,6 +80,14 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
         raise ConfigError("need env_steps_per_update >= 8, eval_every >= 1 and total_env_steps >= env_steps_per_update")
     if not run.budgets or any(not (0 < b <= 1.5) for b in run.budgets):
         raise ConfigError(f"budgets must be fractions in (0, 1.5], got {list(run.budgets)}")
+    from e5jax.report import ReportError, parse_thresholds
+
+    if not isinstance(run.thresholds, str):
+        raise ConfigError(f"[run] thresholds must be a string like \"slo=0.05,gaps=0.5/0.8\", got {run.thresholds!r}")
+    try:
+        parse_thresholds(run.thresholds)
+    except ReportError as e:
+        raise ConfigError(str(e)) from None
     learner = dict(raw.get("learner", {}))
     _build(LearnerConfig, learner, "[learner]")  # check keys early
     cfgs = {}

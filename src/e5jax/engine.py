@@ -6,6 +6,12 @@ axis, with the environment as a broadcast traced input:
 * ``init(keys, env) -> states``
 * ``chunk(states, keys, env) -> (states, metrics)``: ``eval_every`` updates in one ``lax.scan``, then the greedy
   policy evaluated on the val split at every budget, inside the same compiled program;
+* ``chunk_eval(states, keys, env, eval_mask) -> (states, metrics)``: the same updates, with the evaluation inside
+  the scan under ``lax.cond(eval_mask[u])`` after update u (the mask is broadcast, not per seed, so the cond stays
+  a branch under vmap) and always after the last one. One compiled program serves every mask: the run uses it
+  with log-spaced points in the first chunk (1, 2, 4, ... updates) and the last update only afterwards.
+  ``metrics["eval_points"]`` holds every update's evaluation (NaN where the mask is off),
+  ``metrics["env_steps_per_update"]`` each update's env steps; ``metrics["eval"]`` is the last update's;
 * ``evaluate(states, env) -> eval metrics`` (used once, before training).
 
 The engine never branches on the method: it only calls ``method.init/update/policy``.
@@ -18,6 +24,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from e5jax import env as E
 
@@ -40,6 +47,7 @@ class Trainer:
     chunk: Callable
     evaluate: Callable
     eval_every: int
+    chunk_eval: Callable | None = None
 
 
 def make_train(method, cfg: Any, eval_every: int) -> Trainer:
@@ -58,12 +66,44 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
     def eval_one(state, env):
         return evaluate(env, method.policy(state))
 
+    def chunk_eval_one(state, key, env, eval_mask):
+        def blank(s):
+            shapes = jax.eval_shape(eval_one, s, env)
+            return jax.tree_util.tree_map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), shapes)
+
+        def body(s, xs):
+            k, do = xs
+            s, m = method.update(s, env, k)
+            ev = jax.lax.cond(do, lambda s_: eval_one(s_, env), blank, s)
+            return s, (m, ev)
+
+        mask = jnp.asarray(eval_mask, bool).at[-1].set(True)
+        state, (m, evs) = jax.lax.scan(body, state, (jax.random.split(key, eval_every), mask))
+        train = {k: (v[-1] if k in CUMULATIVE else v.mean()) for k, v in m.items()}
+        train["env_steps"] = m["env_steps"].sum()
+        return state, {"train": train, "eval": jax.tree_util.tree_map(lambda x: x[-1], evs), "eval_points": evs,
+                       "env_steps_per_update": m["env_steps"]}
+
     return Trainer(
         init=jax.jit(jax.vmap(init_one, in_axes=(0, None))),
         chunk=jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, None))),
         evaluate=jax.jit(jax.vmap(eval_one, in_axes=(0, None))),
         eval_every=eval_every,
+        chunk_eval=jax.jit(jax.vmap(chunk_eval_one, in_axes=(0, 0, None, None))),
     )
+
+
+def early_eval_mask(eval_every: int, first_chunk: bool) -> np.ndarray:
+    """[eval_every] bool: evaluate after updates 1, 2, 4, 8, ... (< eval_every) in the first chunk; the last update
+    of every chunk is always evaluated (chunk_eval forces it)."""
+    mask = np.zeros(eval_every, bool)
+    if first_chunk:
+        u = 1
+        while u < eval_every:
+            mask[u - 1] = True
+            u *= 2
+    mask[-1] = True
+    return mask
 
 
 def seed_keys(base_seed: int, num_seeds: int) -> jax.Array:

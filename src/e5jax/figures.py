@@ -73,10 +73,19 @@ def _curve_axes(ax, doc, metric, ylabel, scale=1.0):
         ax.plot(x, mu, "-o", ms=3, lw=1.8, color=col, label=name)
         if np.isfinite(sd).any():
             ax.fill_between(x, mu - np.nan_to_num(sd), mu + np.nan_to_num(sd), color=col, alpha=0.18, lw=0)
-    ax.xaxis.set_major_formatter(STEP_FMT)
-    ax.set_xlabel("env steps (profiling calls) per seed")
+    _log_steps_axis(ax, doc)
+    ax.set_xlabel("env steps (profiling calls) per seed, log scale (0 at the left)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+
+
+def _log_steps_axis(ax, doc) -> None:
+    """Log env-step axis that still shows step 0: symlog, linear below the first positive eval point."""
+    pos = [float(x) for m in doc["methods"].values() for x in np.asarray(arr(m["env_steps"])).reshape(-1) if x > 0]
+    if pos:
+        ax.set_xscale("symlog", linthresh=min(pos), linscale=0.35)
+        ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(STEP_FMT)
 
 
 def _ref_line(ax, y, kind, text, scale=1.0):
@@ -177,46 +186,76 @@ def quality_curves(doc, thresholds: list, path: Path) -> Path:
 
 
 def sample_efficiency(se: dict, path: Path) -> Path:
-    """Env steps to each threshold: per-seed dots, mean bar, seeds that never reached it marked at the right."""
+    """Panel 1: the sample-efficiency AUC per method (seeds, IQM and its CI). Then one panel per threshold: env steps
+    to reach it (log axis), per-seed dots, mean bar, seeds that never reached it marked at the right."""
     thr = se["thresholds"]
     names = list(se["methods"])
-    T = len(thr)
-    fig, axes = plt.subplots(1, T, figsize=(4.6 * T, 0.5 * len(names) + 2.6), sharey=True, squeeze=False, layout="constrained")
-    xmax = max([float(se["max_env_steps"].get(n) or 0) for n in names] + [1.0])
-    nr_x = xmax * 1.14
+    au = se.get("auc")
+    P = len(thr) + (1 if au else 0)
+    cols = min(P, 3)
+    rows = -(-P // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.9 * cols, (0.45 * len(names) + 2.3) * rows), squeeze=False,
+                             layout="constrained")
+    flat = list(axes.reshape(-1))
+    for ax in flat[P:]:
+        ax.set_visible(False)
     rng = np.random.default_rng(0)
-    for ax, t in zip(axes[0], thr):
+    if au:
+        ax = flat.pop(0)
+        for i, name in enumerate(names):
+            a = au["methods"].get(name) or {}
+            col = method_color(name, names)
+            ps = np.array([np.nan if v is None else v for v in a.get("per_seed", [])], float)
+            ax.scatter(ps, i + rng.uniform(-0.15, 0.15, ps.size), s=22, color=col, zorder=3, alpha=0.8)
+            if a.get("iqm") is not None and np.isfinite(a["iqm"]):
+                lo, hi = a.get("ci_low"), a.get("ci_high")
+                if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+                    ax.plot([lo, hi], [i, i], color=col, lw=5, alpha=0.35, solid_capstyle="butt")
+                ax.plot([a["iqm"]] * 2, [i - 0.3, i + 0.3], color="black", lw=2)
+        lo_s, hi_s = au["env_steps_range"]
+        ax.set_yticks(range(len(names)), names)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_xlabel("normalized utility averaged over log env steps")
+        ax.set_title(f"sample-efficiency AUC ({STEP_FMT(lo_s)}–{STEP_FMT(hi_s)} env steps)\n"
+                     "dots: seeds; black: IQM; band: 95% bootstrap CI", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    xmax = max([float(se["max_env_steps"].get(n) or 0) for n in names] + [1.0])
+    xmin = max(1.0, float((au or {}).get("env_steps_range", [1.0])[0]) / 2)
+    nr_x = xmax * 3
+    for ax, t in zip(flat, thr):
         for i, name in enumerate(names):
             r = se["methods"][name][t["name"]]
             col = method_color(name, names)
             ps = r["env_steps_per_seed"]
             held = r.get("env_steps_held_per_seed") or ps
             jit = rng.uniform(-0.18, 0.18, len(ps))
-            hit = np.array([v for v in ps if v is not None], dtype=float)
+            hit = np.array([max(v, xmin) for v in ps if v is not None], dtype=float)
             for v, h, y in zip(ps, held, i + jit):
                 if v is None:
                     ax.scatter([nr_x], [y], marker="x", s=34, color="crimson", zorder=3)
                 else:  # filled: still meets it at the end of the run; hollow: reached it, then fell back
-                    ax.scatter([v], [y], s=28, color=col if h is not None else "white", edgecolor=col if h is None else "black",
-                               lw=1.2 if h is None else 0.4, zorder=3)
+                    ax.scatter([max(v, xmin)], [y], s=28, color=col if h is not None else "white",
+                               edgecolor=col if h is None else "black", lw=1.2 if h is None else 0.4, zorder=3)
             if hit.size:
-                ax.plot([hit.mean()] * 2, [i - 0.3, i + 0.3], color=col, lw=2.5, zorder=2)
-            ax.text(xmax * 1.30, i, f"{r['seeds_reached']}/{r['seeds_total']}", va="center", ha="right", fontsize=8,
+                ax.plot([np.exp(np.log(hit).mean())] * 2, [i - 0.3, i + 0.3], color=col, lw=2.5, zorder=2)
+            ax.text(nr_x * 3.2, i, f"{r['seeds_reached']}/{r['seeds_total']}", va="center", ha="right", fontsize=8,
                     fontweight="bold")
-        ax.axvspan(xmax * 1.07, xmax * 1.21, color="crimson", alpha=0.07)
-        ax.set_xlim(-0.03 * xmax, xmax * 1.31)
-        ticks = [x for x in ax.get_xticks() if 0 <= x <= xmax]
+        ax.set_xscale("log")
+        ax.axvspan(xmax * 1.8, xmax * 5, color="crimson", alpha=0.07)
+        ax.set_xlim(xmin / 1.5, nr_x * 3.4)
+        ticks = [x for x in 10.0 ** np.arange(0, 9) if xmin <= x <= xmax]
         ax.set_xticks(ticks + [nr_x], [STEP_FMT(x) for x in ticks] + ["not\nreached"])
-        ax.set_xlabel("env steps to first reach it (per seed)")
+        ax.minorticks_off()
+        ax.set_xlabel(f"env steps to first reach it (per seed; ≤ {STEP_FMT(xmin)} drawn at {STEP_FMT(xmin)})", fontsize=8)
         o = t.get("reference_values", {}).get("oracle")
         bf = (t.get("best_fixed_config") or {}).get("value")
-        ax.set_title(f"{t['label']}\n(utility-optimal oracle: {_fmt_thr(o, t)}; best fixed config: {_fmt_thr(bf, t)})", fontsize=9)
+        ax.set_title(f"{t['label']}\n(oracle: {_fmt_thr(o, t)}; best fixed config: {_fmt_thr(bf, t)})", fontsize=9)
         ax.grid(alpha=0.3, axis="x")
-    axes[0][0].set_yticks(range(len(names)), names)
-    axes[0][0].set_ylim(len(names) - 0.5, -0.5)
-    fig.suptitle("E5 sample efficiency — env steps to reach each threshold (val, mean over budgets)\n"
-                 "dots: seeds (hollow: reached it but no longer meets it at the end); bar: mean over seeds that reached it; "
-                 "×: never reached; k/S: seeds reaching it; resolution: eval points", fontsize=9.5)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+    fig.suptitle("E5 sample efficiency (val, mean over budgets) — AUC and env steps to reach each threshold\n"
+                 "dots: seeds (hollow: reached it but no longer meets it at the end); bar: geometric mean over seeds that "
+                 "reached it; ×: never reached; k/S: seeds reaching it; resolution: eval points", fontsize=9.5)
     return _save(fig, path)
 
 

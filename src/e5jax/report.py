@@ -38,12 +38,24 @@ FIGURES = {
 }
 
 # Thresholds for sample efficiency, on val metrics averaged over the eval budgets. ``value`` is absolute;
-# ``fraction_of_full`` is relative to the full config's val quality (the same at every budget).
+# ``fraction_of_full`` / ``fraction_of_oracle`` are relative to the full config's / the utility-optimal oracle's
+# val value; ``oracle_plus`` adds to the oracle's value. The first three are the seed's literal thresholds (kept,
+# and marked "unreachable by the oracle" where so); the rest are relative to references any table can meet:
+# fraction of the oracle gap closed (= normalized utility), SLO violation within 5 points of the oracle's, quality
+# >= 95% of the oracle's.
 DEFAULT_THRESHOLDS = (
     {"name": "slo_violation_le_5pct", "label": "SLO violation ≤ 5%", "metric": "val_slo_violation_rate", "op": "<=", "value": 0.05},
     {"name": "quality_ge_90pct_full", "label": "quality ≥ 90% of full", "metric": "val_quality_mean", "op": ">=", "fraction_of_full": 0.9},
     {"name": "utility_norm_ge_0.9", "label": "norm. utility ≥ 0.9", "metric": "val_utility_norm", "op": ">=", "value": 0.9},
+    {"name": "gap_closed_ge_0.5", "label": "gap closed ≥ 0.5", "metric": "val_utility_norm", "op": ">=", "value": 0.5},
+    {"name": "gap_closed_ge_0.8", "label": "gap closed ≥ 0.8", "metric": "val_utility_norm", "op": ">=", "value": 0.8},
+    {"name": "gap_closed_ge_0.95", "label": "gap closed ≥ 0.95", "metric": "val_utility_norm", "op": ">=", "value": 0.95},
+    {"name": "slo_within_5pts_of_oracle", "label": "SLO violation ≤ oracle's + 5 pts", "metric": "val_slo_violation_rate",
+     "op": "<=", "oracle_plus": 0.05},
+    {"name": "quality_ge_95pct_oracle", "label": "quality ≥ 95% of oracle's", "metric": "val_quality_mean", "op": ">=",
+     "fraction_of_oracle": 0.95},
 )
+RELATIVE_KEYS = ("fraction_of_full", "fraction_of_oracle", "oracle_plus")
 FRONTIER_METRICS = {  # output name -> per_budget key in the curves file
     "quality_mean": "val_quality_mean",
     "latency_p95_ms": "val_latency_p95_ms",
@@ -138,38 +150,63 @@ def load_overhead(out: Path) -> dict | None:
 
 
 def parse_thresholds(spec) -> list[dict]:
-    """None -> defaults; a list of dicts (same keys as DEFAULT_THRESHOLDS); or a string
-    ``"slo=0.05,quality=0.9,utility_norm=0.9"`` (slo: max violation rate, quality: fraction of the full
-    config's quality, utility_norm: min normalized utility) whose keys replace the defaults' values."""
-    if spec is None:
+    """None or "" -> defaults; a list of dicts (same keys as DEFAULT_THRESHOLDS); or a string of ``key=number``
+    items that change the defaults:
+
+    * ``slo`` (max violation rate), ``quality`` (fraction of the full config's quality), ``utility_norm`` (min
+      normalized utility): the seed's literal thresholds;
+    * ``gaps=0.5/0.8/0.95``: the fractions of the oracle gap closed (replaces the default list);
+    * ``slo_vs_oracle`` (points above the oracle's violation rate), ``quality_vs_oracle`` (fraction of the
+      oracle's quality).
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
         return [dict(t) for t in DEFAULT_THRESHOLDS]
     if isinstance(spec, (list, tuple)):
         out = [dict(t) for t in spec]
         for t in out:
-            if not {"name", "metric", "op"} <= set(t) or not ({"value", "fraction_of_full"} & set(t)):
-                raise ReportError(f"threshold {t}: needs name, metric, op and value or fraction_of_full")
+            if not {"name", "metric", "op"} <= set(t) or not ({"value", *RELATIVE_KEYS} & set(t)):
+                raise ReportError(f"threshold {t}: needs name, metric, op and value, {', '.join(RELATIVE_KEYS)}")
         return out
-    vals = {}
+    vals, gaps = {}, None
     for part in str(spec).split(","):
         if not part.strip():
             continue
         k, _, v = part.partition("=")
+        k = k.strip()
         try:
-            vals[k.strip()] = float(v)
+            if k == "gaps":
+                gaps = [float(x) for x in v.split("/") if x.strip()]
+            else:
+                vals[k] = float(v)
         except ValueError:
-            raise ReportError(f"thresholds: {part.strip()!r} is not key=number") from None
-    known = {"slo", "quality", "utility_norm"}
+            raise ReportError(f"thresholds: {part.strip()!r} is not key=number (gaps=a/b/c)") from None
+    known = {"slo", "quality", "utility_norm", "slo_vs_oracle", "quality_vs_oracle", "gaps"}
     if set(vals) - known:
         raise ReportError(f"thresholds: unknown key {sorted(set(vals) - known)[0]!r} (known: {', '.join(sorted(known))})")
     out = [dict(t) for t in DEFAULT_THRESHOLDS]
+    by = {t["name"]: t for t in out}
     if "slo" in vals:
-        out[0].update(value=vals["slo"], name=f"slo_violation_le_{100 * vals['slo']:g}pct", label=f"SLO violation ≤ {100 * vals['slo']:g}%")
+        by["slo_violation_le_5pct"].update(value=vals["slo"], name=f"slo_violation_le_{100 * vals['slo']:g}pct",
+                                           label=f"SLO violation ≤ {100 * vals['slo']:g}%")
     if "quality" in vals:
-        out[1].update(fraction_of_full=vals["quality"], name=f"quality_ge_{100 * vals['quality']:g}pct_full",
-                      label=f"quality ≥ {100 * vals['quality']:g}% of full")
+        by["quality_ge_90pct_full"].update(fraction_of_full=vals["quality"], name=f"quality_ge_{100 * vals['quality']:g}pct_full",
+                                           label=f"quality ≥ {100 * vals['quality']:g}% of full")
     if "utility_norm" in vals:
-        out[2].update(value=vals["utility_norm"], name=f"utility_norm_ge_{vals['utility_norm']:g}",
-                      label=f"norm. utility ≥ {vals['utility_norm']:g}")
+        by["utility_norm_ge_0.9"].update(value=vals["utility_norm"], name=f"utility_norm_ge_{vals['utility_norm']:g}",
+                                         label=f"norm. utility ≥ {vals['utility_norm']:g}")
+    if "slo_vs_oracle" in vals:
+        by["slo_within_5pts_of_oracle"].update(oracle_plus=vals["slo_vs_oracle"],
+                                               name=f"slo_within_{100 * vals['slo_vs_oracle']:g}pts_of_oracle",
+                                               label=f"SLO violation ≤ oracle's + {100 * vals['slo_vs_oracle']:g} pts")
+    if "quality_vs_oracle" in vals:
+        by["quality_ge_95pct_oracle"].update(fraction_of_oracle=vals["quality_vs_oracle"],
+                                             name=f"quality_ge_{100 * vals['quality_vs_oracle']:g}pct_oracle",
+                                             label=f"quality ≥ {100 * vals['quality_vs_oracle']:g}% of oracle's")
+    if gaps is not None:
+        out = [t for t in out if not t["name"].startswith("gap_closed_")]
+        at = next(i for i, t in enumerate(out) if t["name"].startswith("slo_within_"))
+        out[at:at] = [{"name": f"gap_closed_ge_{g:g}", "label": f"gap closed ≥ {g:g}", "metric": "val_utility_norm",
+                       "op": ">=", "value": g} for g in gaps]
     return out
 
 
@@ -217,13 +254,15 @@ def resolve_thresholds(doc, spec=None) -> list[dict]:
     out = []
     for t in parse_thresholds(spec):
         t = dict(t)
-        if "fraction_of_full" in t and "value" not in t:
-            full_q = reference_value(doc, t["metric"], "full")
-            if full_q is None:
-                raise ReportError(f"threshold {t['name']}: the full config has no {t['metric']} reference value")
-            t["value"] = t["fraction_of_full"] * full_q
-            t["definition"] = (f"{t['metric']} (mean over budgets) {t['op']} {t['fraction_of_full']:g} × full config "
-                               f"({full_q:.4f}) = {t['value']:.4f}")
+        rel = next((k for k in RELATIVE_KEYS if k in t), None) if "value" not in t else None
+        if rel is not None:
+            ref = "full" if rel == "fraction_of_full" else "oracle"
+            rv = reference_value(doc, t["metric"], ref)
+            if rv is None:
+                raise ReportError(f"threshold {t['name']}: the {ref} reference has no {t['metric']} value")
+            t["value"] = rv + t[rel] if rel == "oracle_plus" else t[rel] * rv
+            how = f"{ref} ({rv:.4f}) + {t[rel]:g}" if rel == "oracle_plus" else f"{t[rel]:g} × {ref} ({rv:.4f})"
+            t["definition"] = f"{t['metric']} (mean over budgets) {t['op']} {how} = {t['value']:.4f}"
         else:
             t["definition"] = f"{t['metric']} (mean over budgets) {t['op']} {t['value']:g}"
         refs = {r: reference_value(doc, t["metric"], r) for r in REFERENCE_NAMES}
@@ -272,7 +311,54 @@ def sample_efficiency(doc, thresholds: list[dict]) -> dict:
         "thresholds": thresholds,
         "max_env_steps": {n: A.num(A.arr(m["env_steps"])[-1]) for n, m in doc["methods"].items()},
         "eval_every_updates": doc["meta"].get("run", {}).get("eval_every"),
+        "eval_points_updates": {n: m.get("updates") for n, m in doc["methods"].items()},
         "methods": methods,
+        "auc": sample_efficiency_auc(doc),
+    }
+
+
+def _poi_matrix(per_seed: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """p[i][j] = P(X_i > X_j) + 0.5 P(X_i = X_j) over seed pairs, with bootstrap CIs (methods in dict order)."""
+    names = list(per_seed)
+    P = np.full((len(names),) * 2, np.nan)
+    lo, hi = P.copy(), P.copy()
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i != j:
+                r = A.probability_of_improvement_ci(per_seed[a], per_seed[b])
+                P[i, j], lo[i, j], hi[i, j] = r["p"], r["ci_low"], r["ci_high"]
+    return P, lo, hi
+
+
+def auc_range(doc) -> tuple[float, float]:
+    """The fixed env-step range of the AUC: one update's env steps .. the run's env-step budget per seed."""
+    run = doc["meta"].get("run", {})
+    steps = [A.arr(m["env_steps"]) for m in doc["methods"].values()]
+    lo = run.get("env_steps_per_update") or min(float(x[x > 0].min()) for x in steps if (x > 0).any())
+    hi = run.get("total_env_steps") or max(float(x[-1]) for x in steps)
+    return float(lo), float(hi)
+
+
+def sample_efficiency_auc(doc) -> dict:
+    """Per seed: the normalized-utility curve's area over log env steps in a fixed range, scaled to [0, 1]."""
+    lo, hi = auc_range(doc)
+    per = {}
+    for name, m in doc["methods"].items():
+        steps = A.arr(m["env_steps_per_seed"])
+        vals = A.arr(m["curves"]["val_utility_norm"]["per_seed"])
+        per[name] = np.array([A.auc_log_steps(steps[i], vals[i], lo, hi) for i in range(len(vals))])
+    P, plo, phi = _poi_matrix(per)
+    return {
+        "metric": "val_utility_norm",
+        "env_steps_range": [lo, hi],
+        "definition": (f"per seed, the area under the greedy val normalized-utility curve (fraction of the oracle gap "
+                       f"closed, mean over budgets) over log10 env steps from {lo:g} (one update) to {hi:g} (the run's "
+                       f"budget), divided by log10({hi:g}/{lo:g}): the curve's mean over log env steps. The curve is a step "
+                       "function (the last evaluated policy holds until the next eval point, and after the method's "
+                       f"last one). IQM = trim_mean(x, 0.25) with a {A.CONFIDENCE:.0%} percentile bootstrap CI over "
+                       "seeds; p[i][j] = P(AUC_i > AUC_j) + 0.5 P(=) over seed pairs"),
+        "methods": {n: {"per_seed": v, **A.iqm_ci(v), "t": _ci_block(v)} for n, v in per.items()},
+        "probability_of_improvement": {"methods": list(per), "p": P, "ci_low": plo, "ci_high": phi},
     }
 
 
@@ -281,7 +367,8 @@ def _ci_block(x, axis=0) -> dict:
     return {"mean": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "std": c["std"], "n": c["n"]}
 
 
-def final_frontiers(doc) -> dict:
+def final_frontiers(doc, ov: dict | None = None) -> dict:
+    """``ov``: the overhead analysis (``load_overhead``), for each method's ``controller_overhead_ms``."""
     meta = doc["meta"]
     budgets = list(meta["budgets"])
     ref = doc["references"]
@@ -328,6 +415,8 @@ def final_frontiers(doc) -> dict:
             "per_budget": per_budget,
             "mean_over_budgets": over,
             "dominated_by_fixed_front": dom,
+            # the seed's metric: p50 eager decision time per request (ms); None when the overhead was not measured
+            "controller_overhead_ms": A.num(((ov or {}).get("methods", {}).get(name, {}).get("decision_ms") or {}).get("p50")),
         }
     refs = {}
     for r in REFERENCE_NAMES:
@@ -381,13 +470,7 @@ def stability_analysis(doc, se: dict) -> dict:
             "num_failed_updates": fail,
             "final_utility_norm": fu,
         }
-    P = np.full((len(names),) * 2, np.nan)
-    lo, hi = P.copy(), P.copy()
-    for i, a in enumerate(names):
-        for j, b in enumerate(names):
-            if i != j:
-                r = A.probability_of_improvement_ci(finals[a], finals[b])
-                P[i, j], lo[i, j], hi[i, j] = r["p"], r["ci_low"], r["ci_high"]
+    P, lo, hi = _poi_matrix(finals)
     return {
         "schema": schema(STABILITY),
         "meta": report_meta(doc),
@@ -455,8 +538,36 @@ def _thr_cell(r) -> str:
     return f"{r['env_steps_mean']:,.0f} ({k}/{S}" + (f"; {h} held" if h < k else "") + ")"
 
 
+def _answer_auc(se, S) -> str | None:
+    """The headline: which method's normalized-utility curve has the largest area over log env steps."""
+    au = se.get("auc")
+    if not au:
+        return None
+    ms = {n: m for n, m in au["methods"].items() if m.get("iqm") is not None and np.isfinite(m["iqm"])}
+    if not ms:
+        return None
+    rank = sorted(ms, key=lambda n: -ms[n]["iqm"])
+    lo, hi = au["env_steps_range"]
+    b = rank[0]
+    s = (f"*Sample-efficiency AUC* (normalized utility averaged over log env steps {_steps(lo)}–{_steps(hi)}; the "
+         f"headline scalar): **{b}** {_f(ms[b]['iqm'])} [{_f(ms[b]['ci_low'])}, {_f(ms[b]['ci_high'])}]")
+    if len(rank) > 1:
+        c = rank[1]
+        P = au["probability_of_improvement"]
+        i, j = P["methods"].index(b), P["methods"].index(c)
+        ov = _overlap(ms[b]["ci_low"], ms[b]["ci_high"], ms[c]["ci_low"], ms[c]["ci_high"])
+        s += (f", then {c} {_f(ms[c]['iqm'])} [{_f(ms[c]['ci_low'])}, {_f(ms[c]['ci_high'])}]; "
+              f"P({b} > {c}) = {_f(P['p'][i][j], 2)} [{_f(P['ci_low'][i][j], 2)}, {_f(P['ci_high'][i][j], 2)}]"
+              + ("; their CIs overlap, so the order is not resolved" if ov else "; CIs do not overlap" if ov is False else ""))
+        s += "; order: " + " > ".join(f"{n} {_f(ms[n]['iqm'])}" for n in rank)
+    return s + f" ({S} seeds)."
+
+
 def _answer_sample_efficiency(se, thresholds, S) -> list[str]:
     out = []
+    head = _answer_auc(se, S)
+    if head:
+        out.append(head)
     ev = se.get("eval_every_updates")
     for t in thresholds:
         rs = {n: se["methods"][n][t["name"]] for n in se["methods"] if se["methods"][n].get(t["name"])}
@@ -732,7 +843,8 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict) -> str:
           "[ ] = 95% percentile-bootstrap CI of the IQM. Env steps to a threshold: mean over the seeds that reached it "
           "(seeds reaching it / seeds). Training time: all seeds together, compile excluded.", ""]
     thr_cols = [f"steps to {t['label']}" for t in thresholds]
-    hdr = ["method", "norm. utility IQM [95% CI]", "quality", "p95 latency (ms)", "SLO violations", *thr_cols,
+    hdr = ["method", "norm. utility IQM [95% CI]", "sample-efficiency AUC IQM [95% CI]", "quality", "p95 latency (ms)",
+           "SLO violations", *thr_cols,
            "training time", "decision overhead"]
     L += ["| " + " | ".join(hdr) + " |", "|" + "|".join("---" for _ in hdr) + "|"]
     for n in names:
@@ -746,7 +858,9 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict) -> str:
             otxt = f"{d['p50']:.3g} ms p50 / {_f(d['p95'], 3)} ms p95"
         else:
             otxt = "not measured"
+        au = (se.get("auc") or {}).get("methods", {}).get(n)
         row = [f"**{n}**", f"{_f(fu['iqm'])} [{_f(fu['ci_low'])}, {_f(fu['ci_high'])}]",
+               f"{_f(au['iqm'])} [{_f(au['ci_low'])}, {_f(au['ci_high'])}]" if au else "—",
                _pm(mob["quality_mean"]) if "quality_mean" in mob else "—",
                _pm(mob["latency_p95_ms"], _steps) if "latency_p95_ms" in mob else "—",
                _pm(mob["slo_violation_rate"], _pct) if "slo_violation_rate" in mob else "—",
@@ -754,7 +868,7 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict) -> str:
         L.append("| " + " | ".join(row) + " |")
     for r in ("oracle", "full", "random"):
         mo = ref[r]["mean_over_budgets"]
-        row = [f"*{r}*", f"{norm[r]['mean']:.3f}", f"{mo['quality_mean']:.3f}", f"{mo['latency_p95_ms']:,.0f}",
+        row = [f"*{r}*", f"{norm[r]['mean']:.3f}", f"{norm[r]['mean']:.3f}", f"{mo['quality_mean']:.3f}", f"{mo['latency_p95_ms']:,.0f}",
                _pct(mo["slo_violation_rate"]), *["(reference)"] * len(thresholds), "—", "—"]
         L.append("| " + " | ".join(row) + " |")
     L += [""]
@@ -811,11 +925,13 @@ def write_outputs(out: Path, thresholds=None) -> list[Path]:
 
     out = Path(out)
     doc = load_curves(out)
+    if thresholds is None:  # the run's own (recorded in its meta), so a rebuilt report matches the run's
+        thresholds = doc["meta"].get("run", {}).get("thresholds") or None
     th = resolve_thresholds(doc, thresholds)
     se = sample_efficiency(doc, th)
-    ff = final_frontiers(doc)
-    st = stability_analysis(doc, se)
     ov = load_overhead(out)
+    ff = final_frontiers(doc, ov)
+    st = stability_analysis(doc, se)
     written = []
     for name, obj in ((SAMPLE_EFFICIENCY, se), (FRONTIERS, ff), (STABILITY, st)):
         write_json(out / name, obj)

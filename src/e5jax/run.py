@@ -114,21 +114,32 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
 
     t0 = time.perf_counter()
     states = trainer.init(keys, env)
-    chunk = trainer.chunk.lower(states, keys, env).compile()
+    masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
+    chunk = trainer.chunk_eval.lower(states, keys, env, masks[0]).compile()  # one program for every mask
     compile_s = time.perf_counter() - t0
 
     evals = [jax.device_get(trainer.evaluate(states, env))]
     trains = []
     wall = [0.0]
     chunk_s = []
+    updates = [0]
+    step_inc = []  # [S] env steps since the previous eval point
     for c in range(run.num_chunks):
+        mask = masks[min(c, 1)]
         t = time.perf_counter()
-        states, m = chunk(states, engine.chunk_keys(keys, c), env)
+        states, m = chunk(states, engine.chunk_keys(keys, c), env, mask)
         m = jax.device_get(m)  # blocks until the chunk is done
         chunk_s.append(time.perf_counter() - t)
-        wall.append(wall[-1] + chunk_s[-1])
-        trains.append(m["train"])
-        evals.append(m["eval"])
+        cum = np.cumsum(np.asarray(m["env_steps_per_update"]), axis=1)  # [S, U]
+        prev = 0
+        for u in np.flatnonzero(mask):  # intra-chunk points first, the chunk's end last
+            evals.append({k: np.asarray(v)[:, u] for k, v in m["eval_points"].items()})
+            trains.append(m["train"] if u == len(mask) - 1 else None)
+            step_inc.append(cum[:, u] - (cum[:, prev - 1] if prev else 0))
+            prev = u + 1
+            updates.append(c * run.eval_every + int(u) + 1)
+            # wall time at an intra-chunk point: interpolated linearly in updates within the chunk
+            wall.append(sum(chunk_s[:-1]) + chunk_s[-1] * (u + 1) / len(mask))
         if pbar is not None:
             pbar.set_postfix_str(f"{name} chunk {c + 1}/{run.num_chunks} {chunk_s[-1]:.2f}s")
             pbar.update(1)
@@ -143,18 +154,20 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     per_budget = {f"val_{k}": seed_stats(v) for k, v in ev.items()}
     per_budget["val_utility_norm"] = seed_stats(ev_norm)
 
-    train_keys = sorted(trains[0])
-    steps = np.concatenate([np.zeros((S, 1)), np.cumsum(np.stack([t["env_steps"] for t in trains], 1), 1)], 1)
+    last = next(t for t in trains if t is not None)
+    train_keys = sorted(last)
+    steps = np.concatenate([np.zeros((S, 1)), np.cumsum(np.stack(step_inc, 1), 1)], 1)
     for k in train_keys:
         if k == "env_steps":
             continue
-        v = np.stack([t[k] for t in trains], axis=1)  # [S, chunks]; the eval point 0 has no training metrics
+        # [S, E]: chunk aggregates at chunk ends; NaN at the initial and the intra-chunk (early) eval points
+        v = np.stack([np.asarray(t[k], np.float64) if t is not None else np.full(S, np.nan) for t in trains], axis=1)
         curves[k] = seed_stats(np.concatenate([np.full((S, 1), np.nan), v], 1))
     num_params = None
     if hasattr(states, "params"):
         num_params = int(sum(np.prod(x.shape[1:]) for x in jax.tree_util.tree_leaves(states.params)))
     result = {
-        "updates": [c * run.eval_every for c in range(run.num_chunks + 1)],
+        "updates": updates,
         "env_steps": steps.mean(0),
         "env_steps_per_seed": steps,
         "env_steps_per_update": method.steps_per_update(cfg, env),
@@ -220,7 +233,8 @@ def run_from_args(args) -> int:
     from e5jax.cli import UsageError
 
     try:
-        run, cfgs = load_config(args.config, seeds=args.seeds, methods=args.methods)
+        run, cfgs = load_config(args.config, seeds=args.seeds, methods=args.methods,
+                                thresholds=getattr(args, "thresholds", None))
     except ConfigError as e:
         raise UsageError(str(e)) from None
     table_path = Path(args.table) if args.table else default_table_path()
@@ -238,6 +252,6 @@ def run_from_args(args) -> int:
         return 130
     from e5jax.report import write_outputs
 
-    write_outputs(out)
+    write_outputs(out, thresholds=run.thresholds)
     print_final(doc, out)
     return 0
