@@ -34,7 +34,7 @@ def test_env_steps_per_update_match_accounting(known_table, name):
         steps.append(float(met["env_steps"]))
         for k in ("train_utility", "loss", "grad_norm", "entropy", "kl_ref", "num_failed_updates"):
             assert k in met, k
-    if name == "supervised":
+    if name in ("supervised", "knn_lut"):  # both pay C env steps per newly profiled/labelled request
         C, Rt = env.num_configs, env.train_idx.shape[0]
         per = (64 // C) * C
         assert steps[0] == per == m.steps_per_update(cfg, env)
@@ -142,3 +142,72 @@ def test_chunk_eval_trains_identically_and_evaluates_at_masked_updates(known_tab
     # the same compiled program serves another mask (no recompilation)
     tr.chunk_eval(st0, keys, env, engine.early_eval_mask(4, first_chunk=False))
     assert tr.chunk_eval._cache_size() == 1
+
+
+def test_autoregressive_head_is_a_normalized_joint_distribution(known_table):
+    """The AR head's C outputs are log-probs summing to one; they equal the chain rule of its conditionals; its
+    greedy config is the exact joint argmax (checked by brute force against the conditionals)."""
+    from e5jax import policy as P
+
+    env = E.make_env_params(known_table)
+    sizes = tuple(env.knob_sizes)
+    net = P.MLP((16, 8), (env.num_configs,), ar=sizes, head_scale=1.0)  # large init: far from uniform
+    obs = E.observe(env, env.val_idx[:6], jnp.full((6,), 0.5))
+    params = net.init(jax.random.PRNGKey(4), obs)
+    (lp,) = net.apply(params, obs)
+    np.testing.assert_allclose(np.exp(np.asarray(lp)).sum(-1), 1.0, rtol=1e-5)
+    # chain rule by hand: p(a1) from knob_0, p(a_j | prefix) from cond_j/knob_j on [h, one-hot prefix]
+    p = params["params"]
+    h = np.asarray(obs)
+    for i in range(2):
+        d = p[f"Dense_{i}"]
+        h = np.maximum(h @ np.asarray(d["kernel"]) + np.asarray(d["bias"]), 0)
+    ar = {k: (np.asarray(v["kernel"]), np.asarray(v["bias"])) for k, v in p["ARHead_0"].items()}
+    ls = lambda z: z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(-1, keepdims=True)  # noqa: E731
+    for c in range(env.num_configs):
+        a = np.unravel_index(c, sizes)
+        total = ls(h @ ar["knob_0"][0] + ar["knob_0"][1])[:, a[0]]
+        code = np.eye(sizes[0])[a[0]]
+        for j in range(1, len(sizes)):
+            x = np.concatenate([h, np.broadcast_to(code, (h.shape[0], code.size))], 1)
+            z = np.maximum(x @ ar[f"cond_{j}"][0] + ar[f"cond_{j}"][1], 0) @ ar[f"knob_{j}"][0] + ar[f"knob_{j}"][1]
+            total = total + ls(z)[:, a[j]]
+            code = np.concatenate([code, np.eye(sizes[j])[a[j]]])
+        np.testing.assert_allclose(np.asarray(lp)[:, c], total, rtol=1e-4, atol=1e-5)
+    pol = P.MLPPolicy(params, (16, 8), (env.num_configs,), ar=sizes)
+    g = pol.greedy(env, env.val_idx[:6], jnp.full((6,), 0.5), jnp.zeros((6,), jnp.int32))
+    np.testing.assert_array_equal(np.asarray(g), np.argmax(np.asarray(lp), -1))
+    assert len(set(np.argmax(np.asarray(lp), -1).tolist())) >= 1
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_every_learned_method_trains_with_an_autoregressive_head(known_table, name):
+    env = E.make_env_params(known_table)
+    m = METHODS[name]
+    tr = engine.make_train(m, m.Config(head="autoregressive", env_steps_per_update=64), eval_every=2)
+    keys = engine.seed_keys(0, 2)
+    st, met = tr.chunk(tr.init(keys, env), keys, env)
+    assert np.all(np.isfinite(np.asarray(met["eval"]["utility"])))
+    assert float(np.max(met["train"]["num_failed_updates"])) == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_knn_lut_finds_the_oracle_on_a_table_where_the_answer_is_known(known_table, k):
+    """The known table's oracle depends on a feature (modality); same-modality requests have identical normalized
+    latency and quality, so the nearest profiled neighbours' best config is the request's own oracle config."""
+    env = E.make_env_params(known_table)
+    m = METHODS["knn_lut"]
+    cfg = m.Config(k=k)
+    assert m.steps_per_update(cfg, env) == (256 // 12) * 12
+    tr = engine.make_train(m, cfg, eval_every=5)
+    keys = engine.seed_keys(0, 2)
+    st = tr.init(keys, env)
+    # nothing profiled: the full config everywhere
+    pol = m.policy(jax.tree_util.tree_map(lambda x: x[0], st))
+    req, budget = E.eval_grid(env)
+    assert np.all(np.asarray(pol.greedy(env, req, budget, None)) == env.num_configs - 1)
+    st, met = tr.chunk(st, keys, env)  # 5 x 21 = 105 > 90 train requests: all profiled
+    assert np.all(np.asarray(met["train"]["labelled_requests"]) == env.train_idx.shape[0])
+    nu = _norm_utility(env, met["eval"])
+    np.testing.assert_allclose(nu, 1.0, atol=1e-6)
+    assert _norm_utility(env, E.evaluate_actions(env, task_budget_lut_actions(env))) < 0.9  # a task LUT cannot

@@ -64,7 +64,11 @@ def test_eager_decide_equals_vmapped_greedy(setup, trained, name):
         # the policy is not trivial: it picks several configs and depends on the budget
         assert len(set(eager.tolist())) > 1
         assert not np.all(ref[c.seed] == ref[c.seed][:1])
-    if name not in ("lut", "heuristic"):
+    if name == "knn_lut":
+        assert ctrls[0].kind == "knn" and len(ctrls[0].points) > 0
+        j = ctrls[0].jax_batch1()
+        assert [j(*r) for r in reqs[:40]] == X.eager_decisions(ctrls[0], reqs[:40]).tolist()
+    elif name not in ("lut", "heuristic"):
         assert ctrls[0].kind == "mlp"
         # the jitted batch-1 JAX path agrees too
         j = ctrls[0].jax_batch1()
@@ -211,3 +215,25 @@ def test_joint_head_controller(setup):
     eager = X.eager_decisions(c, reqs)
     np.testing.assert_array_equal(eager, X.vmapped_greedy(m, states, env)[0].reshape(-1))
     assert len(set(eager.tolist())) > 1
+
+
+def test_autoregressive_head_controller(tmp_path, setup):
+    """An autoregressive head exports, survives save/load and decides like the evaluator (eager NumPy and jitted)."""
+    table, env = setup
+    m = METHODS["supervised"]
+    cfg = m.Config(env_steps_per_update=64, head="autoregressive")
+    keys = engine.seed_keys(0, 1)
+    states = jax.jit(jax.vmap(lambda k, e: m.init(k, e, cfg), in_axes=(0, None)))(keys, env)
+    upd = jax.jit(jax.vmap(lambda s, k, e: m.update(s, e, k)[0], in_axes=(0, 0, None)))
+    for i in range(15):
+        states = upd(states, engine.chunk_keys(keys, i), env)
+    (c,) = X.export_controllers("supervised", m, states, table, env)
+    assert c.ar and c.head_sizes == tuple(env.knob_sizes) and c.meta()["head"] == "autoregressive"
+    reqs = X.val_requests(table, env)
+    eager = X.eager_decisions(c, reqs)
+    np.testing.assert_array_equal(eager, X.vmapped_greedy(m, states, env)[0].reshape(-1))
+    assert len(set(eager.tolist())) > 1
+    (c2,) = [X.load_controller(p) for p in X.save_controllers([c], tmp_path) if p.suffix == ".npz"]
+    assert c2.ar and X.eager_decisions(c2, reqs[:50]).tolist() == eager[:50].tolist()
+    j = c.jax_batch1()
+    assert [j(*r) for r in reqs[:30]] == eager[:30].tolist()

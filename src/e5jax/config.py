@@ -9,6 +9,7 @@ from pathlib import Path
 from e5jax.env import EVAL_BUDGETS
 from e5jax.methods import METHODS
 from e5jax.methods.common import LearnerConfig
+from e5jax.policy import HEADS
 
 
 class ConfigError(ValueError):
@@ -98,6 +99,8 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
             vals.update(learner)
         vals.update(raw.get(name, {}))
         cfg = _build(cls, vals, f"[{name}]")
+        if isinstance(cfg, LearnerConfig) and cfg.head not in HEADS:
+            raise ConfigError(f"[{name}]: head must be one of {', '.join(HEADS)}, got {cfg.head!r}")
         if isinstance(cfg, LearnerConfig) and cfg.env_steps_per_update % cfg.minibatches:
             raise ConfigError(f"[{name}]: env_steps_per_update must be divisible by minibatches")
         cfgs[name] = cfg

@@ -7,6 +7,8 @@ A deployed controller decides one request at a time, so the eager path is plain 
   mean/std (budget standardization) and the knob grid. ``decide`` rebuilds exactly the observation of
   ``env.observe`` from raw request features + task_type string + budget fraction, runs the ReLU trunk and the
   heads, and takes the greedy action (per-head argmax for factored heads, argmax over configs for a joint head).
+* ``KNNController`` (knn_lut): the profiled requests (standardized features ++ task one-hot, quality, normalized
+  latency); decide = the k nearest, mean reward per config at the budget, argmax.
 * ``LookupController`` (lut, heuristic): the [task, evaluation budget] table of chosen configs, as knob levels.
   Budgets: an evaluation budget (to 1e-6) selects its column; any other budget b uses the largest evaluation
   budget <= b (a config chosen for a tighter budget, so it never plans to spend more than b); a budget below the
@@ -131,8 +133,16 @@ class MLPController(_Base):
         f32 = lambda x: np.ascontiguousarray(np.asarray(x, np.float32))  # noqa: E731
         self.trunk = [(f32(w), f32(b)) for w, b in trunk]
         self.heads = [(f32(w), f32(b)) for w, b in heads]
-        self.head_sizes = tuple(int(b.shape[0]) for _, b in self.heads)
-        self.joint = len(self.heads) == 1 and self.head_sizes[0] == self.num_configs and len(self.knob_sizes) > 1
+        # autoregressive head (policy.ARHead): heads = knob_0, then (cond_j, knob_j) for every later knob
+        self.ar = (self.extra_meta or {}).get("head") == "autoregressive"
+        if self.ar:
+            if len(self.heads) != 2 * len(self.knob_sizes) - 1:
+                raise ValueError(f"autoregressive head: expected {2 * len(self.knob_sizes) - 1} layers, got {len(self.heads)}")
+            self.head_sizes = (int(self.heads[0][1].shape[0]),) + tuple(int(b.shape[0]) for _, b in self.heads[2::2])
+        else:
+            self.head_sizes = tuple(int(b.shape[0]) for _, b in self.heads)
+        self.joint = (not self.ar and len(self.heads) == 1 and self.head_sizes[0] == self.num_configs
+                      and len(self.knob_sizes) > 1)
         if not self.joint and self.head_sizes != self.knob_sizes and not (len(self.knob_sizes) == 1):
             raise ValueError(f"head sizes {self.head_sizes} match neither the knob grid {self.knob_sizes} nor a joint head")
         self.feature_mean = np.asarray(spec["feature_mean"], np.float64)
@@ -145,8 +155,15 @@ class MLPController(_Base):
             raise ValueError(f"first layer expects {self.trunk[0][0].shape[0]} inputs, observation has {self.obs_dim}")
         self._F, self._T = F, T
         # all heads in one matrix: one matmul per decision, argmax per head segment
-        self._w_heads = np.ascontiguousarray(np.concatenate([w for w, _ in self.heads], 1))
-        self._b_heads = np.concatenate([b for _, b in self.heads])
+        if not self.ar:
+            self._w_heads = np.ascontiguousarray(np.concatenate([w for w, _ in self.heads], 1))
+            self._b_heads = np.concatenate([b for _, b in self.heads])
+        else:  # the one-hot codes of every prefix of earlier choices, per later knob (as ARHead builds them)
+            self._prefixes, prefix = [], np.eye(self.knob_sizes[0], dtype=np.float32)
+            for k in self.knob_sizes[1:]:
+                self._prefixes.append(prefix)
+                n = prefix.shape[0]
+                prefix = np.concatenate([np.repeat(prefix, k, 0), np.tile(np.eye(k, dtype=np.float32), (n, 1))], 1)
         self._bounds = np.cumsum((0,) + self.head_sizes)
         self._strides = tuple(int(np.prod(self.knob_sizes[k + 1:])) for k in range(len(self.knob_sizes)))
 
@@ -154,6 +171,13 @@ class MLPController(_Base):
     def from_params(cls, params, spec: dict, method: str = "", seed: int = 0, extra_meta: dict | None = None):
         """From a flax params tree of ``policy.MLP``: Dense_0..Dense_{H-1} trunk, then one Dense per head."""
         p = params["params"] if "params" in params else params
+        if "ARHead_0" in p:  # autoregressive head: Dense_* trunk, then ARHead_0/{knob_0, cond_1, knob_1, ...}
+            ar = p["ARHead_0"]
+            trunk = [(np.asarray(p[n]["kernel"]), np.asarray(p[n]["bias"]))
+                     for n in sorted((n for n in p if n.startswith("Dense_")), key=lambda n: int(n.rsplit("_", 1)[1]))]
+            order = ["knob_0"] + [f"{x}_{j}" for j in range(1, len(spec["knob_levels"])) for x in ("cond", "knob")]
+            heads = [(np.asarray(ar[n]["kernel"]), np.asarray(ar[n]["bias"])) for n in order]
+            return cls(spec, trunk, heads, method, seed, {**(extra_meta or {}), "head": "autoregressive"})
         names = sorted(p, key=lambda n: int(n.rsplit("_", 1)[1]))
         layers = [(np.asarray(p[n]["kernel"]), np.asarray(p[n]["bias"])) for n in names]
         hidden = extra_meta.get("hidden") if extra_meta else None
@@ -172,11 +196,24 @@ class MLPController(_Base):
         h = obs
         for w, b in self.trunk:
             h = np.maximum(h @ w + b, 0.0)
+        if self.ar:
+            return self._ar_joint(h)
         return h @ self._w_heads + self._b_heads
+
+    def _ar_joint(self, h: np.ndarray) -> np.ndarray:
+        """[C] joint log-probs of an autoregressive head (policy.ARHead, eager NumPy)."""
+        w, b = self.heads[0]
+        joint = _log_softmax(h @ w + b)
+        for j, prefix in enumerate(self._prefixes):
+            (wc, bc), (wk, bk) = self.heads[1 + 2 * j], self.heads[2 + 2 * j]
+            x = np.concatenate([np.broadcast_to(h, (prefix.shape[0], h.shape[-1])), prefix], 1)
+            lp = _log_softmax(np.maximum(x @ wc + bc, 0.0) @ wk + bk)  # [P, k]
+            joint = (joint[:, None] + lp).reshape(-1)
+        return joint
 
     def decide_index(self, request_features, task_type: str, budget: float) -> int:
         z = self.logits(self.observe(request_features, task_type, budget))
-        if self.joint or len(self.heads) == 1:
+        if self.joint or self.ar or len(self.heads) == 1:
             return int(np.argmax(z))
         c, bd = 0, self._bounds
         for k, s in enumerate(self._strides):
@@ -195,16 +232,31 @@ class MLPController(_Base):
         m = super().meta()
         m.update({"feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
                   "head_sizes": list(self.head_sizes), "joint": bool(self.joint),
+                  "head": "autoregressive" if self.ar else ("joint" if self.joint else "factored"),
                   "hidden": [int(w.shape[1]) for w, _ in self.trunk], "activation": "relu",
                   "num_params": int(sum(w.size + b.size for w, b in self.trunk + self.heads)),
-                  "greedy": "argmax over configs (joint head)" if self.joint else "per-head argmax -> levels"})
+                  "greedy": ("argmax of the joint log-probs (autoregressive head)" if self.ar else
+                             "argmax over configs (joint head)" if self.joint else "per-head argmax -> levels")})
         return m
 
     def jax_batch1(self):
         """A jitted batch-1 JAX decision from the eager observation (to show the dispatch cost)."""
+        if self.ar:
+            p = {f"Dense_{i}": {"kernel": w, "bias": b} for i, (w, b) in enumerate(self.trunk)}
+            names = ["knob_0"] + [f"{x}_{j}" for j in range(1, len(self.knob_sizes)) for x in ("cond", "knob")]
+            p["ARHead_0"] = {n: {"kernel": w, "bias": b} for n, (w, b) in zip(names, self.heads)}
+            params = jax.device_put({"params": p})
+            net = P.MLP(tuple(int(w.shape[1]) for w, _ in self.trunk), (self.num_configs,), ar=self.knob_sizes)
+            fn = jax.jit(lambda prm, obs: jnp.argmax(net.apply(prm, obs[None])[0][0]))
+            return lambda feats, task, budget: int(fn(params, self.observe(feats, task, budget)))
         w = jax.device_put(([(w, b) for w, b in self.trunk], [(w, b) for w, b in self.heads]))
         sizes = (self.num_configs,) if self.joint else self.head_sizes
         return lambda feats, task, budget: int(_jax_mlp_greedy(w, self.observe(feats, task, budget), sizes))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -283,6 +335,65 @@ class LookupController(_Base):
         return lambda feats, task, budget: int(_jax_lookup(choice, self._task(task), self.budget_index(budget)))
 
 
+# ----------------------------------------------------------------------------- nearest-neighbour controllers
+class KNNController(_Base):
+    """knn_lut: the profiled requests' standardized features (++ task one-hot), quality and normalized latency;
+    decide = distances to all of them, the k nearest, mean reward per config at the budget, argmax (NumPy)."""
+
+    kind = "knn"
+
+    def __init__(self, spec: dict, points, quality, latency, k: int, lam: float, method: str = "", seed: int = 0,
+                 extra_meta: dict | None = None):
+        super().__init__(spec, method, seed, extra_meta)
+        self.points = np.ascontiguousarray(np.asarray(points, np.float32))  # [n, F + T]
+        self.quality = np.asarray(quality, np.float32)  # [n, C]
+        self.latency = np.asarray(latency, np.float32)
+        self.k, self.lam = int(k), np.float32(lam)
+        self.feature_mean = np.asarray(spec["feature_mean"], np.float64)
+        self.feature_std = np.asarray(spec["feature_std"], np.float64)
+        self._F, self._T = self.feature_mean.shape[0], len(self.task_names)
+        if self.points.shape[1:] != (self._F + self._T,) or self.quality.shape != (len(self.points), self.num_configs):
+            raise ValueError(f"knn controller: points {self.points.shape} / quality {self.quality.shape} do not match "
+                             f"{self._F} features + {self._T} tasks and {self.num_configs} configs")
+
+    def point(self, request_features, task_type: str) -> np.ndarray:
+        x = np.zeros(self._F + self._T, np.float32)
+        x[: self._F] = (np.asarray(request_features, np.float64) - self.feature_mean) / self.feature_std
+        x[self._F + self._task(task_type)] = 1.0
+        return x
+
+    def decide_index(self, request_features, task_type: str, budget: float) -> int:
+        if len(self.points) == 0:
+            return self.num_configs - 1
+        d = np.sum(np.square(self.point(request_features, task_type) - self.points), -1)
+        nbr = np.argsort(d, kind="stable")[: self.k]  # ties: earlier profiled first (as lax.top_k)
+        r = self.quality[nbr] - self.lam * np.maximum(np.float32(0.0), self.latency[nbr] - np.float32(budget))
+        return int(np.argmax(r.sum(0) / np.float32(len(nbr))))
+
+    def arrays(self) -> dict:
+        return {"feature_mean": self.feature_mean, "feature_std": self.feature_std, "points": self.points,
+                "quality": self.quality, "latency": self.latency}
+
+    def meta(self) -> dict:
+        m = super().meta()
+        m.update({"feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(), "k": self.k,
+                  "lam": float(self.lam), "num_profiled": int(len(self.points)),
+                  "greedy": "argmax over configs of the mean reward of the k nearest profiled requests"})
+        return m
+
+    def jax_batch1(self):
+        pts, q, lat = jax.device_put((self.points, self.quality, self.latency))
+        return lambda feats, task, budget: int(_jax_knn(pts, q, lat, self.point(feats, task), np.float32(budget),
+                                                        self.lam, self.k))
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _jax_knn(points, quality, latency, x, budget, lam, k):
+    _, nbr = jax.lax.top_k(-jnp.sum(jnp.square(x - points), -1), min(k, points.shape[0]))
+    r = quality[nbr] - lam * jnp.maximum(0.0, latency[nbr] - budget)
+    return jnp.argmax(r.mean(0))
+
+
 # ----------------------------------------------------------------------------- export / load
 def unstack(tree, i: int):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
@@ -297,6 +408,13 @@ def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds
         pol = jax.device_get(method.policy(unstack(states, i)))
         if isinstance(pol, P.LookupPolicy):
             out.append(LookupController(spec, np.asarray(pol.choice), name, i))
+        elif isinstance(pol, P.KNNPolicy):
+            n = int(pol.n)
+            idx = np.asarray(pol.order)[:n]
+            pts = np.asarray(jax.device_get(P.knn_features(env, jnp.asarray(idx, jnp.int32)))) if n else \
+                np.zeros((0, env.features.shape[1] + env.num_tasks), np.float32)
+            out.append(KNNController(spec, pts, np.asarray(pol.quality)[:n], np.asarray(pol.latency)[:n], pol.k,
+                                     float(env.lam), name, i))
         elif isinstance(pol, P.MLPPolicy):
             extra = {"hidden": [int(h) for h in pol.hidden]}
             out.append(MLPController.from_params(pol.params, spec, name, i, extra))
@@ -328,10 +446,13 @@ def load_controller(path, strict_budget: bool = False):
         "budget_mean": np.float32(meta["budget_mean"]),
         "budget_std": np.float32(meta["budget_std"]),
     }
-    keep = {k: meta[k] for k in ("hidden",) if k in meta}
+    keep = {k: meta[k] for k in ("hidden", "head") if k in meta}
     if meta["kind"] == "lookup":
         return LookupController(spec, arrays["choice"], meta["method"], meta["seed"], strict_budget=strict_budget)
     spec["feature_mean"], spec["feature_std"] = arrays["feature_mean"], arrays["feature_std"]
+    if meta["kind"] == "knn":
+        return KNNController(spec, arrays["points"], arrays["quality"], arrays["latency"], meta["k"], meta["lam"],
+                             meta["method"], meta["seed"])
     nt = sum(1 for k in arrays if k.startswith("trunk_") and k.endswith("_w"))
     nh = sum(1 for k in arrays if k.startswith("head_") and k.endswith("_w"))
     trunk = [(arrays[f"trunk_{i}_w"], arrays[f"trunk_{i}_b"]) for i in range(nt)]

@@ -20,7 +20,7 @@ from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
 from e5jax.analysis import arr  # noqa: E402
 
 DPI = 120
-_KNOWN = ("lut", "heuristic", "supervised", "ppo", "dpo", "grpo")
+_KNOWN = ("lut", "heuristic", "supervised", "ppo", "dpo", "grpo", "knn_lut")
 _PALETTE = plt.get_cmap("tab10").colors
 REF_STYLE = {
     "oracle": dict(color="#b8860b", ls="--", lw=1.3),

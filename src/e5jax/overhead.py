@@ -230,6 +230,26 @@ def _lut_parts(cfg):
     ]
 
 
+def _knn_parts(cfg):
+    from e5jax.methods import knn_lut as M
+
+    def profile(state, env, key, fixed):  # = knn_lut.update's profiling: every config of the next requests
+        m = M.requests_per_update(cfg, env)
+        Rt = state.order.shape[0]
+        pos = jnp.minimum(state.n_profiled + jnp.arange(m), Rt - 1)
+        q, lat = E.lookup(env, state.order[pos][:, None], jnp.arange(env.num_configs)[None, :], key)
+        return {"pos": pos, "q": q, "lat": lat}
+
+    def store(st, env, key, f):
+        st = st.replace(quality=st.quality.at[f["pos"]].set(f["q"]), latency=st.latency.at[f["pos"]].set(f["lat"]))
+        return st, jnp.sum(st.quality)
+
+    return [
+        _gen(profile, "request_profiling", "profile every config of the next requests (C env steps each)"),
+        _upd(store, "knn_store", "write the profiled rows into the [requests, configs] store (no learning)"),
+    ]
+
+
 def _supervised_parts(cfg):
     from e5jax.methods import supervised as M
 
@@ -394,7 +414,7 @@ def _grpo_parts(cfg):
     ]
 
 
-PARTS = {"lut": _lut_parts, "heuristic": _lut_parts, "supervised": _supervised_parts, "ppo": _ppo_parts,
+PARTS = {"lut": _lut_parts, "knn_lut": _knn_parts, "heuristic": _lut_parts, "supervised": _supervised_parts, "ppo": _ppo_parts,
          "dpo": _dpo_parts, "grpo": _grpo_parts}
 
 
@@ -522,6 +542,10 @@ def param_counts(method, states) -> dict:
     pol = method.policy(s0)
     if isinstance(pol, P.LookupPolicy):
         return {"policy": 0, "critic": 0, "total": 0, "table_entries": int(np.prod(pol.choice.shape))}
+    if isinstance(pol, P.KNNPolicy):  # no parameters: a store of profiled rows (quality and latency per config)
+        n = int(pol.n)
+        return {"policy": 0, "critic": 0, "total": 0, "table_entries": 2 * n * int(pol.quality.shape[-1]),
+                "profiled_requests": n}
     n_pol = P.count_params(pol.params)
     n_all = P.count_params(s0.params) if hasattr(s0, "params") else n_pol
     return {"policy": n_pol, "critic": n_all - n_pol, "total": n_all}

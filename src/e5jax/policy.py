@@ -1,7 +1,13 @@
 """Shared policy pieces: the network, categorical helpers over factored heads, and the two controller kinds.
 
-A config is an index into the row-major knob grid. A policy has one categorical head per knob (factored,
-default) or a single head over all configs (``joint``); ``log pi(config | x) = sum_heads log softmax(z_h)[a_h]``.
+A config is an index into the row-major knob grid. Three head kinds (``HEADS``):
+
+* ``factored``: one categorical head per knob; ``log pi(config | x) = sum_k log softmax(z_k)[a_k]``; greedy = the
+  per-knob argmax, which is the joint argmax of this policy but cannot express knobs that trade against each other;
+* ``joint``: one head over all configs (C logits);
+* ``autoregressive``: knob k's logits conditioned on the knobs chosen before it (``ARHead``); the network outputs
+  the exact joint log-probabilities of all C configs, so every helper treats it as a joint head of size C and the
+  greedy action is the exact argmax of the joint probability (cheap at ~100 configs).
 """
 
 from __future__ import annotations
@@ -18,23 +24,73 @@ from e5jax import env as E
 
 
 # ----------------------------------------------------------------------------- networks
+HEADS = ("factored", "joint", "autoregressive")
+
+
+class ARHead(nn.Module):
+    """Autoregressive head: p(a_1 | h) p(a_2 | h, a_1) ... over the knobs; returns [..., C] joint log-probs.
+
+    Knob 1: a linear head on the trunk output h. Knob j > 1: a ReLU layer (``width``) on [h, one-hot(a_1..a_{j-1})]
+    then a linear head, evaluated for every prefix of earlier choices at once (prefixes in row-major order, so the
+    output is indexed like the config grid). Output layers use the policy's ``head_scale`` init: near uniform.
+    """
+
+    knob_sizes: Sequence[int]
+    width: int = 64
+    head_scale: float = 0.01
+
+    @nn.compact
+    def __call__(self, h):
+        init = nn.initializers.orthogonal(self.head_scale)
+        lead = h.shape[:-1]
+        joint = jax.nn.log_softmax(nn.Dense(self.knob_sizes[0], kernel_init=init, name="knob_0")(h))  # [..., K1]
+        prefix = jnp.eye(self.knob_sizes[0], dtype=h.dtype)  # [P, D]: one-hot codes of the earlier choices
+        for j, k in enumerate(self.knob_sizes[1:], start=1):
+            n = prefix.shape[0]
+            x = jnp.concatenate([jnp.broadcast_to(h[..., None, :], lead + (n, h.shape[-1])),
+                                 jnp.broadcast_to(prefix, lead + prefix.shape)], -1)
+            z = nn.relu(nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), name=f"cond_{j}")(x))
+            lp = jax.nn.log_softmax(nn.Dense(k, kernel_init=init, name=f"knob_{j}")(z))  # [..., P, k]
+            joint = (joint[..., :, None] + lp).reshape(lead + (n * k,))
+            prefix = jnp.concatenate([jnp.repeat(prefix, k, axis=0), jnp.tile(jnp.eye(k, dtype=h.dtype), (n, 1))], -1)
+        return joint
+
+
 class MLP(nn.Module):
-    """Trunk (ReLU MLP, orthogonal init sqrt(2)) + linear heads of the given sizes (orthogonal init head_scale)."""
+    """Trunk (ReLU MLP, orthogonal init sqrt(2)) + linear heads of the given sizes (orthogonal init head_scale),
+    or, with ``ar`` (the knob sizes), one autoregressive head returning the C joint log-probs."""
 
     hidden: Sequence[int] = (128, 64)
     head_sizes: Sequence[int] = (1,)
     head_scale: float = 0.01
+    ar: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, x):
         for h in self.hidden:
             x = nn.relu(nn.Dense(h, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)(x))
+        if self.ar:
+            return (ARHead(tuple(self.ar), width=self.hidden[-1] if self.hidden else 64, head_scale=self.head_scale)(x),)
         init = nn.initializers.orthogonal(self.head_scale)
         return tuple(nn.Dense(n, kernel_init=init, bias_init=nn.initializers.zeros)(x) for n in self.head_sizes)
 
 
-def head_sizes(env: E.EnvParams, joint: bool) -> tuple[int, ...]:
-    return (env.num_configs,) if joint else tuple(env.knob_sizes)
+def check_head(head: str) -> str:
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    return head
+
+
+def head_sizes(env: E.EnvParams, head) -> tuple[int, ...]:
+    """Sizes of the categorical heads as the helpers see them: (C,) for joint and autoregressive heads.
+    ``head``: a kind from HEADS, or a bool (True = joint, the older flag)."""
+    kind = ("joint" if head else "factored") if isinstance(head, bool) else check_head(head)
+    return tuple(env.knob_sizes) if kind == "factored" else (env.num_configs,)
+
+
+def ar_sizes(env: E.EnvParams, head) -> tuple[int, ...]:
+    """The knob sizes an autoregressive head conditions over; () for the other kinds."""
+    return tuple(env.knob_sizes) if head == "autoregressive" else ()
 
 
 def count_params(params) -> int:
@@ -111,9 +167,10 @@ class MLPPolicy:
     params: Any
     hidden: tuple = struct.field(pytree_node=False, default=(128, 64))
     sizes: tuple = struct.field(pytree_node=False, default=())
+    ar: tuple = struct.field(pytree_node=False, default=())  # knob sizes of an autoregressive head
 
     def logits(self, obs):
-        return MLP(self.hidden, self.sizes).apply(self.params, obs)
+        return MLP(self.hidden, self.sizes, ar=self.ar).apply(self.params, obs)
 
     def greedy(self, env, req, budget, budget_idx):
         return greedy(self.logits(E.observe(env, req, budget)), self.sizes)
@@ -130,6 +187,44 @@ class LookupPolicy:
 
     def greedy(self, env, req, budget, budget_idx):
         return self.choice[env.task[req], budget_idx]
+
+    def probs(self, env, req, budget, budget_idx):
+        return jax.nn.one_hot(self.greedy(env, req, budget, budget_idx), env.num_configs)
+
+
+def knn_features(env, req) -> jax.Array:
+    """The space nearest neighbours are found in: standardized request features ++ task one-hot."""
+    return jnp.concatenate([env.features[req], jax.nn.one_hot(env.task[req], env.num_tasks, dtype=jnp.float32)], -1)
+
+
+@struct.dataclass
+class KNNPolicy:
+    """A training-free controller: the best config on average over the k nearest profiled requests."""
+
+    order: jax.Array  # [Rt] profiled train requests (the first n are profiled)
+    n: jax.Array  # scalar: how many are profiled
+    quality: jax.Array  # [Rt, C]
+    latency: jax.Array  # [Rt, C] normalized latency
+    k: int = struct.field(pytree_node=False, default=5)
+
+    def scores(self, env, req, budget):
+        """[..., C] mean reward over the k nearest profiled requests at ``budget``, and whether any is profiled."""
+        ref = knn_features(env, self.order)  # [Rt, D]
+        q = knn_features(env, req)  # [..., D]
+        d = jnp.sum(jnp.square(q[..., None, :] - ref), -1)  # [..., Rt]
+        valid = jnp.arange(self.order.shape[0]) < self.n
+        d = jnp.where(valid, d, jnp.inf)
+        k = min(self.k, self.order.shape[0])
+        _, nbr = jax.lax.top_k(-d, k)  # ties: lower index (earlier profiled) first
+        w = valid[nbr].astype(jnp.float32)  # [..., k]
+        b = jnp.asarray(budget, jnp.float32)[..., None, None]
+        r = E.reward_from(env, self.quality[nbr], self.latency[nbr], b)  # [..., k, C]
+        mean = jnp.sum(r * w[..., None], -2) / jnp.maximum(w.sum(-1), 1.0)[..., None]
+        return mean, self.n > 0
+
+    def greedy(self, env, req, budget, budget_idx):
+        mean, any_profiled = self.scores(env, req, budget)
+        return jnp.where(any_profiled, jnp.argmax(mean, -1), env.num_configs - 1)
 
     def probs(self, env, req, budget, budget_idx):
         return jax.nn.one_hot(self.greedy(env, req, budget, budget_idx), env.num_configs)

@@ -596,7 +596,7 @@ def _answer_sample_efficiency(se, thresholds, S) -> list[str]:
             if rb["seeds_reached"] == rc["seeds_reached"]:
                 if _overlap(rb["env_steps_min"], rb["env_steps_max"], rc["env_steps_min"], rc["env_steps_max"]):
                     s += (" — their per-seed ranges overlap, so the order between them is not resolved"
-                          + (f" (resolution: one eval point = {ev} updates)" if ev else ""))
+                          + (f" (resolution: the eval points — after 1, 2, 4, … updates, then every {ev})" if ev else ""))
                 else:
                     s += " — per-seed ranges do not overlap"
         partial = [n for n in reached if rs[n]["seeds_reached"] < S and n != b]

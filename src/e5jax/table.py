@@ -156,6 +156,28 @@ class ProfileTable:
         else:
             raise TableError(f"{path}: unknown table extension {suffix!r} (use .csv or .npz)")
 
+    def tuning_split(self, fraction: float = 0.25, seed: int = 0) -> "ProfileTable":
+        """The train requests only, a random ``fraction`` of them (per task, at least one) relabelled "val".
+
+        Defaults (heads, hyperparameters) are chosen on this split and never on the real val split.
+        """
+        if not 0 < fraction < 1:
+            raise TableError(f"tuning fraction must be in (0, 1), got {fraction}")
+        train = self.split_indices("train")
+        rng = np.random.default_rng(seed)
+        split = np.full(len(train), "train", dtype=object)
+        tasks = self.task_types[train]
+        for t in np.unique(tasks):
+            idx = np.flatnonzero(tasks == t)
+            k = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+            if k >= 1:
+                split[rng.choice(idx, size=k, replace=False)] = "val"
+        std = None if self.latency_std_ms is None else self.latency_std_ms[train]
+        meta = dict(self.meta, tuning_split=dict(fraction=fraction, seed=seed, of="train requests only; val excluded"))
+        return ProfileTable(knobs=self.knobs, request_ids=self.request_ids[train], task_types=tasks,
+                            split=split.astype(str), feature_names=self.feature_names, features=self.features[train],
+                            latency_ms=self.latency_ms[train], quality=self.quality[train], latency_std_ms=std, meta=meta)
+
     def replace(self, **changes) -> "ProfileTable":
         return dataclasses.replace(self, **changes)
 

@@ -26,7 +26,12 @@ NAN = float("nan")
 class LearnerConfig:
     env_steps_per_update: int = 256
     hidden: tuple = (128, 64)
-    joint: bool = False  # one head over all configs instead of one head per knob
+    head: str = "factored"  # factored | joint | autoregressive (policy.HEADS; docs/methods.md)
+    joint: bool = False  # older flag: true = head "joint"
+
+    @property
+    def head_kind(self) -> str:
+        return "joint" if self.joint else P.check_head(self.head)
     lr: float = 3e-4
     adam_eps: float = 1e-5
     max_grad_norm: float = 0.5
@@ -46,8 +51,8 @@ def num_failed_updates(opt_state) -> jax.Array:
 
 def init_policy_params(key, env: E.EnvParams, cfg: LearnerConfig):
     """The policy every learned method starts from: identical for the same seed key."""
-    sizes = P.head_sizes(env, cfg.joint)
-    params = P.MLP(cfg.hidden, sizes).init(key, jnp.zeros((1, env.obs_dim)))
+    sizes = P.head_sizes(env, cfg.head_kind)
+    params = P.MLP(cfg.hidden, sizes, ar=P.ar_sizes(env, cfg.head_kind)).init(key, jnp.zeros((1, env.obs_dim)))
     return params, sizes
 
 
@@ -60,6 +65,7 @@ class LearnerState:
     extra: Any = None  # method-specific state (e.g. supervised's labelled set)
     cfg: Any = struct.field(pytree_node=False, default=None)
     sizes: tuple = struct.field(pytree_node=False, default=())
+    ar: tuple = struct.field(pytree_node=False, default=())  # knob sizes of an autoregressive head, else ()
 
 
 def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = None, extra=None) -> LearnerState:
@@ -74,11 +80,16 @@ def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = No
         extra=extra,
         cfg=cfg,
         sizes=sizes,
+        ar=P.ar_sizes(env, cfg.head_kind),
     )
 
 
 def policy_logits(state: LearnerState, params, obs):
-    return P.MLP(state.cfg.hidden, state.sizes).apply(params, obs)
+    return P.MLP(state.cfg.hidden, state.sizes, ar=state.ar).apply(params, obs)
+
+
+def mlp_policy(state: LearnerState, params) -> P.MLPPolicy:
+    return P.MLPPolicy(params, state.cfg.hidden, state.sizes, ar=state.ar)
 
 
 def sample_groups(state: LearnerState, env, keys, n_groups: int, group_size: int):

@@ -93,4 +93,4 @@ def update(state: C.LearnerState, env: E.EnvParams, key):
 
 
 def policy(state: C.LearnerState) -> P.MLPPolicy:
-    return P.MLPPolicy(state.params, state.cfg.hidden, state.sizes)
+    return C.mlp_policy(state, state.params)

@@ -99,4 +99,4 @@ def update(state: C.LearnerState, env: E.EnvParams, key):
 
 
 def policy(state: C.LearnerState) -> P.MLPPolicy:
-    return P.MLPPolicy(state.params["actor"], state.cfg.hidden, state.sizes)
+    return C.mlp_policy(state, state.params["actor"])

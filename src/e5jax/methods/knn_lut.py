@@ -1,0 +1,88 @@
+"""Training-free nearest-neighbour LUT: the best config among the k nearest profiled train requests.
+
+The seed's "simple lookup or nearest neighbor". Per update the method profiles ``env_steps_per_update // C`` new
+train requests exhaustively (every config: C env steps each, the same labelling order and cost as supervised),
+storing each profiled cell's quality and normalized latency. To decide a (request, budget), it takes the k
+profiled requests nearest to the request in standardized feature space (the env's standardized features plus the
+task one-hot: a different task adds 2 to the squared distance), averages their rewards at that budget for every
+config, and picks the best config. Nothing is learned; with nothing profiled yet it picks the full config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from e5jax import env as E
+from e5jax import policy as P
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    env_steps_per_update: int = 256
+    k: int = 10  # neighbours; chosen on the tuning split (experiments/knn_k_tuning.py, docs/methods.md)
+
+
+@struct.dataclass
+class Profiled:
+    order: jax.Array  # [Rt] train request indices in the order they get profiled
+    n_profiled: jax.Array  # scalar int32
+    quality: jax.Array  # [Rt, C] profiled quality of order[i] (rows >= n_profiled unused)
+    latency: jax.Array  # [Rt, C] profiled normalized latency
+    step: jax.Array
+    cfg: Config = struct.field(pytree_node=False, default=Config())
+
+
+def requests_per_update(cfg: Config, env: E.EnvParams) -> int:
+    return max(1, cfg.env_steps_per_update // env.num_configs)
+
+
+def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
+    return requests_per_update(cfg, env) * env.num_configs
+
+
+def init(key, env: E.EnvParams, cfg: Config = Config()):
+    if cfg.k < 1:
+        raise ValueError(f"knn_lut: k must be >= 1, got {cfg.k}")
+    order = jax.random.permutation(jax.random.fold_in(key, 1), env.train_idx)  # supervised's labelling order
+    Rt, C = order.shape[0], env.num_configs
+    return Profiled(order, jnp.zeros((), jnp.int32), jnp.zeros((Rt, C)), jnp.zeros((Rt, C)), jnp.zeros((), jnp.int32), cfg)
+
+
+def update(state: Profiled, env: E.EnvParams, key):
+    m = requests_per_update(state.cfg, env)
+    Rt, C = state.quality.shape
+    pos = state.n_profiled + jnp.arange(m)
+    valid = pos < Rt
+    req = state.order[jnp.minimum(pos, Rt - 1)]
+    k_env, k_b = jax.random.split(key)
+    q, lat = E.lookup(env, req[:, None], jnp.arange(C)[None, :], k_env)  # [m, C]: every config of each request
+    rows = jnp.where(valid, pos, Rt)  # out of range -> dropped
+    n_after = jnp.minimum(state.n_profiled + m, Rt)
+    budget = env.train_budgets[jax.random.randint(k_b, (m,), 0, env.train_budgets.shape[0])]
+    new = state.replace(quality=state.quality.at[rows].set(q, mode="drop"),
+                        latency=state.latency.at[rows].set(lat, mode="drop"), n_profiled=n_after, step=state.step + 1)
+    # reward the controller would get on the newly profiled requests (decided before profiling them)
+    pol = policy(state)
+    choice = pol.greedy(env, req, budget, None)
+    r = E.reward_from(env, jnp.take_along_axis(q, choice[:, None], 1)[:, 0],
+                      jnp.take_along_axis(lat, choice[:, None], 1)[:, 0], budget)
+    w = valid.astype(jnp.float32)
+    metrics = {
+        "train_utility": jnp.sum(r * w) / jnp.maximum(w.sum(), 1.0),
+        "env_steps": ((n_after - state.n_profiled) * C).astype(jnp.float32),
+        "labelled_requests": n_after.astype(jnp.float32),
+        "loss": jnp.nan,
+        "grad_norm": jnp.nan,
+        "entropy": jnp.zeros(()),
+        "kl_ref": jnp.nan,
+        "num_failed_updates": jnp.zeros(()),
+    }
+    return new, metrics
+
+
+def policy(state: Profiled) -> P.KNNPolicy:
+    return P.KNNPolicy(state.order, state.n_profiled, state.quality, state.latency, state.cfg.k)
