@@ -199,17 +199,23 @@ def test_analysis_json_schema_and_report(tmp_path, setup, trained):
     assert "| ppo |" in O.format_table(doc)
 
 
-def test_joint_head_controller(setup):
-    """A joint head (one categorical over all configs) exports and decides like the evaluator too."""
+def _supervised_with(setup, **cfg_changes):
+    """Supervised, one seed, 15 updates with a config change; returns (method, states, exported controllers)."""
     table, env = setup
     m = METHODS["supervised"]
-    cfg = m.Config(env_steps_per_update=64, joint=True)
+    cfg = m.Config(env_steps_per_update=64, **cfg_changes)
     keys = engine.seed_keys(0, 1)
     states = jax.jit(jax.vmap(lambda k, e: m.init(k, e, cfg), in_axes=(0, None)))(keys, env)
     upd = jax.jit(jax.vmap(lambda s, k, e: m.update(s, e, k)[0], in_axes=(0, 0, None)))
     for i in range(15):
         states = upd(states, engine.chunk_keys(keys, i), env)
-    (c,) = X.export_controllers("supervised", m, states, table, env)
+    return m, states, X.export_controllers("supervised", m, states, table, env)
+
+
+def test_joint_head_controller(setup):
+    """A joint head (one categorical over all configs) exports and decides like the evaluator too."""
+    table, env = setup
+    m, states, (c,) = _supervised_with(setup, joint=True)
     assert c.joint and c.head_sizes == (env.num_configs,)
     reqs = X.val_requests(table, env)
     eager = X.eager_decisions(c, reqs)
@@ -220,14 +226,7 @@ def test_joint_head_controller(setup):
 def test_autoregressive_head_controller(tmp_path, setup):
     """An autoregressive head exports, survives save/load and decides like the evaluator (eager NumPy and jitted)."""
     table, env = setup
-    m = METHODS["supervised"]
-    cfg = m.Config(env_steps_per_update=64, head="autoregressive")
-    keys = engine.seed_keys(0, 1)
-    states = jax.jit(jax.vmap(lambda k, e: m.init(k, e, cfg), in_axes=(0, None)))(keys, env)
-    upd = jax.jit(jax.vmap(lambda s, k, e: m.update(s, e, k)[0], in_axes=(0, 0, None)))
-    for i in range(15):
-        states = upd(states, engine.chunk_keys(keys, i), env)
-    (c,) = X.export_controllers("supervised", m, states, table, env)
+    m, states, (c,) = _supervised_with(setup, head="autoregressive")
     assert c.ar and c.head_sizes == tuple(env.knob_sizes) and c.meta()["head"] == "autoregressive"
     reqs = X.val_requests(table, env)
     eager = X.eager_decisions(c, reqs)

@@ -18,6 +18,7 @@ from flax import struct
 
 from e5jax import env as E
 from e5jax import policy as P
+from e5jax.methods.lut import no_learning_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +73,11 @@ def update(state: Profiled, env: E.EnvParams, key):
                       jnp.take_along_axis(lat, choice[:, None], 1)[:, 0], budget)
     w = valid.astype(jnp.float32)
     metrics = {
-        "train_utility": jnp.sum(r * w) / jnp.maximum(w.sum(), 1.0),
+        # NaN once every train request is profiled (nothing new is decided on)
+        "train_utility": jnp.where(w.sum() > 0, jnp.sum(r * w) / jnp.maximum(w.sum(), 1.0), jnp.nan),
         "env_steps": ((n_after - state.n_profiled) * C).astype(jnp.float32),
         "labelled_requests": n_after.astype(jnp.float32),
-        "loss": jnp.nan,
-        "grad_norm": jnp.nan,
-        "entropy": jnp.zeros(()),
-        "kl_ref": jnp.nan,
-        "num_failed_updates": jnp.zeros(()),
+        **no_learning_metrics(),
     }
     return new, metrics
 

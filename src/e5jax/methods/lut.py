@@ -57,13 +57,15 @@ def profile_cells(state: CellStats, env: E.EnvParams, key):
         "train_utility": E.reward_from(env, q, lat, budget).mean(),
         "env_steps": jnp.asarray(N, jnp.float32),
         "cells_covered": jnp.mean(state.count > 0),
-        "loss": jnp.nan,
-        "grad_norm": jnp.nan,
-        "entropy": jnp.zeros(()),
-        "kl_ref": jnp.nan,
-        "num_failed_updates": jnp.zeros(()),
+        **no_learning_metrics(),
     }
     return state, metrics
+
+
+def no_learning_metrics() -> dict:
+    """The learners' per-update metrics, as a training-free method reports them (nothing is learned)."""
+    return {"loss": jnp.nan, "grad_norm": jnp.nan, "entropy": jnp.zeros(()), "kl_ref": jnp.nan,
+            "num_failed_updates": jnp.zeros(())}
 
 
 def init(key, env: E.EnvParams, cfg: Config = Config()):
