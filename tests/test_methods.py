@@ -211,3 +211,19 @@ def test_knn_lut_finds_the_oracle_on_a_table_where_the_answer_is_known(known_tab
     nu = _norm_utility(env, met["eval"])
     np.testing.assert_allclose(nu, 1.0, atol=1e-6)
     assert _norm_utility(env, E.evaluate_actions(env, task_budget_lut_actions(env))) < 0.9  # a task LUT cannot
+
+
+def test_grpo_with_beta_zero_never_evaluates_the_reference(known_table):
+    """beta = 0: the reference forward is skipped (identical results, less work): a NaN reference changes nothing."""
+    env = E.make_env_params(known_table)
+    m = METHODS["grpo"]
+    state = m.init(jax.random.PRNGKey(0), env, m.Config(env_steps_per_update=64))
+    poisoned = state.replace(ref_params=jax.tree_util.tree_map(lambda x: jnp.full_like(x, jnp.nan), state.ref_params))
+    upd = jax.jit(lambda s, k: m.update(s, env, k))
+    a, ma = upd(state, jax.random.PRNGKey(1))
+    b, mb = upd(poisoned, jax.random.PRNGKey(1))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a.params, b.params)
+    assert float(mb["num_failed_updates"]) == 0.0
+    with_kl = m.init(jax.random.PRNGKey(0), env, m.Config(env_steps_per_update=64, beta=0.04))
+    c, mc = upd(with_kl.replace(ref_params=poisoned.ref_params), jax.random.PRNGKey(1))
+    assert float(mc["num_failed_updates"]) > 0  # with beta > 0 the (poisoned) reference is used

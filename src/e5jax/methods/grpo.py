@@ -79,7 +79,10 @@ def update(state: C.LearnerState, env: E.EnvParams, key):
     def loss_fn(params, mb):
         z = C.policy_logits(state, params, mb["obs"])
         logp = P.log_prob(z, mb["action"], state.sizes)
-        kl_ref = P.kl(z, C.policy_logits(state, state.ref_params, mb["obs"]))
+        if cfg.beta == 0.0:  # static: no reference forward at all (the KL term would be multiplied by 0)
+            kl_ref = jnp.zeros(logp.shape, logp.dtype)
+        else:
+            kl_ref = P.kl(z, C.policy_logits(state, state.ref_params, mb["obs"]))
         loss, ratio = grpo_loss(logp, mb["logp_old"], mb["adv"], kl_ref, cfg.clip_eps, cfg.beta)
         return loss, {
             "clipfrac": jnp.mean(jnp.abs(ratio - 1) > cfg.clip_eps),
