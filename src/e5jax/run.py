@@ -8,9 +8,11 @@ interrupted run keeps every finished method (``"complete": false`` until the end
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
+import os
 import platform
 import sys
 import time
@@ -105,18 +107,37 @@ def references_block(env: E.EnvParams) -> dict:
     return out
 
 
-def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None, on_done=None) -> dict:
-    """Train one method on every seed. ``on_done(name, method, states, result)`` (the overhead analysis) is called
-    with the final vmapped states before returning."""
-    method = METHODS[name]
-    trainer = engine.make_train(method, cfg, run.eval_every)
-    keys = engine.seed_keys(run.base_seed, run.seeds)
+@dataclasses.dataclass
+class Prepared:
+    """A method ready to train: its initial states and its compiled chunk program (one for every eval mask)."""
 
+    trainer: engine.Trainer
+    keys: jax.Array
+    states: object
+    chunk: object
+    masks: list
+    compile_s: float
+
+
+def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams) -> Prepared:
+    """Initialise every seed and compile the method's chunk program ahead of time (thread-safe: XLA compiles
+    outside the GIL, so several methods can be prepared at once)."""
+    trainer = engine.make_train(METHODS[name], cfg, run.eval_every)
+    keys = engine.seed_keys(run.base_seed, run.seeds)
     t0 = time.perf_counter()
     states = trainer.init(keys, env)
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
     chunk = trainer.chunk_eval.lower(states, keys, env, masks[0]).compile()  # one program for every mask
-    compile_s = time.perf_counter() - t0
+    return Prepared(trainer, keys, states, chunk, masks, time.perf_counter() - t0)
+
+
+def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None, on_done=None,
+               prepared: Prepared | None = None) -> dict:
+    """Train one method on every seed. ``on_done(name, method, states, result)`` (the overhead analysis) is called
+    with the final vmapped states before returning. ``prepared``: from ``prepare_method`` (compiled elsewhere)."""
+    method = METHODS[name]
+    p = prepared or prepare_method(name, cfg, run, env)
+    trainer, keys, states, chunk, masks, compile_s = p.trainer, p.keys, p.states, p.chunk, p.masks, p.compile_s
 
     evals = [jax.device_get(trainer.evaluate(states, env))]
     trains = []
@@ -206,9 +227,24 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
             overhead(name, method, states, result)
 
     t_start = time.perf_counter()
-    with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
-        for name in run.methods:
-            run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished)
+    # compile every method's programs ahead of time, concurrently (XLA compiles outside the GIL); training runs
+    # method by method as soon as its program is ready. The overhead analysis waits until all compiles are done,
+    # so its timings never share the CPU with a compiler.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(run.methods), os.cpu_count() or 1))) as pool:
+        futures = {name: pool.submit(prepare_method, name, cfgs[name], run, env) for name in run.methods}
+
+        def finished_after_compiles(name, method, states, result):
+            concurrent.futures.wait(futures.values())
+            finished(name, method, states, result)
+
+        try:
+            with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
+                for name in run.methods:
+                    run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished_after_compiles,
+                               prepared=futures[name].result())
+        except BaseException:  # interrupted: do not wait for compiles that have not started
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if overhead is not None:
         overhead.finish()
         doc["meta"]["overhead_analysis_s"] = overhead.doc["meta"]["analysis_wall_s"]
