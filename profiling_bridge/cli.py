@@ -192,6 +192,7 @@ def _save(table: ProfileTable, out: Path) -> None:
 # --------------------------------------------------------------------------- commands
 def cmd_profile(args, argv) -> int:
     out = _check_out(args.out)
+    _settings(args)  # bad measurement settings are refused before anything is loaded or built
     grid = parse_grid(args.grid, get_arch(args.arch).grid)
     is_dataset = Path(args.requests).suffix.lower() == ".jsonl"
     if args.quality_harness and not is_dataset:
@@ -243,6 +244,7 @@ def _merged_quality_meta(path: str, source: ProfileTable) -> dict:
 
 def cmd_refresh(args, argv) -> int:
     out = _check_out(args.out)
+    _settings(args)
     table = load_table(args.table)
     check_grid_names(table.knobs)
     grid = {k: tuple(int(x) for x in v) for k, v in table.knobs.items()}

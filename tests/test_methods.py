@@ -226,4 +226,8 @@ def test_grpo_with_beta_zero_never_evaluates_the_reference(known_table):
     assert float(mb["num_failed_updates"]) == 0.0
     with_kl = m.init(jax.random.PRNGKey(0), env, m.Config(env_steps_per_update=64, beta=0.04))
     c, mc = upd(with_kl.replace(ref_params=poisoned.ref_params), jax.random.PRNGKey(1))
-    assert float(mc["num_failed_updates"]) > 0  # with beta > 0 the (poisoned) reference is used
+    # with beta > 0 the (poisoned) reference is used: every gradient step is non-finite, skipped and counted,
+    # and the parameters stay where they were (finite)
+    assert float(mc["num_failed_updates"]) == with_kl.cfg.epochs * with_kl.cfg.minibatches
+    jax.tree_util.tree_map(np.testing.assert_array_equal, c.params, with_kl.params)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(c.params))

@@ -44,10 +44,27 @@ def _build(cls, values: dict, where: str):
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
     vals = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for k, v in vals.items():
+        _check_type(v, types[k], f"{where} {k}")
     try:
         return cls(**vals)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_type(v, annotation: str, where: str) -> None:
+    """A TOML value against its dataclass field's annotation: bool, int, float, str, tuple (of numbers)."""
+    ann = annotation.split("|")[0].strip().split("[")[0]
+    ok = {"bool": lambda x: isinstance(x, bool),
+          "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+          "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+          "str": lambda x: isinstance(x, str),
+          "tuple": lambda x: isinstance(x, tuple)}.get(ann)
+    if ok is not None and not ok(v):
+        want = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+                "tuple": "a list"}[ann]
+        raise ConfigError(f"{where} must be {want}, got {v!r}")
 
 
 def load_config(path: str | Path | None = None, seeds: int | None = None, methods: str | None = None,
@@ -76,11 +93,22 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
     if bad or not run.methods:
         raise ConfigError(f"unknown method {bad[0] if bad else '(none given)'!r} (choose from {', '.join(METHODS)})")
     if run.seeds < 1:
-        raise ConfigError(f"seeds must be >= 1, got {run.seeds}")
-    if run.env_steps_per_update < 8 or run.eval_every < 1 or run.total_env_steps < run.env_steps_per_update:
-        raise ConfigError("need env_steps_per_update >= 8, eval_every >= 1 and total_env_steps >= env_steps_per_update")
-    if not run.budgets or any(not (0 < b <= 1.5) for b in run.budgets):
-        raise ConfigError(f"budgets must be fractions in (0, 1.5], got {list(run.budgets)}")
+        raise ConfigError(f"[run] seeds must be >= 1, got {run.seeds}")
+    if run.eval_every < 1:
+        raise ConfigError(f"[run] eval_every must be >= 1 (updates between evaluations), got {run.eval_every}")
+    if run.env_steps_per_update < 8:
+        raise ConfigError(f"[run] env_steps_per_update must be >= 8, got {run.env_steps_per_update}")
+    if run.total_env_steps < run.env_steps_per_update or run.total_env_steps % run.env_steps_per_update:
+        raise ConfigError(f"[run] total_env_steps ({run.total_env_steps}) must be a positive multiple of "
+                          f"env_steps_per_update ({run.env_steps_per_update})")
+    if not (run.lam >= 0 and run.lam == run.lam and run.lam != float("inf")):
+        raise ConfigError(f"[run] lam must be a finite number >= 0 (the overshoot penalty), got {run.lam!r}")
+    if not run.budgets:
+        raise ConfigError("[run] budgets is empty: give at least one budget fraction in (0, 1]")
+    if any(not isinstance(b, (int, float)) or isinstance(b, bool) or not (0 < b <= 1) for b in run.budgets):
+        raise ConfigError(f"[run] budgets must be fractions in (0, 1] of the full config's latency, got {list(run.budgets)}")
+    if len(set(run.budgets)) != len(run.budgets):
+        raise ConfigError(f"[run] budgets must be distinct, got {list(run.budgets)}")
     from e5jax.report import ReportError, parse_thresholds
 
     if not isinstance(run.thresholds, str):
@@ -99,6 +127,10 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
             vals.update(learner)
         vals.update(raw.get(name, {}))
         cfg = _build(cls, vals, f"[{name}]")
+        if getattr(cfg, "group_size", 2) < 2:
+            raise ConfigError(f"[{name}]: group_size must be >= 2 (samples compared per request), got {cfg.group_size}")
+        if getattr(cfg, "k", 1) < 1:
+            raise ConfigError(f"[{name}]: k must be >= 1 (neighbours), got {cfg.k}")
         if isinstance(cfg, LearnerConfig) and cfg.head not in HEADS:
             raise ConfigError(f"[{name}]: head must be one of {', '.join(HEADS)}, got {cfg.head!r}")
         if isinstance(cfg, LearnerConfig) and cfg.env_steps_per_update % cfg.minibatches:

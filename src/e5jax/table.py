@@ -217,6 +217,15 @@ def validate(t: ProfileTable) -> None:
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise TableError(f"request {str(t.request_ids[i])!r}, column feat_{t.feature_names[j]}: non-finite value")
+    if R > 1:
+        const = [j for j in range(t.features.shape[1]) if np.all(t.features[:, j] == t.features[0, j])]
+        if const:
+            raise TableError(f"column feat_{t.feature_names[const[0]]}: the same value ({t.features[0, const[0]]:g}) for "
+                             "every request, so it tells a controller nothing; drop the column")
+    tasks = np.unique(t.task_types)
+    if len(tasks) < 2:
+        raise TableError(f"task_type: every request has task {str(tasks[0])!r}; the task LUT baselines need at least 2 "
+                         "task types (split the workload, e.g. by question type)")
     arrays = [("latency_ms", t.latency_ms), ("quality", t.quality)]
     if t.latency_std_ms is not None:
         arrays.append(("latency_std_ms", t.latency_std_ms))
