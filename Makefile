@@ -23,7 +23,7 @@ $(STAMP_TEST): pyproject.toml | $(PY)
 	touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
-	$(VENV)/bin/e5jax run $(ARGS)
+	$(VENV)/bin/e5jax run --overwrite $(ARGS)
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest

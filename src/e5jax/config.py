@@ -28,6 +28,8 @@ class RunConfig:
     env_steps_per_update: int = 256
     eval_every: int = 40
     thresholds: str = ""  # sample-efficiency thresholds (e5jax.report.parse_thresholds); "" = the defaults
+    checkpoint_every_chunks: int = 0  # orbax checkpoint every N chunks (0: by time only)
+    checkpoint_every_s: float = 60.0  # ... or when this many seconds passed since the last one (0: never by time)
 
     @property
     def num_updates(self) -> int:
@@ -94,6 +96,8 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
         raise ConfigError(f"unknown method {bad[0] if bad else '(none given)'!r} (choose from {', '.join(METHODS)})")
     if run.seeds < 1:
         raise ConfigError(f"[run] seeds must be >= 1, got {run.seeds}")
+    if run.checkpoint_every_chunks < 0 or run.checkpoint_every_s < 0:
+        raise ConfigError("[run] checkpoint_every_chunks and checkpoint_every_s must be >= 0 (0 = off)")
     if run.eval_every < 1:
         raise ConfigError(f"[run] eval_every must be >= 1 (updates between evaluations), got {run.eval_every}")
     if run.env_steps_per_update < 8:

@@ -14,6 +14,7 @@ import datetime
 import hashlib
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,8 +25,9 @@ from tqdm.auto import tqdm
 
 from e5jax import engine
 from e5jax import env as E
+from e5jax.checkpoint import MethodCheckpointer, ResumeError, f32_tree, fingerprint
 from e5jax.config import ConfigError, RunConfig, load_config
-from e5jax.io import write_json
+from e5jax.io import read_json, write_json
 from e5jax.methods import METHODS
 from e5jax.overhead import recorder_from_env
 from e5jax.table import ProfileTable, default_table_path, load_table
@@ -132,9 +134,10 @@ def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams) -> Prepared
 
 
 def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None, on_done=None,
-               prepared: Prepared | None = None) -> dict:
+               prepared: Prepared | None = None, checkpointer: MethodCheckpointer | None = None) -> dict:
     """Train one method on every seed. ``on_done(name, method, states, result)`` (the overhead analysis) is called
-    with the final vmapped states before returning. ``prepared``: from ``prepare_method`` (compiled elsewhere)."""
+    with the final vmapped states before returning. ``prepared``: from ``prepare_method`` (compiled elsewhere).
+    ``checkpointer``: continue from its latest checkpoint if it has one, and save at chunk boundaries."""
     method = METHODS[name]
     p = prepared or prepare_method(name, cfg, run, env)
     trainer, keys, states, chunk, masks, compile_s = p.trainer, p.keys, p.states, p.chunk, p.masks, p.compile_s
@@ -145,7 +148,17 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     chunk_s = []
     updates = [0]
     step_inc = []  # [S] env steps since the previous eval point
-    for c in range(run.num_chunks):
+    start = 0
+    got = checkpointer.latest(states) if checkpointer is not None else None
+    if got is not None:
+        start, states, prog = got
+        evals = [f32_tree(e) for e in prog["evals"]]
+        trains = [f32_tree(t) for t in prog["trains"]]
+        step_inc = [f32_tree(x) for x in prog["step_inc"]]
+        wall, chunk_s, updates = list(prog["wall"]), list(prog["chunk_s"]), [int(u) for u in prog["updates"]]
+        if pbar is not None:
+            pbar.update(start)
+    for c in range(start, run.num_chunks):
         mask = masks[min(c, 1)]
         t = time.perf_counter()
         states, m = chunk(states, engine.chunk_keys(keys, c), env, mask)
@@ -164,6 +177,9 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
         if pbar is not None:
             pbar.set_postfix_str(f"{name} chunk {c + 1}/{run.num_chunks} {chunk_s[-1]:.2f}s")
             pbar.update(1)
+        if checkpointer is not None and c + 1 < run.num_chunks and checkpointer.due(c + 1):
+            checkpointer.save(c + 1, states, {"evals": evals, "trains": trains, "step_inc": step_inc, "wall": wall,
+                                              "chunk_s": chunk_s, "updates": updates})
 
     S = run.seeds
     ev = {k: np.stack([e[k] for e in evals], axis=1) for k in EVAL_KEYS}  # [S, E, B]
@@ -205,7 +221,19 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     return result
 
 
-def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path, out: Path, progress: bool = True) -> dict:
+NOT_TRAINING = ("thresholds", "checkpoint_every_chunks", "checkpoint_every_s")  # run keys a resume may change
+
+
+def run_fingerprint(run: RunConfig, cfg, table_meta: dict) -> dict:
+    """What a checkpoint must match to be resumed: the run config (less reporting/checkpoint settings), the
+    method's config and the table's content hash."""
+    r = {k: v for k, v in dataclasses.asdict(run).items() if k not in NOT_TRAINING}
+    return fingerprint({"run config": r, "method config": dataclasses.asdict(cfg),
+                        "table": table_meta.get("sha256_16")})
+
+
+def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path, out: Path, progress: bool = True,
+                   resume: bool = False) -> dict:
     env = E.make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise)
     refs = references_block(env)
     doc = {
@@ -216,13 +244,31 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
         "methods": {},
     }
     path = out / "e5_training_curves.json"
-    total = len(run.methods) * run.num_chunks
+    fps = {name: run_fingerprint(run, cfgs[name], doc["meta"]["table"]) for name in run.methods}
+    doc["meta"]["fingerprints"] = fps
+    if resume and path.is_file():  # methods finished before the interruption, if made with this config and table
+        old = read_json(path)
+        for name, m in old.get("methods", {}).items():
+            if name not in fps:
+                continue
+            prev = old.get("meta", {}).get("fingerprints", {}).get(name, {})
+            differs = sorted(k for k in fps[name] if prev.get(k) != fps[name][k])
+            if differs:
+                raise ResumeError(f"{path}: {name} was trained with another {', '.join(differs)} than this run's; "
+                                  "rerun with the same config and table, or use --overwrite")
+            doc["methods"][name] = m
+        doc["meta"]["resumed"] = {"finished_before": list(doc["methods"])}
+    todo = [n for n in run.methods if n not in doc["methods"]]
+    total = len(todo) * run.num_chunks
     # eager decision timing + training-cost breakdown after each method (E5JAX_OVERHEAD=off skips it)
     overhead = recorder_from_env(out, table, env, run)
+    ckpts = {n: MethodCheckpointer(out / "checkpoints" / n, fps[n], run.checkpoint_every_chunks, run.checkpoint_every_s)
+             for n in todo}
 
     def finished(name, method, states, result):  # curves first, so an interrupted analysis loses nothing
         doc["methods"][name] = result
         write_json(path, doc)
+        ckpts[name].remove()
         if overhead is not None:
             overhead(name, method, states, result)
 
@@ -230,8 +276,8 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     # compile every method's programs ahead of time, concurrently (XLA compiles outside the GIL); training runs
     # method by method as soon as its program is ready. The overhead analysis waits until all compiles are done,
     # so its timings never share the CPU with a compiler.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(run.methods), os.cpu_count() or 1))) as pool:
-        futures = {name: pool.submit(prepare_method, name, cfgs[name], run, env) for name in run.methods}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(todo) or 1, os.cpu_count() or 1))) as pool:
+        futures = {name: pool.submit(prepare_method, name, cfgs[name], run, env) for name in todo}
 
         def finished_after_compiles(name, method, states, result):
             concurrent.futures.wait(futures.values())
@@ -239,9 +285,9 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
 
         try:
             with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
-                for name in run.methods:
+                for name in todo:
                     run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished_after_compiles,
-                               prepared=futures[name].result())
+                               prepared=futures[name].result(), checkpointer=ckpts[name])
         except BaseException:  # interrupted: do not wait for compiles that have not started
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -250,6 +296,11 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
         doc["meta"]["overhead_analysis_s"] = overhead.doc["meta"]["analysis_wall_s"]
     doc["complete"] = True
     doc["meta"]["total_wall_time_s"] = time.perf_counter() - t_start
+    doc["meta"]["checkpoints"] = {"every_chunks": run.checkpoint_every_chunks, "every_s": run.checkpoint_every_s,
+                                  "saves": sum(c.saves for c in ckpts.values()),
+                                  "save_s": sum(c.save_s for c in ckpts.values())}
+    doc["methods"] = {n: doc["methods"][n] for n in run.methods if n in doc["methods"]}  # config order
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     write_json(path, doc)
     return doc
 
@@ -265,6 +316,15 @@ def print_final(doc: dict, out: Path) -> None:
     print(f"total wall time {doc['meta']['total_wall_time_s']:.1f}s -> {out}")
 
 
+def RUN_OUTPUTS(out: Path) -> list[Path]:
+    """Every path a run writes into its output directory."""
+    from e5jax import report as R
+
+    names = [R.CURVES, R.SAMPLE_EFFICIENCY, R.FRONTIERS, R.STABILITY, R.OVERHEAD, R.SUMMARY, R.FIG_DIR, "controllers",
+             "checkpoints"]
+    return [out / n for n in names]
+
+
 def run_from_args(args) -> int:
     from e5jax.cli import UsageError
 
@@ -275,16 +335,31 @@ def run_from_args(args) -> int:
         raise UsageError(str(e)) from None
     table_path = Path(args.table) if args.table else default_table_path()
     table = load_table(table_path)
-    out = Path(args.out) if args.out else Path("artifacts/e5")
+    resume = getattr(args, "resume", None)
+    if resume and args.out and Path(args.out) != Path(resume):
+        raise UsageError(f"--resume {resume} and --out {args.out}: give one directory (--resume DIR continues DIR)")
+    out = Path(resume or args.out or "artifacts/e5")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
+    if resume and not out.is_dir():
+        raise UsageError(f"--resume {out}: no such run directory")
+    present = [p.name for p in RUN_OUTPUTS(out) if p.exists()]
+    if present and not resume:
+        if not getattr(args, "overwrite", False):
+            raise UsageError(f"--out {out}: already holds a run ({present[0]}, ...); pass --resume {out} to continue "
+                             "it or --overwrite to replace it")
+        for p in RUN_OUTPUTS(out):  # only what a run writes: never anything else in the directory
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     print(f"e5jax run: {len(run.methods)} methods x {run.seeds} seeds x {len(run.budgets)} budgets, "
           f"{run.num_updates} updates of {run.env_steps_per_update} env steps, table {table_path} "
           f"({table.num_requests} requests x {table.num_configs} configs), backend {jax.default_backend()}")
     try:
-        doc = run_experiment(run, cfgs, table, table_path, out, progress=not args.no_progress)
+        doc = run_experiment(run, cfgs, table, table_path, out, progress=not args.no_progress, resume=bool(resume))
+    except ResumeError as e:
+        raise UsageError(str(e)) from None
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished methods are kept in {out / 'e5_training_curves.json'}", file=sys.stderr)
+        print(f"\ninterrupted: finished methods are kept in {out / 'e5_training_curves.json'}, the running one in its "
+              f"latest checkpoint; continue with: e5jax run --resume {out} (same config and table)", file=sys.stderr)
         return 130
     from e5jax.report import write_outputs
 
