@@ -44,7 +44,7 @@ from e5jax import env as E  # noqa: E402
 from e5jax.config import load_config  # noqa: E402
 from e5jax.io import write_json  # noqa: E402
 from e5jax.methods import METHODS  # noqa: E402
-from e5jax.run import host_description  # noqa: E402
+from e5jax.host import host_description  # noqa: E402
 from e5jax.table import default_table_path, load_table  # noqa: E402
 
 OUT_DIR = ROOT / "artifacts" / "bench"

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 
+from e5jax.analysis import arr
 from e5jax.io import to_jsonable
 
 
@@ -94,8 +95,6 @@ class MethodCheckpointer:
 def f32_tree(x):
     """JSON lists (null = NaN) back to the float32 arrays the device produced, so a resumed run computes in the
     same dtype as an uninterrupted one."""
-    from e5jax.analysis import arr
-
     if x is None:
         return None
     if isinstance(x, dict):

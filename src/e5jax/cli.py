@@ -10,11 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from e5jax.errors import UsageError
 from e5jax.table import TableError, default_table_path, load_table
-
-
-class UsageError(ValueError):
-    """Bad command-line input (exit 2)."""
 
 
 def _fail(msg: str) -> int:

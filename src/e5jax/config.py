@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
     if run.total_env_steps < run.env_steps_per_update or run.total_env_steps % run.env_steps_per_update:
         raise ConfigError(f"[run] total_env_steps ({run.total_env_steps}) must be a positive multiple of "
                           f"env_steps_per_update ({run.env_steps_per_update})")
-    if not (run.lam >= 0 and run.lam == run.lam and run.lam != float("inf")):
+    if not (math.isfinite(run.lam) and run.lam >= 0):
         raise ConfigError(f"[run] lam must be a finite number >= 0 (the overshoot penalty), got {run.lam!r}")
     if not run.budgets:
         raise ConfigError("[run] budgets is empty: give at least one budget fraction in (0, 1]")

@@ -30,6 +30,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import log_softmax
 
 from e5jax import env as E
 from e5jax import policy as P
@@ -158,12 +159,8 @@ class MLPController(_Base):
         if not self.ar:
             self._w_heads = np.ascontiguousarray(np.concatenate([w for w, _ in self.heads], 1))
             self._b_heads = np.concatenate([b for _, b in self.heads])
-        else:  # the one-hot codes of every prefix of earlier choices, per later knob (as ARHead builds them)
-            self._prefixes, prefix = [], np.eye(self.knob_sizes[0], dtype=np.float32)
-            for k in self.knob_sizes[1:]:
-                self._prefixes.append(prefix)
-                n = prefix.shape[0]
-                prefix = np.concatenate([np.repeat(prefix, k, 0), np.tile(np.eye(k, dtype=np.float32), (n, 1))], 1)
+        else:  # the one-hot codes of every prefix of earlier choices, per later knob (the ones ARHead uses)
+            self._prefixes = P.ar_prefix_codes(self.knob_sizes)
         self._bounds = np.cumsum((0,) + self.head_sizes)
         self._strides = tuple(int(np.prod(self.knob_sizes[k + 1:])) for k in range(len(self.knob_sizes)))
 
@@ -203,11 +200,11 @@ class MLPController(_Base):
     def _ar_joint(self, h: np.ndarray) -> np.ndarray:
         """[C] joint log-probs of an autoregressive head (policy.ARHead, eager NumPy)."""
         w, b = self.heads[0]
-        joint = _log_softmax(h @ w + b)
+        joint = log_softmax(h @ w + b)
         for j, prefix in enumerate(self._prefixes):
             (wc, bc), (wk, bk) = self.heads[1 + 2 * j], self.heads[2 + 2 * j]
             x = np.concatenate([np.broadcast_to(h, (prefix.shape[0], h.shape[-1])), prefix], 1)
-            lp = _log_softmax(np.maximum(x @ wc + bc, 0.0) @ wk + bk)  # [P, k]
+            lp = log_softmax(np.maximum(x @ wc + bc, 0.0) @ wk + bk, axis=-1)  # [P, k]
             joint = (joint[:, None] + lp).reshape(-1)
         return joint
 
@@ -252,11 +249,6 @@ class MLPController(_Base):
         w = jax.device_put(([(w, b) for w, b in self.trunk], [(w, b) for w, b in self.heads]))
         sizes = (self.num_configs,) if self.joint else self.head_sizes
         return lambda feats, task, budget: int(_jax_mlp_greedy(w, self.observe(feats, task, budget), sizes))
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -233,19 +233,13 @@ def _lut_parts(cfg):
 def _knn_parts(cfg):
     from e5jax.methods import knn_lut as M
 
-    def profile(state, env, key, fixed):  # = knn_lut.update's profiling: every config of the next requests
-        m = M.requests_per_update(cfg, env)
-        Rt = state.order.shape[0]
-        pos = jnp.minimum(state.n_profiled + jnp.arange(m), Rt - 1)
-        q, lat = E.lookup(env, state.order[pos][:, None], jnp.arange(env.num_configs)[None, :], key)
-        return {"pos": pos, "q": q, "lat": lat}
-
     def store(st, env, key, f):
-        st = st.replace(quality=st.quality.at[f["pos"]].set(f["q"]), latency=st.latency.at[f["pos"]].set(f["lat"]))
+        st = M.store(st, f)
         return st, jnp.sum(st.quality)
 
-    return [
-        _gen(profile, "request_profiling", "profile every config of the next requests (C env steps each)"),
+    return [  # the method's own collection and storage functions
+        _gen(lambda state, env, key, fixed: M.profile_next(state, env, key), "request_profiling",
+             "profile every config of the next requests (C env steps each)"),
         _upd(store, "knn_store", "write the profiled rows into the [requests, configs] store (no learning)"),
     ]
 
@@ -609,7 +603,7 @@ def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path
 
 # ----------------------------------------------------------------------------- the run hook
 def host_meta() -> dict:
-    from e5jax.run import host_description
+    from e5jax.host import host_description
 
     h = host_description()
     h["timer"] = "time.perf_counter_ns around each single decide() call"

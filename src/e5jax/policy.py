@@ -27,6 +27,16 @@ from e5jax import env as E
 HEADS = ("factored", "joint", "autoregressive")
 
 
+def ar_prefix_codes(knob_sizes) -> list[np.ndarray]:
+    """For each knob j > 1: the one-hot codes [prod(K_<j), sum(K_<j)] of every combination of the earlier knobs'
+    choices, in row-major order (the order of the config grid)."""
+    codes, prefix = [], np.eye(knob_sizes[0], dtype=np.float32)
+    for k in knob_sizes[1:]:
+        codes.append(prefix)
+        prefix = np.concatenate([np.repeat(prefix, k, 0), np.tile(np.eye(k, dtype=np.float32), (len(prefix), 1))], 1)
+    return codes
+
+
 class ARHead(nn.Module):
     """Autoregressive head: p(a_1 | h) p(a_2 | h, a_1) ... over the knobs; returns [..., C] joint log-probs.
 
@@ -44,15 +54,14 @@ class ARHead(nn.Module):
         init = nn.initializers.orthogonal(self.head_scale)
         lead = h.shape[:-1]
         joint = jax.nn.log_softmax(nn.Dense(self.knob_sizes[0], kernel_init=init, name="knob_0")(h))  # [..., K1]
-        prefix = jnp.eye(self.knob_sizes[0], dtype=h.dtype)  # [P, D]: one-hot codes of the earlier choices
-        for j, k in enumerate(self.knob_sizes[1:], start=1):
+        for j, (k, code) in enumerate(zip(self.knob_sizes[1:], ar_prefix_codes(self.knob_sizes)), start=1):
+            prefix = jnp.asarray(code, h.dtype)  # [P, D]: one-hot codes of the earlier choices
             n = prefix.shape[0]
             x = jnp.concatenate([jnp.broadcast_to(h[..., None, :], lead + (n, h.shape[-1])),
                                  jnp.broadcast_to(prefix, lead + prefix.shape)], -1)
             z = nn.relu(nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), name=f"cond_{j}")(x))
             lp = jax.nn.log_softmax(nn.Dense(k, kernel_init=init, name=f"knob_{j}")(z))  # [..., P, k]
             joint = (joint[..., :, None] + lp).reshape(lead + (n * k,))
-            prefix = jnp.concatenate([jnp.repeat(prefix, k, axis=0), jnp.tile(jnp.eye(k, dtype=h.dtype), (n, 1))], -1)
         return joint
 
 
@@ -205,7 +214,7 @@ class KNNPolicy:
     n: jax.Array  # scalar: how many are profiled
     quality: jax.Array  # [Rt, C]
     latency: jax.Array  # [Rt, C] normalized latency
-    k: int = struct.field(pytree_node=False, default=5)
+    k: int = struct.field(pytree_node=False)
 
     def scores(self, env, req, budget):
         """[..., C] mean reward over the k nearest profiled requests at ``budget``, and whether any is profiled."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from e5jax import analysis as A
+from e5jax.errors import UsageError
 from e5jax.io import atomic_write, read_json, to_jsonable, write_json
 
 CURVES = "e5_training_curves.json"
@@ -960,8 +961,6 @@ def write_outputs(out: Path, thresholds=None) -> list[Path]:
 
 
 def report_from_args(args) -> int:
-    from e5jax.cli import UsageError
-
     d = Path(args.dir)
     try:
         paths = write_outputs(d, thresholds=getattr(args, "thresholds", None))

@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import hashlib
 import os
-import platform
 import shutil
 import sys
 import time
@@ -27,6 +26,8 @@ from e5jax import engine
 from e5jax import env as E
 from e5jax.checkpoint import MethodCheckpointer, ResumeError, f32_tree, fingerprint
 from e5jax.config import ConfigError, RunConfig, load_config
+from e5jax.errors import UsageError
+from e5jax.host import host_description
 from e5jax.io import read_json, write_json
 from e5jax.methods import METHODS
 from e5jax.overhead import recorder_from_env
@@ -40,28 +41,6 @@ def seed_stats(a) -> dict:
     """[S, ...] per-seed values -> mean, std (ddof=0) and the per-seed lists."""
     a = np.asarray(a, dtype=np.float64)
     return {"mean": a.mean(0), "std": a.std(0), "per_seed": a}
-
-
-def host_description() -> dict:
-    dev = jax.devices()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in dev],
-        "device_kind": dev[0].device_kind,
-        "cpu": cpu,
-        "cpu_count": __import__("os").cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def table_provenance(table: ProfileTable, path: Path) -> dict:
@@ -316,7 +295,7 @@ def print_final(doc: dict, out: Path) -> None:
     print(f"total wall time {doc['meta']['total_wall_time_s']:.1f}s -> {out}")
 
 
-def RUN_OUTPUTS(out: Path) -> list[Path]:
+def run_outputs(out: Path) -> list[Path]:
     """Every path a run writes into its output directory."""
     from e5jax import report as R
 
@@ -326,8 +305,6 @@ def RUN_OUTPUTS(out: Path) -> list[Path]:
 
 
 def run_from_args(args) -> int:
-    from e5jax.cli import UsageError
-
     try:
         run, cfgs = load_config(args.config, seeds=args.seeds, methods=args.methods,
                                 thresholds=getattr(args, "thresholds", None))
@@ -343,12 +320,12 @@ def run_from_args(args) -> int:
         raise UsageError(f"--out {out}: exists and is not a directory")
     if resume and not out.is_dir():
         raise UsageError(f"--resume {out}: no such run directory")
-    present = [p.name for p in RUN_OUTPUTS(out) if p.exists()]
+    present = [p.name for p in run_outputs(out) if p.exists()]
     if present and not resume:
         if not getattr(args, "overwrite", False):
             raise UsageError(f"--out {out}: already holds a run ({present[0]}, ...); pass --resume {out} to continue "
                              "it or --overwrite to replace it")
-        for p in RUN_OUTPUTS(out):  # only what a run writes: never anything else in the directory
+        for p in run_outputs(out):  # only what a run writes: never anything else in the directory
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     print(f"e5jax run: {len(run.methods)} methods x {run.seeds} seeds x {len(run.budgets)} budgets, "
           f"{run.num_updates} updates of {run.env_steps_per_update} env steps, table {table_path} "

@@ -53,19 +53,34 @@ def init(key, env: E.EnvParams, cfg: Config = Config()):
     return Profiled(order, jnp.zeros((), jnp.int32), jnp.zeros((Rt, C)), jnp.zeros((Rt, C)), jnp.zeros((), jnp.int32), cfg)
 
 
-def update(state: Profiled, env: E.EnvParams, key):
+def profile_next(state: Profiled, env: E.EnvParams, key) -> dict:
+    """Profile every config of the next requests in the order (C env steps each): the method's data collection.
+    ``rows`` is out of range (dropped by ``store``) for positions past the end of the train split."""
     m = requests_per_update(state.cfg, env)
     Rt, C = state.quality.shape
     pos = state.n_profiled + jnp.arange(m)
     valid = pos < Rt
     req = state.order[jnp.minimum(pos, Rt - 1)]
+    q, lat = E.lookup(env, req[:, None], jnp.arange(C)[None, :], key)  # [m, C]
+    return {"req": req, "valid": valid, "rows": jnp.where(valid, pos, Rt), "q": q, "lat": lat,
+            "n_after": jnp.minimum(state.n_profiled + m, Rt)}
+
+
+def store(state: Profiled, batch: dict) -> Profiled:
+    """Write the profiled rows into the store (nothing is learned)."""
+    rows = batch["rows"]
+    return state.replace(quality=state.quality.at[rows].set(batch["q"], mode="drop"),
+                         latency=state.latency.at[rows].set(batch["lat"], mode="drop"), n_profiled=batch["n_after"],
+                         step=state.step + 1)
+
+
+def update(state: Profiled, env: E.EnvParams, key):
     k_env, k_b = jax.random.split(key)
-    q, lat = E.lookup(env, req[:, None], jnp.arange(C)[None, :], k_env)  # [m, C]: every config of each request
-    rows = jnp.where(valid, pos, Rt)  # out of range -> dropped
-    n_after = jnp.minimum(state.n_profiled + m, Rt)
-    budget = env.train_budgets[jax.random.randint(k_b, (m,), 0, env.train_budgets.shape[0])]
-    new = state.replace(quality=state.quality.at[rows].set(q, mode="drop"),
-                        latency=state.latency.at[rows].set(lat, mode="drop"), n_profiled=n_after, step=state.step + 1)
+    batch = profile_next(state, env, k_env)
+    req, valid, q, lat, n_after = batch["req"], batch["valid"], batch["q"], batch["lat"], batch["n_after"]
+    C = state.quality.shape[1]
+    budget = env.train_budgets[jax.random.randint(k_b, req.shape, 0, env.train_budgets.shape[0])]
+    new = store(state, batch)
     # reward the controller would get on the newly profiled requests (decided before profiling them)
     pol = policy(state)
     choice = pol.greedy(env, req, budget, None)
