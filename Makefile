@@ -46,7 +46,7 @@ measured-table: $(STAMP_TEST)
 	$(VENV)/bin/e5jax-bridge easy-vqa --out $(MEASURED)/easy_vqa --requests 1500 --seed 0
 	nice -n 10 $(VENV)/bin/e5jax-bridge profile --arch tiny-llava-olmoe --weights $(MEASURED)/tiny_llava_olmoe \
 	    --threads 1 --requests $(MEASURED)/easy_vqa/requests.jsonl --quality-harness --batch-size 256 \
-	    --max-new-tokens 4 --out $(MEASURED_TABLE)
+	    --max-new-tokens 4 --repeats 50 --out $(MEASURED_TABLE)
 	$(VENV)/bin/e5jax validate $(MEASURED_TABLE)
 	$(VENV)/bin/e5jax-bridge knob-effects --table $(MEASURED_TABLE) --table src/e5jax/data/default_table.npz \
 	    --out $(MEASURED)/knob_effects.json

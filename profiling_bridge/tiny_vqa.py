@@ -33,7 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from profiling_bridge.archs import BridgeError, build_model, get_arch
-from profiling_bridge.knobs import KnobConfig, applied, grid_configs, language_model, routers, select_image_features
+from profiling_bridge.knobs import KnobConfig, language_model, routers, select_image_features
 from profiling_bridge.quality import PROMPT, HFTokenizer, QAItem, image_processor, load_tokenizer, prompt_ids
 
 ARCH = "tiny-llava-olmoe"
@@ -109,8 +109,6 @@ def write_requests(out: str | Path, requests: int = 1500, seed: int = 0, val_fra
     chosen = np.sort(rng.choice(len(items), size=requests, replace=False))
     images = sorted({image_id(items[i]) for i in chosen})
     val = set(rng.choice(images, size=max(1, round(val_fraction * len(images))), replace=False).tolist())
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
     stats = {img: image_stats(items[i].image) for i in chosen for img in [image_id(items[i])]}
     lines = []
     for i in chosen:
@@ -118,8 +116,10 @@ def write_requests(out: str | Path, requests: int = 1500, seed: int = 0, val_fra
         lines.append(dict(id=it.id, image=str(it.image.resolve()), question=it.question, answers=list(it.answers),
                           task_type=it.task_type, split="val" if image_id(it) in val else "train",
                           metric=it.metric, features=stats[image_id(it)]))
-    path = d / "requests.jsonl"
-    _atomic_write(path, "".join(json.dumps(x) + "\n" for x in lines))
+    from profiling_bridge.cli import _atomic_write_text  # the bridge's atomic text write (cli imports us lazily)
+
+    path = Path(out) / "requests.jsonl"
+    _atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in lines))
     return path
 
 
@@ -192,13 +192,6 @@ def train_step_loss(model, batch_ids: torch.Tensor, targets: torch.Tensor, targe
         logits = model.lm_head(lm.norm(h[rows, target_pos]))
         loss = loss + w * F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     return loss
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(model, tokenizer, out: Path, meta: dict) -> None:
