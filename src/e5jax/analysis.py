@@ -3,6 +3,7 @@
 Conventions: ``NaN`` is "no value" (JSON ``null``); per-seed arrays are ``[S, E]`` (seeds x eval points) or
 ``[S]``; every function with randomness takes a fixed ``seed`` so a report rebuilt from JSON is identical.
 
+- ``normalized_utility``: (U - U_random) / (U_oracle - U_random), the y-axis of every normalized curve.
 - ``auc_log_steps``: area under a per-seed curve over log env steps, scaled to [0, 1] over a fixed range (the
   sample-efficiency scalar: the curve's mean over log env steps).
 - ``first_crossing`` / ``crossings``: the first eval point where a metric meets a threshold (eval-point
@@ -47,6 +48,13 @@ def num(x):
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def normalized_utility(u, u_random, u_oracle):
+    """(U - U_random) / (U_oracle - U_random): the fraction of the oracle gap closed (1 = oracle, 0 = a uniformly
+    random config), elementwise on numpy or JAX arrays; NaN/inf without a warning where the gap is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (u - u_random) / (u_oracle - u_random)
 
 
 # --------------------------------------------------------------------------------------------- thresholds

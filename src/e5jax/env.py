@@ -57,6 +57,19 @@ class EnvParams:
         return self.num_configs - 1
 
 
+def feature_standardization(table: ProfileTable) -> tuple[np.ndarray, np.ndarray]:
+    """The observation's feature standardization: train-split mean and std (ddof=0) per feature, a std of 0 -> 1.
+    ``make_env_params`` applies it; the exported controllers (``e5jax.export``) store it for the eager path."""
+    train = table.features[table.split_indices("train")]
+    sd = train.std(0)
+    return train.mean(0), np.where(sd > 0, sd, 1.0)
+
+
+def env_from_run(run, table: ProfileTable) -> EnvParams:
+    """The environment of a run config (``e5jax.config.RunConfig``: lam, budgets, latency_noise) on ``table``."""
+    return make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise)
+
+
 def make_env_params(
     table: ProfileTable,
     lam: float = 2.0,
@@ -67,9 +80,7 @@ def make_env_params(
     """Host ProfileTable -> device EnvParams (float32)."""
     train = table.split_indices("train")
     val = table.split_indices("val")
-    mu = table.features[train].mean(0)
-    sd = table.features[train].std(0)
-    sd = np.where(sd > 0, sd, 1.0)
+    mu, sd = feature_standardization(table)
     feats = (table.features - mu) / sd
     base = table.latency_ms[:, table.full_config]
     std = table.latency_std_ms if table.latency_std_ms is not None else np.zeros_like(table.latency_ms)
@@ -225,8 +236,3 @@ def evaluate_fixed_configs(env: EnvParams) -> dict:
     """Every config applied to every val request: metrics [C, B] (for the fixed-config Pareto front)."""
     req, _ = eval_grid(env)
     return jax.vmap(lambda c: evaluate_actions(env, jnp.full(req.shape, c, dtype=jnp.int32)))(jnp.arange(env.num_configs))
-
-
-def normalized_utility(u, u_random, u_oracle):
-    """(U - U_random) / (U_oracle - U_random): the fraction of the oracle gap closed."""
-    return (u - u_random) / (u_oracle - u_random)

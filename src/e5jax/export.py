@@ -41,11 +41,8 @@ FORMAT = "e5jax/controller/v1"
 
 # ----------------------------------------------------------------------------- shared spec
 def observation_spec(table, env: E.EnvParams) -> dict:
-    """Everything needed to rebuild ``env.observe`` from raw inputs (computed exactly as make_env_params does)."""
-    train = table.split_indices("train")
-    mu = table.features[train].mean(0)
-    sd = table.features[train].std(0)
-    sd = np.where(sd > 0, sd, 1.0)
+    """Everything needed to rebuild ``env.observe`` from raw inputs (the standardization make_env_params applies)."""
+    mu, sd = E.feature_standardization(table)
     # the budget statistics as JAX computes them (float32), so the eager standardization is bit-identical
     b_mean = np.float32(jax.device_get(env.train_budgets.mean()))
     b_std = np.float32(jax.device_get(jnp.maximum(env.train_budgets.std(), 1e-6)))
@@ -231,7 +228,7 @@ class MLPController(_Base):
                   "head_sizes": list(self.head_sizes), "joint": bool(self.joint),
                   "head": "autoregressive" if self.ar else ("joint" if self.joint else "factored"),
                   "hidden": [int(w.shape[1]) for w, _ in self.trunk], "activation": "relu",
-                  "num_params": int(sum(w.size + b.size for w, b in self.trunk + self.heads)),
+                  "num_params": P.count_params(self.trunk + self.heads),
                   "greedy": ("argmax of the joint log-probs (autoregressive head)" if self.ar else
                              "argmax over configs (joint head)" if self.joint else "per-head argmax -> levels")})
         return m

@@ -102,8 +102,9 @@ def ar_sizes(env: E.EnvParams, head) -> tuple[int, ...]:
     return tuple(env.knob_sizes) if head == "autoregressive" else ()
 
 
-def count_params(params) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+def count_params(params, batch_dims: int = 0) -> int:
+    """Number of parameters in a pytree of arrays; ``batch_dims`` leading axes (e.g. vmapped seeds) not counted."""
+    return int(sum(np.prod(x.shape[batch_dims:]) for x in jax.tree_util.tree_leaves(params)))
 
 
 # ----------------------------------------------------------------------------- categorical helpers

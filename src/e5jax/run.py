@@ -22,8 +22,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from e5jax import analysis as A
 from e5jax import engine
 from e5jax import env as E
+from e5jax import policy as P
 from e5jax.checkpoint import MethodCheckpointer, ResumeError, f32_tree, fingerprint
 from e5jax.config import ConfigError, RunConfig, load_config
 from e5jax.errors import UsageError
@@ -162,9 +164,8 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
 
     S = run.seeds
     ev = {k: np.stack([e[k] for e in evals], axis=1) for k in EVAL_KEYS}  # [S, E, B]
-    u_r = np.asarray(refs["random"]["per_budget"]["utility"])
-    u_o = np.asarray(refs["oracle"]["per_budget"]["utility"])
-    ev_norm = (ev["utility"] - u_r) / (u_o - u_r)
+    ev_norm = A.normalized_utility(ev["utility"], np.asarray(refs["random"]["per_budget"]["utility"]),
+                                   np.asarray(refs["oracle"]["per_budget"]["utility"]))
     curves = {f"val_{k}": seed_stats(v.mean(-1)) for k, v in ev.items()}
     curves["val_utility_norm"] = seed_stats(ev_norm.mean(-1))
     per_budget = {f"val_{k}": seed_stats(v) for k, v in ev.items()}
@@ -181,7 +182,7 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
         curves[k] = seed_stats(np.concatenate([np.full((S, 1), np.nan), v], 1))
     num_params = None
     if hasattr(states, "params"):
-        num_params = int(sum(np.prod(x.shape[1:]) for x in jax.tree_util.tree_leaves(states.params)))
+        num_params = P.count_params(states.params, batch_dims=1)  # per seed
     result = {
         "updates": updates,
         "env_steps": steps.mean(0),
@@ -213,7 +214,7 @@ def run_fingerprint(run: RunConfig, cfg, table_meta: dict) -> dict:
 
 def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path, out: Path, progress: bool = True,
                    resume: bool = False) -> dict:
-    env = E.make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise)
+    env = E.env_from_run(run, table)
     refs = references_block(env)
     doc = {
         "schema": SCHEMA,

@@ -11,6 +11,7 @@ from collections import Counter
 import jax.numpy as jnp
 import numpy as np
 
+from e5jax import analysis as A
 from e5jax import env as E
 from e5jax.table import ProfileTable
 
@@ -37,7 +38,7 @@ def table_summary(table: ProfileTable, lam: float = 2.0) -> dict:
     lut = {m: np.asarray(v) for m, v in E.evaluate_actions(env, task_budget_lut_actions(env)).items()}
     u_r = np.asarray(refs["random"]["utility"])
     u_o = np.asarray(refs["oracle"]["utility"])
-    ctx = E.normalized_utility(lut["utility"], u_r, u_o)
+    ctx = A.normalized_utility(lut["utility"], u_r, u_o)
 
     # oracle diversity within each (task, budget), over all requests of the table
     R = table.num_requests

@@ -1,0 +1,95 @@
+"""Reading a finished run: the file names of a run directory, ``e5_training_curves.json`` (checked) and
+``e5_overhead_analysis.json`` (normalized), and the one-line ``ReportError``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from e5jax.io import read_json
+
+CURVES = "e5_training_curves.json"
+SAMPLE_EFFICIENCY = "e5_sample_efficiency.json"
+FRONTIERS = "e5_final_frontiers.json"
+STABILITY = "e5_stability_analysis.json"
+OVERHEAD = "e5_overhead_analysis.json"
+SUMMARY = "summary.md"
+FIG_DIR = "figures"
+REFERENCE_NAMES = ("oracle", "full", "random")
+
+
+def schema(name: str) -> str:
+    return f"e5jax/{Path(name).stem}/v1"
+
+
+class ReportError(ValueError):
+    """The run directory or its JSON cannot be reported on (one line)."""
+
+
+def load_curves(out: Path) -> dict:
+    """Read and sanity-check ``out/e5_training_curves.json``; ReportError with a one-line reason otherwise."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ReportError(f"{out}: no such directory")
+    p = out / CURVES
+    if not p.is_file():
+        raise ReportError(f"{out}: no {CURVES} (not an e5jax run directory)")
+    try:
+        doc = read_json(p)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != schema(CURVES):
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ReportError(f"{p}: schema is {got!r}, expected {schema(CURVES)!r}")
+    for k in ("meta", "references", "methods"):
+        if not isinstance(doc.get(k), dict):
+            raise ReportError(f"{p}: missing {k!r} block")
+    if not doc["methods"]:
+        raise ReportError(f"{p}: no finished method to report on")
+    for k in ("lam", "budgets", "seeds"):
+        if k not in doc["meta"]:
+            raise ReportError(f"{p}: meta has no {k!r}")
+    for name, m in doc["methods"].items():
+        for k in ("env_steps", "env_steps_per_seed", "wall_time_s", "curves", "per_budget"):
+            if k not in m:
+                raise ReportError(f"{p}: method {name!r} has no {k!r}")
+        for k in ("val_utility", "val_utility_norm", "val_quality_mean", "val_slo_violation_rate"):
+            if k not in m["curves"]:
+                raise ReportError(f"{p}: method {name!r} has no curve {k!r}")
+    for r in REFERENCE_NAMES:
+        if r not in doc["references"]:
+            raise ReportError(f"{p}: references have no {r!r}")
+    return doc
+
+
+def load_overhead(out: Path) -> dict | None:
+    """``e5_overhead_analysis.json`` normalized to {methods: {name: {decision_ms{p50,p95,p99}, training{total_s,
+    components}}}}; None when the file is absent or unreadable (the summary then says "not measured")."""
+    p = Path(out) / OVERHEAD
+    if not p.is_file():
+        return None
+    try:
+        d = read_json(p)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    src = d.get("methods") if isinstance(d, dict) and isinstance(d.get("methods"), dict) else {}
+
+    def f(x):
+        return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+    methods = {}
+    for name, m in src.items():
+        if not isinstance(m, dict):
+            continue
+        dec = m.get("decision_ms") if isinstance(m.get("decision_ms"), dict) else {}
+        tr = m.get("training") if isinstance(m.get("training"), dict) else {}
+        comps = tr.get("components") if isinstance(tr.get("components"), dict) else {}
+        methods[name] = {
+            "decision_ms": {q: f(dec.get(q)) for q in ("p50", "p95", "p99")},
+            "training": {"total_s": f(tr.get("total_s")),
+                         "components": {k: f(v) for k, v in comps.items() if f(v) is not None}},
+        }
+    if not methods:
+        return None
+    return {"schema": d.get("schema"), "methods": methods}
