@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     table_path = table_path or default_table_path()
     table = load_table(table_path)
     run_cfg, cfgs = load_config(None, methods=",".join(names))
-    env = E.make_env_params(table, lam=run_cfg.lam, budgets=run_cfg.budgets)
+    env = E.env_from_run(run_cfg, table)
 
     t0 = time.perf_counter()
     if a.run:

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_vectorization as BV  # noqa: E402
+import benchlib as B  # noqa: E402
+from e5jax.io import write_json  # noqa: E402
 
 CPU_SEEDS = "1,2,4,8,16,32,64"
 GPU_SEEDS = "1,1024,4,16,64,256"
@@ -36,17 +37,17 @@ def main(argv=None) -> int:
     ap.add_argument("--updates", type=int, default=20, help="updates per seed in the timed chunk")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smoke run: S = 1,4, 5 updates, 2 repeats")
-    ap.add_argument("--out", default=str(BV.OUT_DIR / "seed_scaling.json"))
+    ap.add_argument("--out", default=str(B.OUT_DIR / "seed_scaling.json"))
     args = ap.parse_args(argv)
     backend = jax.default_backend()
     if args.seeds is None:
         args.seeds = GPU_SEEDS if backend == "gpu" else CPU_SEEDS
     if args.quick:
         args.seeds, args.updates, args.repeats = "1,4", 5, 2
-    BV.setup_jax()
-    run, cfgs, env, refs = BV.load_env()
+    B.setup_jax()
+    run, cfgs, env, refs = B.load_env()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    seeds = BV.parse_ints(args.seeds)
+    seeds = B.parse_ints(args.seeds)
     results = {m: [] for m in methods}
     t0 = time.perf_counter()
     meta = {
@@ -65,19 +66,19 @@ def main(argv=None) -> int:
                 r["time_vs_1_seed"] = r["exec_s_median"] / base if base else None
                 r["time_per_seed_vs_1_seed"] = r["time_vs_1_seed"] / r["seeds"] if base else None
         doc = {"schema": "e5jax/bench_seed_scaling/v1",
-               "meta": BV.bench_meta({**meta, "wall_s": time.perf_counter() - t0, "complete": complete}),
+               "meta": B.bench_meta({**meta, "wall_s": time.perf_counter() - t0, "complete": complete}),
                "results": results}
         if backend == "gpu" and 1 in seeds and 1024 in seeds:
             doc["gpu_target_met"] = {m: rows[-1]["time_vs_1_seed"] <= 2.0 for m, rows in results.items()
                                      if rows and rows[-1]["seeds"] == 1024 and rows[-1]["time_vs_1_seed"]}
-        BV.write_json(Path(args.out), doc)
+        write_json(Path(args.out), doc)
         return doc
 
     with tqdm(total=len(methods) * len(seeds), desc="seed scaling", unit="run", file=sys.stderr) as pbar:
         for S in seeds:  # seeds outer: given as 1,1024,... the headline ratio comes first for every method
             for name in methods:
                 pbar.set_postfix_str(f"{name} S={S}")
-                r = BV.time_lab(name, cfgs[name], env, S, args.updates, args.repeats, refs)
+                r = B.time_lab(name, cfgs[name], env, S, args.updates, args.repeats, refs)
                 results[name].append({k: r[k] for k in ("seeds", "updates_per_seed", "env_steps", "init_s", "compile_s",
                                                          "exec_s", "exec_s_median", "env_steps_per_s")})
                 save(complete=False)

@@ -22,130 +22,22 @@ S >= ``--large-from``, to keep the run short). Nothing is extrapolated. The seed
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata as md
 import os
-import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e5jax import engine  # noqa: E402
+import benchlib as B  # noqa: E402
 from e5jax import env as E  # noqa: E402
-from e5jax.config import load_config  # noqa: E402
 from e5jax.io import write_json  # noqa: E402
 from e5jax.methods import METHODS  # noqa: E402
-from e5jax.host import host_description  # noqa: E402
-from e5jax.table import default_table_path, load_table  # noqa: E402
-
-OUT_DIR = ROOT / "artifacts" / "bench"
-
-
-# ----------------------------------------------------------------------------- shared helpers (used by the other benches)
-def setup_jax() -> None:
-    """Cold compile times: never read or write the persistent compilation cache in a benchmark."""
-    jax.config.update("jax_enable_compilation_cache", False)
-
-
-def versions() -> dict:
-    out = {}
-    for p in ("e5jax", "jax", "jaxlib", "flax", "optax", "numpy", "torch"):
-        try:
-            out[p] = md.version(p)
-        except md.PackageNotFoundError:
-            out[p] = None
-    return out
-
-
-def bench_meta(extra: dict | None = None) -> dict:
-    return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "host": host_description(),
-        "versions": versions(),
-        "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS", "OMP_NUM_THREADS")},
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "compilation_cache": "disabled (cold compiles)",
-        **(extra or {}),
-    }
-
-
-def load_env(table_path=None):
-    """Default run's environment and configs (experiments/e5_default.toml = the built-in defaults)."""
-    run, cfgs = load_config(None)
-    table = load_table(table_path or default_table_path())
-    env = E.make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise)
-    refs = E.evaluate_references(env)
-    u_r = np.asarray(refs["random"]["utility"], np.float64)
-    u_o = np.asarray(refs["oracle"]["utility"], np.float64)
-    return run, cfgs, env, (u_r, u_o)
-
-
-def normalized(u_per_budget: np.ndarray, refs) -> np.ndarray:
-    """[S, B] utilities -> [S] normalized utility, mean over budgets."""
-    u_r, u_o = refs
-    return ((np.asarray(u_per_budget, np.float64) - u_r) / (u_o - u_r)).mean(-1)
-
-
-def lab_init(method, cfg, keys, env):
-    """Initial states of every seed, as ``Trainer.init`` computes them, but with ``lax.map`` over the seeds.
-
-    Workaround: on this CPU (jax 0.10.2) the ``jit(vmap(init))`` program of PPO deadlocks in execution at
-    S >= 48 (all XLA threads waiting on a futex; S = 32 runs; GRPO runs at 64): its 64 batched LAPACK QR custom
-    calls (orthogonal init) under XLA's concurrency-optimized thunk scheduler. ``lax.map`` runs one seed's QRs at
-    a time. ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` also avoids it.
-    """
-    f = jax.jit(lambda ks, env: jax.lax.map(lambda k: method.init(k, env, cfg), ks))
-    return jax.block_until_ready(f(keys, env))
-
-
-def median(xs) -> float:
-    return float(np.median(np.asarray(xs, np.float64)))
-
-
-def time_lab(name: str, cfg, env, S: int, U: int, repeats: int, refs) -> dict:
-    """Compile and run one chunk of U updates for S seeds; the lab's own program."""
-    method = METHODS[name]
-    trainer = engine.make_train(method, cfg, U)
-    keys = engine.seed_keys(0, S)
-    t = time.perf_counter()
-    states = lab_init(method, cfg, keys, env)
-    init_s = time.perf_counter() - t
-    t = time.perf_counter()
-    chunk = trainer.chunk.lower(states, keys, env).compile()
-    compile_s = time.perf_counter() - t
-    ckeys = engine.chunk_keys(keys, 0)
-    execs, metrics = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _, m = chunk(states, ckeys, env)
-        m = jax.device_get(m)  # blocks
-        execs.append(time.perf_counter() - t)
-        metrics = metrics or m
-    steps = S * U * method.steps_per_update(cfg, env)
-    un = normalized(metrics["eval"]["utility"], refs)
-    return {
-        "seeds": S,
-        "updates_per_seed": U,
-        "env_steps": steps,
-        "init_s": init_s,
-        "compile_s": compile_s,
-        "exec_s": execs,
-        "exec_s_median": median(execs),
-        "env_steps_per_s": steps / median(execs),
-        "final_utility_norm_per_seed": un,
-        "final_utility_norm_mean": float(un.mean()),
-        "final_utility_norm_std": float(un.std()),
-    }
 
 
 def time_torch(name: str, cfg, env, tenv, S: int, U: int, refs, adam_impl: str, repeats: int, pbar=None) -> dict:
@@ -163,15 +55,15 @@ def time_torch(name: str, cfg, env, tenv, S: int, U: int, refs, adam_impl: str, 
         total /= repeats
         actions = actions[:1]
     u = np.stack([np.asarray(E.evaluate_actions(env, jnp.asarray(a))["utility"]) for a in actions])
-    un = normalized(u, refs)
+    un = B.normalized(u, refs)
     return {
         "seeds": S,
         "updates_per_seed": U,
         "env_steps": steps,
         "total_s": total,
         "per_seed_s": per_seed,
-        "per_seed_s_median": median(per_seed),
-        "env_steps_per_s": steps / (S * median(per_seed)),
+        "per_seed_s_median": B.median(per_seed),
+        "env_steps_per_s": steps / (S * B.median(per_seed)),
         "env_steps_per_s_from_total": steps / total,
         "final_utility_norm_per_seed": un,
         "final_utility_norm_mean": float(un.mean()),
@@ -193,13 +85,9 @@ def calibrate_torch_threads(tenv, cfgs, adam_impl: str, methods, updates: int = 
                 t = time.perf_counter()
                 T.TRAINERS[m](tenv, cfgs[m], updates, 0, adam_impl)
                 ms[m][n].append((time.perf_counter() - t) / updates * 1e3)
-    med = {m: {n: median(v) for n, v in d.items()} for m, d in ms.items()}
+    med = {m: {n: B.median(v) for n, v in d.items()} for m, d in ms.items()}
     best = {m: min(d, key=d.get) for m, d in med.items()}
     return {"ms_per_update": ms, "median_ms_per_update": med, "best_threads": best}
-
-
-def parse_ints(s: str) -> list[int]:
-    return [int(x) for x in s.split(",") if x.strip()]
 
 
 # ----------------------------------------------------------------------------- main
@@ -218,14 +106,14 @@ def main(argv=None) -> int:
     ap.add_argument("--adam-impl", default="fused", choices=("fused", "foreach", "loop"), help="torch Adam implementation")
     ap.add_argument("--no-scaling", action="store_true", help="skip the seed-scaling sweep (bench_seed_scaling.py)")
     ap.add_argument("--quick", action="store_true", help="smoke run: S = 1,2, 10 updates, 2 repeats")
-    ap.add_argument("--out", default=str(OUT_DIR / "vectorization.json"))
+    ap.add_argument("--out", default=str(B.OUT_DIR / "vectorization.json"))
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.updates, args.updates_large, args.repeats = "1,2", 5, 5, 2
-    setup_jax()
+    B.setup_jax()
     import torch_reference as T
 
-    run, cfgs, env, refs = load_env()
+    run, cfgs, env, refs = B.load_env()
     tenv = T.torch_env(env)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     calib = None
@@ -235,7 +123,7 @@ def main(argv=None) -> int:
         print(f"torch threads (calibration, median ms/update): {calib['median_ms_per_update']} -> {threads}")
     else:
         threads = {m: int(args.torch_threads) for m in methods}
-    seeds = parse_ints(args.seeds)
+    seeds = B.parse_ints(args.seeds)
     upd = {S: (args.updates_large if S >= args.large_from else args.updates) for S in seeds}
 
     results = {m: [] for m in methods}
@@ -247,7 +135,7 @@ def main(argv=None) -> int:
             for S in seeds:
                 U = upd[S]
                 pbar.set_postfix_str(f"{name} S={S} lab")
-                lab = time_lab(name, cfg, env, S, U, args.repeats, refs)
+                lab = B.time_lab(name, cfg, env, S, U, args.repeats, refs)
                 pbar.set_postfix_str(f"{name} S={S} torch")
                 T.set_threads(threads[name])
 
@@ -275,7 +163,7 @@ def main(argv=None) -> int:
 
     doc = {
         "schema": "e5jax/bench_vectorization/v1",
-        "meta": bench_meta({
+        "meta": B.bench_meta({
             "torch_threads": threads,
             "torch_threads_calibration": calib,
             "torch_adam": args.adam_impl,
@@ -299,11 +187,10 @@ def main(argv=None) -> int:
     write_json(Path(args.out), doc)
     print_table(doc)
     print(f"-> {args.out}  ({wall:.0f} s)")
-    if not args.no_scaling:
-        import bench_seed_scaling
-
+    if not args.no_scaling:  # its own process: the benchmarks share benchlib, they do not import each other
         out = str(Path(args.out).with_name("seed_scaling.json"))
-        bench_seed_scaling.main((["--quick"] if args.quick else []) + ["--out", out])
+        return subprocess.run([sys.executable, str(Path(__file__).with_name("bench_seed_scaling.py")),
+                               *(["--quick"] if args.quick else []), "--out", out]).returncode
     return 0
 
 

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     table = load_table(default_table_path())
     if args.split == "tuning":
         table = table.tuning_split(args.tuning_fraction, seed=0)
-    env = E.make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise)
+    env = E.env_from_run(run, table)
     refs = references_block(env)
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     lo, hi = float(run.env_steps_per_update), float(run.total_env_steps)

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     table = load_table(default_table_path())
     if args.split == "tuning":
         table = table.tuning_split(0.25, seed=0)
-    env = E.make_env_params(table, lam=run.lam, budgets=run.budgets)
+    env = E.env_from_run(run, table)
     refs = references_block(env)
     lo, hi = float(run.env_steps_per_update), float(run.total_env_steps)
     rows, t0 = {}, time.perf_counter()

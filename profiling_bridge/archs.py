@@ -120,6 +120,31 @@ ARCHS: dict[str, ArchSpec] = {
 }
 
 
+# Trained on easy-vqa by `e5jax-bridge train-tiny` (profiling_bridge/tiny_vqa.py, docs/measured_table.md): the
+# `tiny` arch's config with these sizes.
+_TINY = ARCHS["tiny"].config
+ARCHS["tiny-llava-olmoe"] = ArchSpec(
+    name="tiny-llava-olmoe",
+    description="CPU-sized LLaVA + OLMoE for easy-vqa: 3-layer CLIP ViT (64px, patch 8: 64 image tokens) "
+    "+ 6-layer OLMoE LM (hidden 128, 8 experts of width 64, top-2 nominal, normalized top-k weights); ~1.9M parameters",
+    config=dict(
+        _TINY,
+        vision_config=dict(_TINY["vision_config"], hidden_size=96, intermediate_size=192, num_hidden_layers=3,
+                           num_attention_heads=4, image_size=64, patch_size=8, projection_dim=96),
+        text_config=dict(
+            _TINY["text_config"],
+            vocab_size=64,  # word-level tokenizer of easy-vqa (tiny_vqa.build_tokenizer)
+            hidden_size=128, intermediate_size=64, num_hidden_layers=6, num_experts_per_tok=2,
+            norm_topk_prob=True,  # top-k weights sum to 1 at every k, so the top_k knob keeps the output scale
+            max_position_embeddings=256,
+        ),
+        image_token_id=63,
+        vision_feature_layer=-1,
+    ),
+    grid=dict(vision_tokens=(4, 8, 16, 32, 64), top_k=(1, 2, 4), active_blocks=(2, 3, 4, 5, 6)),
+)
+
+
 def get_arch(name: str) -> ArchSpec:
     if name not in ARCHS:
         raise BridgeError(f"unknown arch {name!r} (known: {', '.join(sorted(ARCHS))})")

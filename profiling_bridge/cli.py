@@ -1,4 +1,4 @@
-"""Command line: ``e5jax-bridge {profile,refresh,quality,merge-quality,archs}``.
+"""Command line: ``e5jax-bridge {profile,refresh,quality,merge-quality,archs,easy-vqa,train-tiny,eval-tiny,knob-effects}``.
 
 Bad input -> one line on stderr naming the problem, exit code 2, nothing written. Inputs are checked
 before anything is measured; tables are written atomically by ``ProfileTable.save``.
@@ -221,7 +221,7 @@ def cmd_profile(args, argv) -> int:
 
     if args.quality_harness:
         res = qh.evaluate(runner, items, configs, tokenizer, qh.image_processor(runner.model, args.weights),
-                          max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+                          max_new_tokens=args.max_new_tokens, progress=not args.no_progress, batch_size=args.batch_size)
         quality = res["scores"]
         random_weights = args.weights is None
         quality_meta = dict(
@@ -286,7 +286,7 @@ def cmd_quality(args, argv) -> int:
     configs = grid_configs(grid)
     res = qh.evaluate(runner, items, configs, qh.load_tokenizer(runner.model, args.weights),
                      qh.image_processor(runner.model, args.weights), max_new_tokens=args.max_new_tokens,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, batch_size=args.batch_size)
     report = dict(
         dataset=args.dataset, grid={k: list(v) for k, v in grid.items()}, configs=[c.label() for c in configs],
         items=[it.id for it in items], metrics=[it.metric for it in items],
@@ -298,6 +298,70 @@ def cmd_quality(args, argv) -> int:
     best = int(np.argmax(report["mean_by_config"]))
     print(f"wrote {out}: {len(items)} items x {len(configs)} configs; best mean score "
           f"{report['mean_by_config'][best]:.3f} at {configs[best].label()}")
+    return 0
+
+
+def cmd_easy_vqa(args, argv) -> int:
+    from profiling_bridge import tiny_vqa
+
+    if not 0 < args.val_fraction < 1:
+        raise BridgeError("--val-fraction must be in (0, 1)")
+    path = tiny_vqa.write_requests(args.out, requests=args.requests, seed=args.seed, val_fraction=args.val_fraction)
+    print(f"wrote {path}: {args.requests} easy-vqa test questions (seed {args.seed})")
+    return 0
+
+
+def cmd_train_tiny(args, argv) -> int:
+    import torch
+
+    from profiling_bridge import tiny_vqa
+
+    if args.steps < 1 or args.batch_size < 1:
+        raise BridgeError("--steps and --batch-size must be at least 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BridgeError(f"--out {out}: exists and is not a directory")
+    torch.set_num_threads(args.threads)
+    meta = tiny_vqa.train(out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          limit=args.limit, progress=not args.no_progress)
+    return _tiny_summary(args, argv, meta)
+
+
+def cmd_eval_tiny(args, argv) -> int:
+    import torch
+
+    if not Path(args.weights).is_dir():
+        raise BridgeError(f"--weights {args.weights}: not a directory")
+    torch.set_num_threads(args.threads)
+    return _tiny_summary(args, argv, json.loads((Path(args.weights) / "train_meta.json").read_text()))
+
+
+def _tiny_summary(args, argv, meta: dict) -> int:
+    """Test accuracy of a trained tiny-llava-olmoe checkpoint (full config, per knob level, majority baselines)."""
+    from profiling_bridge import tiny_vqa
+
+    weights = str(getattr(args, "weights", None) or args.out)
+    runner = MLLMRunner(build_model(tiny_vqa.ARCH, weights=weights))
+    acc = tiny_vqa.test_accuracy(runner, weights, progress=not args.no_progress, limit=args.test_limit)
+    summary = dict(command="e5jax-bridge " + " ".join(argv), checkpoint=weights, train=meta, test=acc,
+                   model_info=describe(runner.model), versions=versions(), device=device_info("cpu"))
+    if args.summary:
+        _atomic_write_text(Path(args.summary), json.dumps(summary, indent=1))
+    print(f"test accuracy of the full config {acc['full_config']} on {acc['test_questions']} easy-vqa test questions: "
+          f"{acc['full_accuracy']:.4f} (majority answer {acc['majority_answer']!r}: {acc['majority_accuracy']:.4f}, "
+          f"per-question majority: {acc['question_majority_accuracy']:.4f})")
+    return 0
+
+
+def cmd_knob_effects(args, argv) -> int:
+    from profiling_bridge.knob_effects import format_effects, knob_effects
+
+    report = {}
+    for path in args.table:
+        report[path] = knob_effects(load_table(path))
+        print(format_effects(path, report[path]))
+    if args.out:
+        _atomic_write_text(Path(args.out), json.dumps(report, indent=1))
     return 0
 
 
@@ -378,12 +442,48 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--grid", nargs="*", default=[], metavar="KNOB=L1,L2")
     qu.add_argument("--max-new-tokens", type=int, default=16)
     qu.set_defaults(func=cmd_quality)
+    for sp in (pr, qu):
+        sp.add_argument("--batch-size", type=int, default=1,
+                        help="harness items per forward pass (>1: batched harness, uniform selection only)")
+
+    ev = sub.add_parser("easy-vqa", help="write a seeded sample of easy-vqa test questions as a quality dataset (.jsonl)")
+    ev.add_argument("--out", required=True, help="output directory (gets requests.jsonl)")
+    ev.add_argument("--requests", type=int, default=1500)
+    ev.add_argument("--val-fraction", type=float, default=0.25, help="fraction of the test images in the val split")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=cmd_easy_vqa)
+
+    def tiny_args(sp):
+        sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+        sp.add_argument("--summary", default=None, help="write the test-accuracy summary (.json) here")
+        sp.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test questions only")
+        sp.add_argument("--no-progress", action="store_true")
+
+    tt = sub.add_parser("train-tiny", help="train tiny-llava-olmoe on easy-vqa (knob-aware) and report its test accuracy")
+    tt.add_argument("--out", required=True, help="checkpoint directory (written atomically)")
+    tt.add_argument("--steps", type=int, default=1500)
+    tt.add_argument("--batch-size", type=int, default=64)
+    tt.add_argument("--lr", type=float, default=2e-3)
+    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--limit", type=int, default=None, help="train on the first N questions only (tests)")
+    tiny_args(tt)
+    tt.set_defaults(func=cmd_train_tiny)
+
+    et = sub.add_parser("eval-tiny", help="test accuracy of a trained tiny-llava-olmoe checkpoint")
+    et.add_argument("--weights", required=True, help="checkpoint directory from train-tiny")
+    tiny_args(et)
+    et.set_defaults(func=cmd_eval_tiny)
 
     mq = sub.add_parser("merge-quality", help="replace a table's quality by another table's (same requests and grid)")
     mq.add_argument("--table", required=True)
     mq.add_argument("--quality-from", required=True)
     mq.add_argument("--out", required=True)
     mq.set_defaults(func=cmd_merge_quality)
+
+    ke = sub.add_parser("knob-effects", help="quality and relative latency per knob level (other knobs full) of tables")
+    ke.add_argument("--table", action="append", required=True, help="a table (.npz/.csv); repeat to compare")
+    ke.add_argument("--out", default=None, help="also write the numbers as JSON")
+    ke.set_defaults(func=cmd_knob_effects)
 
     ar = sub.add_parser("archs", help="list the architectures and their default knob grids")
     ar.set_defaults(func=cmd_archs)

@@ -45,6 +45,7 @@ class QAItem:
     task_type: str
     split: str = "train"
     metric: str = "vqa"
+    features: tuple[tuple[str, float], ...] = ()  # optional per-item features (name, value), e.g. image statistics
 
 
 def load_dataset(path: str | Path) -> list[QAItem]:
@@ -74,8 +75,14 @@ def load_dataset(path: str | Path) -> list[QAItem]:
         if str(d["id"]) in seen:
             raise BridgeError(f"{p}:{lineno}: id {d['id']!r} appears more than once")
         seen.add(str(d["id"]))
+        features = d.get("features", {})
+        if not isinstance(features, dict) or not all(isinstance(v, (int, float)) for v in features.values()):
+            raise BridgeError(f"{p}:{lineno}: 'features' must be an object of numbers")
+        if items and sorted(features) != [n for n, _ in items[0].features]:
+            raise BridgeError(f"{p}:{lineno}: features {sorted(features)} differ from the first item's "
+                              f"{[n for n, _ in items[0].features]}")
         items.append(QAItem(str(d["id"]), image, d["question"], tuple(answers), d["task_type"],
-                            d.get("split", "train"), metric))
+                            d.get("split", "train"), metric, tuple((n, float(features[n])) for n in sorted(features))))
     if not items:
         raise BridgeError(f"{p}: no items")
     return items
@@ -219,16 +226,23 @@ def prompt_ids(tokenizer, question: str, vision_tokens: int, image_token_id: int
 
 
 def requests_from_dataset(items: list[QAItem], tokenizer, model, source: str) -> Requests:
-    """Request shapes of a dataset: text prompt tokens, and the first reference's tokens + EOS as output."""
+    """Request shapes of a dataset: text prompt tokens, and the first reference's tokens + EOS as output.
+
+    Features: ``prompt_tokens, expected_output_tokens`` and the items' own ``features``; a column with the same
+    value for every item (e.g. one-word answers under a word tokenizer) tells a controller nothing and is dropped.
+    """
     tc = model.config.text_config
     prompt = np.array([len(prompt_ids(tokenizer, it.question, 0, model.config.image_token_id, tc.bos_token_id)) for it in items])
     output = np.array([len(tokenizer.encode(it.answers[0])) + 1 for it in items])
+    names = FEATURE_NAMES + tuple(n for n, _ in items[0].features)
+    columns = np.column_stack([prompt, output, np.array([[v for _, v in it.features] for it in items]).reshape(len(items), -1)])
+    keep = [j for j in range(columns.shape[1]) if len(items) < 2 or np.any(columns[:, j] != columns[0, j])]
     return Requests(
         ids=np.array([it.id for it in items]),
         task_types=np.array([it.task_type for it in items]),
         split=np.array([it.split for it in items]),
-        feature_names=FEATURE_NAMES,
-        features=np.stack([prompt, output], axis=1).astype(np.float64),
+        feature_names=tuple(names[j] for j in keep),
+        features=columns[:, keep].astype(np.float64),
         prompt_tokens=prompt.astype(np.int64),
         output_tokens=output.astype(np.int64),
         source=source,
@@ -243,8 +257,16 @@ def evaluate(
     processor,
     max_new_tokens: int = 16,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> dict:
-    """Score every item under every config. Returns ``scores`` [N, C] in [0, 1] and the predictions."""
+    """Score every item under every config. Returns ``scores`` [N, C] in [0, 1] and the predictions.
+
+    ``batch_size > 1``: the batched harness (:mod:`profiling_bridge.batch_eval`), same prompts and decoding.
+    """
+    if batch_size > 1:
+        from profiling_bridge.batch_eval import evaluate_batched
+
+        return evaluate_batched(runner, items, configs, tokenizer, processor, max_new_tokens, batch_size, progress)
     model = runner.model
     tc = model.config.text_config
     scores = np.zeros((len(items), len(configs)))

@@ -1,7 +1,8 @@
 """The E5 figures (matplotlib, Agg), drawn from e5_training_curves.json and the derived analysis dicts.
 
 Every function takes already-loaded data, draws one PNG and returns its path. Colours are fixed per method
-so a method looks the same in every figure. Bands are mean ± sample std (ddof=1) across seeds.
+so a method looks the same in every figure. Bands are mean ± sample std (ddof=1) across seeds. Which figures a
+run has (file names, summary.md captions, the call drawing each) is the one list in ``e5jax.report.registry``.
 """
 
 from __future__ import annotations

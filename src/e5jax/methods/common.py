@@ -69,7 +69,22 @@ def make_optimizer(cfg: LearnerConfig, lr=None) -> optax.GradientTransformation:
 
 
 def num_failed_updates(opt_state) -> jax.Array:
-    return opt_state.total_notfinite
+    """Skipped non-finite updates so far (0 for an optimizer without ``apply_if_finite``, e.g. a benchmark variant)."""
+    n = getattr(opt_state, "total_notfinite", None)
+    return jnp.zeros((), jnp.int32) if n is None else n
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Replacements for the shared pieces of an update, all None in the lab (``LearnerState.program``): a benchmark
+    times a variant of the update by setting them on the state (experiments/bench_roofline.py), never by replacing
+    this module's functions. ``optimizer``: like ``make_optimizer`` (re-init ``opt_state`` with it); ``sgd``: like
+    ``sgd_epochs``; ``metrics``: like ``standard_metrics``; ``kl``: like ``policy.kl``, for the KL metric."""
+
+    optimizer: Callable | None = None
+    sgd: Callable | None = None
+    metrics: Callable | None = None
+    kl: Callable | None = None
 
 
 def init_policy_params(key, env: E.EnvParams, cfg: LearnerConfig):
@@ -90,6 +105,7 @@ class LearnerState:
     cfg: Any = struct.field(pytree_node=False, default=None)
     sizes: tuple = struct.field(pytree_node=False, default=())
     ar: tuple = struct.field(pytree_node=False, default=())  # knob sizes of an autoregressive head, else ()
+    program: Program = struct.field(pytree_node=False, default=Program())  # the lab's update pieces (benchmarks)
 
 
 def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = None, extra=None) -> LearnerState:
@@ -140,8 +156,11 @@ def sgd_epochs(key, state: LearnerState, batch, loss_fn: Callable, num_items: in
     ``loss_fn(params, minibatch) -> (loss, aux_dict)``. Returns the new state and the mean of loss, grad norm
     (before clipping) and every aux entry over all gradient steps.
     """
+    if state.program.sgd is not None:
+        return state.program.sgd(key, state, batch, loss_fn, num_items)
     cfg = state.cfg
-    tx = make_optimizer(cfg, lr=state.hp["lr"] if state.hp else None)
+    lr = state.hp["lr"] if state.hp else None
+    tx = state.program.optimizer(cfg) if state.program.optimizer else make_optimizer(cfg, lr=lr)
     mb = num_items // cfg.minibatches
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -166,13 +185,15 @@ def sgd_epochs(key, state: LearnerState, batch, loss_fn: Callable, num_items: in
 
 def standard_metrics(state: LearnerState, policy_params, obs, train_utility, env_steps, sgd_metrics) -> dict:
     """The per-update metrics every learned method reports."""
+    if state.program.metrics is not None:
+        return state.program.metrics(state, policy_params, obs, train_utility, env_steps, sgd_metrics)
     logits = policy_logits(state, policy_params, obs)
     ref = policy_logits(state, state.ref_params, obs)
     return {
         "train_utility": train_utility,
         "env_steps": jnp.asarray(env_steps, jnp.float32),
         "entropy": P.entropy(logits).mean(),
-        "kl_ref": P.kl(logits, ref).mean(),
+        "kl_ref": (state.program.kl or P.kl)(logits, ref).mean(),
         "num_failed_updates": num_failed_updates(state.opt_state).astype(jnp.float32),
         **sgd_metrics,
     }

@@ -92,4 +92,4 @@ def load_overhead(out: Path) -> dict | None:
         }
     if not methods:
         return None
-    return {"schema": d.get("schema"), "methods": methods}
+    return {"methods": methods}

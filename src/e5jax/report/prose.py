@@ -22,12 +22,12 @@ def _steps(x) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{x:,.0f}"
 
 
-def _pm(c, fmt=_f, scale=1.0) -> str:
+def _pm(c, fmt=_f) -> str:
     m, hi = c["mean"], c["ci_high"]
     if m is None or not np.isfinite(m):
         return "—"
     if hi is None or not np.isfinite(hi):
-        return fmt(m * scale) if fmt is not _pct else fmt(m)
+        return fmt(m)
     if fmt is _pct:
         return f"{100 * m:.1f}% ± {100 * (hi - m):.1f}"
     if fmt is _steps:
