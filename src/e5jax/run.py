@@ -109,7 +109,9 @@ def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, 
     trainer = engine.make_train(METHODS[name], cfg, run.eval_every)
     keys = engine.seed_keys(run.base_seed, run.seeds) if keys is None else keys
     t0 = time.perf_counter()
-    states = trainer.init(keys, env, hp)
+    # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
+    # the shardings it was lowered with, and each chunk returns row-sharded states
+    states = jax.tree_util.tree_map(engine.shard_seeds, trainer.init(keys, env, hp))
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
     chunk = trainer.chunk_eval.lower(states, keys, env, masks[0]).compile()  # one program for every mask
     return Prepared(trainer, keys, states, chunk, masks, time.perf_counter() - t0)
