@@ -233,3 +233,57 @@ def test_grpo_with_beta_zero_never_evaluates_the_reference(known_table):
     assert float(mc["num_failed_updates"]) == with_kl.cfg.epochs * with_kl.cfg.minibatches
     jax.tree_util.tree_map(np.testing.assert_array_equal, c.params, with_kl.params)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(c.params))
+
+
+def test_grpo_beta_zero_path_equals_beta_to_zero(known_table):
+    """The static beta = 0 path (no reference forward) equals the path with the KL term and beta -> 0."""
+    env = E.make_env_params(known_table)
+    m = METHODS["grpo"]
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    out = {}
+    for tag, cfg, hp in (("skip", m.Config(env_steps_per_update=64, beta=0.0), None),
+                         ("tiny", m.Config(env_steps_per_update=64, beta=1.0), {"beta": jnp.full(2, 1e-7)})):
+        tr = engine.make_train(m, cfg, eval_every=4)
+        st, _ = tr.chunk(tr.init(keys, env, hp), keys, env)
+        out[tag] = jax.tree_util.tree_leaves(st.params)
+    for a, b in zip(out["skip"], out["tiny"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    assert max(float(jnp.abs(a).max()) for a in out["skip"]) > 0
+
+
+@pytest.mark.parametrize("name", ["ppo", "dpo"])
+def test_traced_hyperparameter_rows_equal_separate_configs(known_table, name):
+    """Rows with overridden traced hyperparameters (one compile) train exactly as separate static configs."""
+    env = E.make_env_params(known_table)
+    m = METHODS[name]
+    key = jax.random.PRNGKey(5)
+    settings = {"ppo": [{"lr": 1e-3, "clip_eps": 0.1}, {"lr": 3e-4, "clip_eps": 0.3}],
+                "dpo": [{"lr": 1e-3, "beta": 0.5}, {"lr": 3e-4, "beta": 0.05}]}[name]
+    base = m.Config(env_steps_per_update=64)
+    tr = engine.make_train(m, base, eval_every=3)
+    hp = {k: jnp.asarray([s[k] for s in settings], jnp.float32) for k in settings[0]}
+    keys = jnp.stack([key, key])
+    rows, _ = tr.chunk(tr.init(keys, env, hp), keys, env)
+    for i, s in enumerate(settings):
+        tr1 = engine.make_train(m, dataclasses.replace(base, **s), eval_every=3)
+        one, _ = tr1.chunk(tr1.init(keys[:1], env), keys[:1], env)
+        for a, b in zip(jax.tree_util.tree_leaves(rows.params), jax.tree_util.tree_leaves(one.params)):
+            np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(rows.params)[0][0]),
+                           np.asarray(jax.tree_util.tree_leaves(rows.params)[0][1]))  # the settings differ
+
+
+def test_lam_rows_match_envs_with_that_lam(known_table):
+    """A row's traced lam (engine row_env) trains and evaluates exactly as an env built with that lam."""
+    m = METHODS["lut"]
+    cfg = m.Config(env_steps_per_update=64)
+    env = E.make_env_params(known_table, lam=2.0)
+    tr = engine.make_train(m, cfg, eval_every=3)
+    keys = jnp.stack([jax.random.PRNGKey(1)] * 2)
+    _, met = tr.chunk(tr.init(keys, env, {"lam": jnp.asarray([0.5, 8.0])}), keys, env)
+    for i, lam in enumerate((0.5, 8.0)):
+        env_l = E.make_env_params(known_table, lam=lam)
+        _, ml = tr.chunk(tr.init(keys[:1], env_l), keys[:1], env_l)
+        np.testing.assert_allclose(np.asarray(met["eval"]["utility"])[i], np.asarray(ml["eval"]["utility"])[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="not a traced hyperparameter"):
+        tr.init(keys, env, {"clip_eps": jnp.ones(2)})

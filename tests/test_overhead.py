@@ -172,7 +172,7 @@ def test_analysis_json_schema_and_report(tmp_path, setup, trained):
         assert tr["total_s"] == 2.0 and tr["per_seed_equivalent_s"] == 1.0 and tr["num_updates"] == 12
         assert all(v >= 0 for v in tr["components"].values())
         assert all((tmp_path / f).is_file() for f in mm["files"]) and len(mm["files"]) == 2 * SEEDS
-    assert list(doc["methods"]["lut"]["training"]["components"]) == ["cell_profiling", "lut_aggregation"]
+    assert list(doc["methods"]["lut"]["training"]["components"]) == ["collect", "learn"]
     for name in ("lut", "ppo"):
         ct = doc["methods"][name]["training"]["component_timing"]
         assert ct["update_whole"]["in_components"] is False and ct["update_whole"]["median_ms"] > 0
@@ -181,8 +181,8 @@ def test_analysis_json_schema_and_report(tmp_path, setup, trained):
         tr = doc["methods"][name]["training"]
         assert abs(tr["components_sum_s"] + tr["other_s"] - tr["total_s"]) < 1e-9
     ppo = doc["methods"]["ppo"]
-    assert list(ppo["training"]["components"]) == ["rollout", "value_estimation", "actor_update", "critic_update"]
-    assert ppo["training"]["component_timing"]["ppo_sgd_joint"]["in_components"] is False
+    assert list(ppo["training"]["components"]) == ["collect", "learn_without_critic", "critic_update"]
+    assert ppo["training"]["component_timing"]["learn"]["in_components"] is False
     assert ppo["num_params"]["critic"] > 0 and ppo["num_params"]["total"] == ppo["num_params"]["policy"] + ppo["num_params"]["critic"]
     assert doc["methods"]["lut"]["num_params"]["total"] == 0
     # finish() re-timed every method interleaved and added the ratio to the LUT

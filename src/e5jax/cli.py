@@ -57,6 +57,12 @@ def cmd_report(args) -> int:
     return report_from_args(args)
 
 
+def cmd_sweep(args) -> int:
+    from e5jax.sweep import sweep_from_args
+
+    return sweep_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="e5jax", description="E5 training-strategy comparison lab (JAX).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -92,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir", help="run output directory")
     rep.add_argument("--thresholds", default=None, help="as for run (default: the ones the run was made with)")
     rep.set_defaults(func=cmd_report)
+
+    sw = sub.add_parser("sweep", help="tune every learned method with the same budget, compare default vs tuned, "
+                                      "and check the comparison across lambda (one compile per method and phase)")
+    sw.add_argument("--config", dest="spec", default="experiments/e5_sweep.toml",
+                    help="sweep spec TOML (default: experiments/e5_sweep.toml; docs/sweep.md)")
+    sw.add_argument("--table", default=None, help="profile table (default: the embedded default)")
+    sw.add_argument("--out", default="artifacts/sweep", help="output directory (default: artifacts/sweep)")
+    sw.add_argument("--overwrite", action="store_true", help="start over in --out instead of continuing its sweep")
+    sw.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    sw.set_defaults(func=cmd_sweep)
     return p
 
 

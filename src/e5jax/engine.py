@@ -3,7 +3,9 @@
 ``make_train(method, cfg, eval_every)`` builds three pure functions, each ``jit(vmap(...))`` over a leading seed
 axis, with the environment as a broadcast traced input:
 
-* ``init(keys, env) -> states``
+* ``init(keys, env, hp=None) -> states``: ``hp`` ({name: [S] values}, optional) overrides the state's traced
+  hyperparameters row by row (a sweep: rows = trials x seeds); the key ``"lam"`` is the environment's overshoot
+  penalty, which every program then reads from the row's state (``row_env``), for every method;
 * ``chunk(states, keys, env) -> (states, metrics)``: ``eval_every`` updates in one ``lax.scan``, then the greedy
   policy evaluated on the val split at every budget, inside the same compiled program;
 * ``chunk_eval(states, keys, env, eval_mask) -> (states, metrics)``: the same updates, with the evaluation inside
@@ -46,15 +48,34 @@ class Trainer:
     init: Callable
     chunk: Callable
     evaluate: Callable
-    eval_every: int
     chunk_eval: Callable | None = None
 
 
+def with_hp(state, hp: dict | None):
+    """The state with traced hyperparameters ``hp`` set (unknown names are an error: nothing would read them)."""
+    if not hp:
+        return state
+    own = dict(getattr(state, "hp", None) or {})
+    unknown = sorted(set(hp) - set(own) - {"lam"})
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a traced hyperparameter of this method (traced: "
+                         f"{', '.join(sorted(own)) or 'none'}, and lam)")
+    return state.replace(hp={**own, **{k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}})
+
+
+def row_env(state, env: E.EnvParams) -> E.EnvParams:
+    """The environment as this row sees it: its own overshoot penalty when the row's state carries one."""
+    hp = getattr(state, "hp", None)
+    return env.replace(lam=hp["lam"]) if hp and "lam" in hp else env
+
+
 def make_train(method, cfg: Any, eval_every: int) -> Trainer:
-    def init_one(key, env):
-        return method.init(key, env, cfg)
+    def init_one(key, env, hp):
+        return with_hp(method.init(key, env, cfg), hp)
 
     def chunk_one(state, key, env):
+        env = row_env(state, env)
+
         def body(s, k):
             return method.update(s, env, k)
 
@@ -64,9 +85,11 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
         return state, {"train": train, "eval": evaluate(env, method.policy(state))}
 
     def eval_one(state, env):
-        return evaluate(env, method.policy(state))
+        return evaluate(row_env(state, env), method.policy(state))
 
     def chunk_eval_one(state, key, env, eval_mask):
+        env = row_env(state, env)
+
         def blank(s):
             shapes = jax.eval_shape(eval_one, s, env)
             return jax.tree_util.tree_map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), shapes)
@@ -85,10 +108,9 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
                        "env_steps_per_update": m["env_steps"]}
 
     return Trainer(
-        init=jax.jit(jax.vmap(init_one, in_axes=(0, None))),
+        init=jax.jit(lambda keys, env, hp=None: jax.vmap(init_one, in_axes=(0, None, 0))(keys, env, hp)),
         chunk=jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, None))),
         evaluate=jax.jit(jax.vmap(eval_one, in_axes=(0, None))),
-        eval_every=eval_every,
         chunk_eval=jax.jit(jax.vmap(chunk_eval_one, in_axes=(0, 0, None, None))),
     )
 

@@ -428,3 +428,61 @@ def overhead(ov: dict, path: Path) -> Path | None:
         ax.legend(fontsize=8)
     fig.suptitle("E5 overhead comparison (from e5_overhead_analysis.json)", fontsize=11)
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- sweep (e5jax sweep)
+def sweep_scores(doc: dict, path: Path) -> Path:
+    """Per tuned method (rows) and hyperparameter (columns): each trial's mean final normalized utility on the
+    tuning split vs the value (log axis for log ranges), the default trial and the chosen one marked."""
+    tune = doc["tune"]
+    space = doc["spec"]["space"]
+    rows = list(tune)
+    ncol = max(len(space[m]) for m in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(3.2 * ncol, 2.6 * len(rows)), squeeze=False, layout="constrained")
+    for i, m in enumerate(rows):
+        trials = tune[m]["trials"]
+        y = np.array([t["final_mean"] for t in trials], float)
+        for j, k in enumerate(space[m]):
+            ax = axes[i, j]
+            x = np.array([t["settings"][k] for t in trials], float)
+            ax.scatter(x, y, s=14, color=method_color(m, rows))
+            ax.scatter(x[:1], y[:1], s=60, facecolors="none", edgecolors="black", label="default")
+            c = tune[m]["chosen_trial"]
+            ax.scatter(x[c:c + 1], y[c:c + 1], marker="*", s=120, color="black", label="chosen")
+            if isinstance(space[m][k], dict) and "log" in space[m][k]:
+                ax.set_xscale("log")
+            ax.set_xlabel(k)
+            if j == 0:
+                ax.set_ylabel(f"{m}\nfinal norm. utility (tuning)")
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7)
+        for j in range(len(space[m]), ncol):
+            axes[i, j].axis("off")
+    return _save(fig, path)
+
+
+def lam_robustness(doc: dict, path: Path) -> Path:
+    """Final normalized utility, SLO violation and quality vs lambda per method (IQM over seeds with CI for the
+    utility; means otherwise), with the oracle's own SLO violation and quality."""
+    lam = doc["lambda"]
+    x = np.asarray(lam["lams"], float)
+    names = list(lam["methods"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    for m in names:
+        r = lam["methods"][m]
+        kw = dict(color=method_color(m, names), marker="o", ms=3, label=m)
+        iq = np.array([v["iqm"] for v in r["final"]], float)
+        axes[0].plot(x, iq, **kw)
+        axes[0].fill_between(x, [v["ci_low"] for v in r["final"]], [v["ci_high"] for v in r["final"]],
+                             color=kw["color"], alpha=0.15)
+        axes[1].plot(x, [v["mean"] for v in r["slo"]], **kw)
+        axes[2].plot(x, [v["mean"] for v in r["quality"]], **kw)
+    axes[1].plot(x, lam["oracle"]["slo"], label="oracle", **REF_STYLE["oracle"])
+    axes[2].plot(x, lam["oracle"]["quality"], label="oracle", **REF_STYLE["oracle"])
+    for ax, lab in zip(axes, ("final normalized utility (IQM, 95% CI)", "SLO violation rate", "mean quality")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("lambda (overshoot penalty)")
+        ax.set_ylabel(lab)
+    axes[1].yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes[2].legend(fontsize=7, ncol=2)
+    return _save(fig, path)

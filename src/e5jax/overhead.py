@@ -7,8 +7,8 @@ After each method's training, ``analyze_method``:
 3. times ``decide`` one request at a time (warm-up, then >= ``decisions`` calls over varied val requests and
    budgets, round-robin over the seeds' controllers): p50/p95/p99 ms, plus a jitted batch-1 JAX call for
    comparison (dispatch cost); at the end of the run all methods are re-timed interleaved (``Recorder.finish``);
-4. times the jitted training pieces and the method's whole ``update`` on the run's batch sizes (all seeds
-   vmapped, as in training): each runs ``n`` times inside one compiled ``fori_loop`` (``n`` calibrated so one call
+4. times the method's named phases (``collect``, ``learn``; ``phase_components``) and its whole ``update`` on the
+   run's batch sizes (all seeds vmapped, as in training): each runs ``n`` times inside one compiled ``fori_loop`` (``n`` calibrated so one call
    lasts about ``target_call_s``), every program once per round for ``repeats`` rounds, ``block_until_ready``;
    a piece's seconds in the run = its median share of the whole update x the run's training time;
 5. counts parameters (PPO's critic included).
@@ -39,7 +39,6 @@ from e5jax import env as E
 from e5jax import export as X
 from e5jax import policy as P
 from e5jax.io import write_json
-from e5jax.methods import common as C
 
 SCHEMA = "e5jax/e5_overhead_analysis/v1"
 FILE = "e5_overhead_analysis.json"
@@ -205,211 +204,26 @@ def _upd(fn, name: str, what: str, init=None) -> Component:
                      init or (lambda state, env, fixed: state), what=what)
 
 
-def _lut_parts(cfg):
-    N = cfg.env_steps_per_update
-
-    def profile(state, env, key, fixed):  # = lut.profile_cells without the accumulation
-        k_req, k_cfg, k_env = jax.random.split(key, 3)
-        req, budget, _ = E.sample_requests(k_req, env, N)
-        config = jax.random.randint(k_cfg, (N,), 0, env.num_configs)
-        q, lat = E.lookup(env, req, config, k_env)
-        r_all = E.reward_from(env, q[:, None], lat[:, None], env.budgets[None, :])
-        return {"task": env.task[req], "config": config, "r_all": r_all, "lat": lat,
-                "train_utility": E.reward_from(env, q, lat, budget).mean()}
-
-    def aggregate(st, env, key, f):
-        st = st.replace(reward_sum=st.reward_sum.at[f["task"], :, f["config"]].add(f["r_all"]),
-                        latency_sum=st.latency_sum.at[f["task"], f["config"]].add(f["lat"]),
-                        count=st.count.at[f["task"], f["config"]].add(1.0))
-        return st, jnp.mean(st.count > 0)
-
-    return [
-        _gen(profile, "cell_profiling",
-             "sample N (train request, config) cells, look them up, reward at every evaluation budget"),
-        _upd(aggregate, "lut_aggregation", "scatter-add the N cells into the [task, budget, config] table"),
-    ]
+def _doc(fn) -> str:
+    return (getattr(fn, "__doc__", None) or "").strip().split("\n\n")[0].replace("\n", " ")
 
 
-def _knn_parts(cfg):
-    from e5jax.methods import knn_lut as M
+def phase_components(method) -> list[Component]:
+    """The method's own named phases, as compiled in training: ``collect`` (its batch feeds the rest) and
+    ``learn``; a method's ``LEARN_WITHOUT = {part: learn variant without that part}`` (PPO: the critic) adds
+    the variant, and the part's cost is derived as learn - variant. A method missing a phase is an error."""
+    missing = [p for p in ("collect", "learn") if not callable(getattr(method, p, None))]
+    if missing:
+        raise TypeError(f"{method.__name__} has no {missing[0]}() phase (every method is collect + learn)")
 
-    def store(st, env, key, f):
-        st = M.store(st, f)
-        return st, jnp.sum(st.quality)
+    def learn_piece(fn, name, what):
+        return _upd(lambda st, env, key, f: (lambda r: (r[0], _checksum(r[1])))(fn(st, env, f, key)), name, what)
 
-    return [  # the method's own collection and storage functions
-        _gen(lambda state, env, key, fixed: M.profile_next(state, env, key), "request_profiling",
-             "profile every config of the next requests (C env steps each)"),
-        _upd(store, "knn_store", "write the profiled rows into the [requests, configs] store (no learning)"),
-    ]
-
-
-def _supervised_parts(cfg):
-    from e5jax.methods import supervised as M
-
-    N = cfg.env_steps_per_update
-
-    def label(state, env, key, fixed):  # = supervised.update's batch: labelled pairs + oracle targets
-        k_req, k_b = jax.random.split(key)
-        n = jnp.maximum(state.extra.n_labelled, 1)
-        req = state.extra.order[jax.random.randint(k_req, (N,), 0, n)]
-        budget = env.train_budgets[jax.random.randint(k_b, (N,), 0, env.train_budgets.shape[0])]
-        return {"obs": E.observe(env, req, budget), "target": E.oracle_config(env, req, budget)}
-
-    def update(state, env, key, f):
-        def loss_fn(params, mb):
-            z = C.policy_logits(state, params, mb["obs"])
-            return M.ce_loss(z, mb["target"], state.sizes, cfg.label_smoothing), {}
-
-        state, m = C.sgd_epochs(key, state, {"obs": f["obs"], "target": f["target"]}, loss_fn, N)
-        return state, m["loss"]
-
-    return [
-        _gen(label, "labelling", "draw N labelled (request, budget) pairs, oracle config over all C configs (the labels)"),
-        _upd(update, "policy_update", "epochs x minibatches cross-entropy SGD steps"),
-    ]
-
-
-def _ppo_parts(cfg):
-    from e5jax.methods import ppo as M
-
-    N = cfg.env_steps_per_update
-
-    def rollout(state, env, key, fixed):
-        k_req, k_act, k_env = jax.random.split(key, 3)
-        req, budget, _ = E.sample_requests(k_req, env, N)
-        obs = E.observe(env, req, budget)
-        logits = C.policy_logits(state, state.params["actor"], obs)
-        actions = P.sample(k_act, logits, state.sizes)
-        rewards, _, _ = E.step(env, req, budget, actions, k_env)
-        return {"obs": obs, "action": actions, "logp_old": P.log_prob(logits, actions, state.sizes), "target": rewards}
-
-    def values(state, env, key, f):
-        v = M._value(cfg, state.params["critic"], f["obs"])
-        return {"v_old": v, "adv": f["target"] - v}
-
-    def sub_state(which):
-        def init(state, env, f):
-            p = state.params[which]
-            return state.replace(params=p, opt_state=C.make_optimizer(cfg).init(p))
-        return init
-
-    keys = ("obs", "action", "logp_old", "target", "v_old", "adv")
-
-    def actor_update(st, env, key, f):
-        def loss_fn(params, mb):
-            z = C.policy_logits(st, params, mb["obs"])
-            adv = mb["adv"]
-            if cfg.norm_adv:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            pg, _ = M.ppo_policy_loss(P.log_prob(z, mb["action"], st.sizes), mb["logp_old"], adv, cfg.clip_eps)
-            return pg - cfg.ent_coef * P.entropy(z).mean(), {}
-
-        st, m = C.sgd_epochs(key, st, {k: f[k] for k in keys}, loss_fn, N)
-        return st, m["loss"]
-
-    def joint_update(st, env, key, f):  # = ppo.update's SGD: actor + critic in one loss, one optimizer
-        def loss_fn(params, mb):
-            z = C.policy_logits(st, params["actor"], mb["obs"])
-            adv = mb["adv"]
-            if cfg.norm_adv:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            pg, _ = M.ppo_policy_loss(P.log_prob(z, mb["action"], st.sizes), mb["logp_old"], adv, cfg.clip_eps)
-            v = M._value(cfg, params["critic"], mb["obs"])
-            v_loss = M.ppo_value_loss(v, mb["v_old"], mb["target"], cfg.clip_eps, cfg.clip_vloss)
-            return pg - cfg.ent_coef * P.entropy(z).mean() + cfg.vf_coef * v_loss, {}
-
-        st, m = C.sgd_epochs(key, st, {k: f[k] for k in keys}, loss_fn, N)
-        return st, m["loss"]
-
-    return [
-        _gen(rollout, "rollout", "sample N requests, actor forward, sample configs, env step, log-probs"),
-        _gen(values, "value_estimation", "critic forward on the batch, advantages r - V(x)", dep=("fixed",)),
-        _upd(actor_update, "actor_update",
-             "epochs x minibatches SGD on the clipped policy loss + entropy, actor parameters only", sub_state("actor")),
-        _upd(joint_update, "ppo_sgd_joint",
-             "PPO's actual SGD: actor + critic loss, one optimizer (reference for critic_update, not a component)"),
-    ]
-
-
-def _dpo_parts(cfg):
-    from e5jax.methods import dpo as M
-
-    G = cfg.group_size
-    n = cfg.env_steps_per_update // G
-
-    def pairs(state, env, key, fixed):  # = dpo.update's generation + preference labelling
-        k_req, k_act, k_env = jax.random.split(key, 3)
-        req, budget, _ = E.sample_requests(k_req, env, n)
-        obs = E.observe(env, req, budget)
-        logits = C.policy_logits(state, state.params, obs)
-        logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
-        actions = P.sample(k_act, logits_g, state.sizes)
-        rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
-        best, worst = jnp.argmax(rewards, -1), jnp.argmin(rewards, -1)
-        take = lambda a, i: jnp.take_along_axis(a, i[:, None], -1)[:, 0]  # noqa: E731
-        gap = take(rewards, best) - take(rewards, worst)
-        return {"obs": obs, "win": take(actions, best), "lose": take(actions, worst),
-                "valid": (gap >= cfg.tau).astype(jnp.float32)}
-
-    def update(state, env, key, f):
-        def loss_fn(params, mb):
-            z = C.policy_logits(state, params, mb["obs"])
-            zr = C.policy_logits(state, state.ref_params, mb["obs"])
-            lw = P.log_prob(z, mb["win"], state.sizes) - P.log_prob(zr, mb["win"], state.sizes)
-            ll = P.log_prob(z, mb["lose"], state.sizes) - P.log_prob(zr, mb["lose"], state.sizes)
-            per = M.dpo_loss(lw - ll, cfg.beta, cfg.loss, cfg.label_smoothing)
-            return jnp.sum(per * mb["valid"]) / jnp.maximum(mb["valid"].sum(), 1.0), {}
-
-        state, m = C.sgd_epochs(key, state, f, loss_fn, n)
-        return state, m["loss"]
-
-    return [
-        _gen(pairs, "pair_generation_labelling",
-             "N/G requests x G sampled configs, env steps, best/worst pair, |dr| >= tau mask"),
-        _upd(update, "policy_update", "epochs x minibatches SGD on the DPO loss (reference forward included)"),
-    ]
-
-
-def _grpo_parts(cfg):
-    from e5jax.methods import grpo as M
-
-    G = cfg.group_size
-    n = cfg.env_steps_per_update // G
-
-    def groups(state, env, key, fixed):  # = grpo.update's group generation + group-relative ranking
-        k_req, k_act, k_env = jax.random.split(key, 3)
-        req, budget, _ = E.sample_requests(k_req, env, n)
-        obs = E.observe(env, req, budget)
-        logits = C.policy_logits(state, state.params, obs)
-        logits_g = jax.tree_util.tree_map(lambda z: jnp.repeat(z[:, None], G, axis=1), logits)
-        actions = P.sample(k_act, logits_g, state.sizes)
-        rewards, _, _ = E.step(env, req[:, None], budget[:, None], actions, k_env)
-        adv, _ = M.group_advantages(rewards, cfg.scale, cfg.std_floor)
-        flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-        return {"obs": flat(jnp.repeat(obs[:, None], G, axis=1)), "action": flat(actions), "adv": flat(adv),
-                "logp_old": flat(P.log_prob(logits_g, actions, state.sizes))}
-
-    def update(state, env, key, f):
-        def loss_fn(params, mb):
-            z = C.policy_logits(state, params, mb["obs"])
-            kl_ref = P.kl(z, C.policy_logits(state, state.ref_params, mb["obs"]))
-            loss, _ = M.grpo_loss(P.log_prob(z, mb["action"], state.sizes), mb["logp_old"], mb["adv"], kl_ref,
-                                  cfg.clip_eps, cfg.beta)
-            return loss, {}
-
-        state, m = C.sgd_epochs(key, state, f, loss_fn, n * G)
-        return state, m["loss"]
-
-    return [
-        _gen(groups, "group_generation_ranking",
-             "N/G requests x G sampled configs, env steps, group-relative advantages, old log-probs"),
-        _upd(update, "policy_update", "epochs x minibatches SGD on the clipped GRPO loss (+ exact KL)"),
-    ]
-
-
-PARTS = {"lut": _lut_parts, "knn_lut": _knn_parts, "heuristic": _lut_parts, "supervised": _supervised_parts, "ppo": _ppo_parts,
-         "dpo": _dpo_parts, "grpo": _grpo_parts}
+    comps = [_gen(lambda state, env, key, fixed: method.collect(state, env, key), "collect", _doc(method.collect)),
+             learn_piece(method.learn, "learn", _doc(method.learn))]
+    for part, fn in getattr(method, "LEARN_WITHOUT", {}).items():
+        comps.append(learn_piece(fn, f"learn_without_{part}", f"learn() without the {part}"))
+    return comps
 
 
 def _program(comp: Component):
@@ -497,11 +311,10 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     median over rounds of piece / whole update (paired within a round). PPO's critic update is the marginal cost
     of the critic: per round, the actual joint SGD (``ppo_sgd_joint``) minus the actor-only SGD, floored at 0
     (separate actor and critic SGD loops would each pay the per-step overhead once more and overstate the sum)."""
-    cfg = states.cfg
     calls, fixed = {}, {}
-    for comp in list(PARTS[name](cfg)) + [whole_update_component(method)]:
-        ck = (PARTS[name], cfg, comp.name) if comp.name != "update_whole" else (method.__name__, cfg, comp.name)
-        call, n, first_s, carry = _calibrate(comp, states, fixed, env, target_call_s, cache_key=ck)
+    for comp in phase_components(method) + [whole_update_component(method)]:
+        call, n, first_s, carry = _calibrate(comp, states, fixed, env, target_call_s,
+                                             cache_key=(method.__name__, states.cfg, comp.name))
         if comp.feeds:
             fixed = {**fixed, **carry}
         calls[comp.name] = (comp, call, n, first_s)
@@ -516,13 +329,13 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
         out[k] = {**_summary_ms(per[k]), "inner_iterations": n, "repeats": repeats, "first_call_s": first_s,
                   "per": comp.per, "what": comp.what, "share_of_update": float(np.median(per[k] / whole))}
     out["update_whole"]["in_components"] = False
-    if "ppo_sgd_joint" in out:
-        out["ppo_sgd_joint"]["in_components"] = False
-        diff = np.maximum(per["ppo_sgd_joint"] - per["actor_update"], 0.0)
-        out["critic_update"] = {**_summary_ms(diff), "repeats": repeats, "per": "update",
-                                "share_of_update": float(np.median(diff / whole)),
-                                "derived": "per round: ppo_sgd_joint - actor_update (floored at 0); median over rounds",
-                                "what": "marginal cost of the critic in PPO's SGD (critic forward/backward, its Adam state)"}
+    for part in getattr(method, "LEARN_WITHOUT", {}):  # learn = learn_without_<part> + <part>_update
+        out["learn"]["in_components"] = False
+        diff = np.maximum(per["learn"] - per[f"learn_without_{part}"], 0.0)
+        out[f"{part}_update"] = {**_summary_ms(diff), "repeats": repeats, "per": "update",
+                                 "share_of_update": float(np.median(diff / whole)),
+                                 "derived": f"per round: learn - learn_without_{part} (floored at 0); median over rounds",
+                                 "what": f"marginal cost of the {part} in learn()"}
     for t in out.values():
         t["count"] = int(num_updates)
         t["seconds_over_run"] = t["median_ms"] / 1e3 * t["count"]
@@ -586,7 +399,7 @@ def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path
         tr: dict[str, Any] = {"total_s": total, "per_seed_equivalent_s": total / S, "seeds": S,
                               "compile_s": train.get("compile_time_s"), "num_updates": nu, "num_chunks": nc,
                               "components": {}}
-        if settings.components and name in PARTS:
+        if settings.components:
             comps = time_training_components(name, method, states, env, nu, settings.repeats, settings.target_call_s)
             # each piece's share of the whole update (measured in the same rounds) x the run's own training time
             tr["components"] = {k: v["share_of_update"] * total for k, v in comps.items() if v["in_components"]}
@@ -688,9 +501,9 @@ def recorder_from_env(out: Path, table, env: E.EnvParams, run_cfg=None) -> Recor
 
 
 # ----------------------------------------------------------------------------- the table
-SEED_COLUMNS = {"critic_training_s": ("ppo", ("value_estimation", "critic_update")),
-                "pair_generation_s": ("dpo", ("pair_generation_labelling",)),
-                "group_generation_s": ("grpo", ("group_generation_ranking",))}
+SEED_COLUMNS = {"critic_training_s": ("ppo", ("critic_update",)),
+                "pair_generation_s": ("dpo", ("collect",)),
+                "group_generation_s": ("grpo", ("collect",))}
 
 
 def overhead_table(doc: dict) -> list[dict]:

@@ -102,16 +102,82 @@ class Prepared:
     compile_s: float
 
 
-def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams) -> Prepared:
-    """Initialise every seed and compile the method's chunk program ahead of time (thread-safe: XLA compiles
-    outside the GIL, so several methods can be prepared at once)."""
+def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
+    """Initialise every row and compile the method's chunk program ahead of time (thread-safe: XLA compiles
+    outside the GIL, so several methods can be prepared at once). Rows are the run's seeds unless ``keys`` ([N]
+    PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise (a sweep)."""
     trainer = engine.make_train(METHODS[name], cfg, run.eval_every)
-    keys = engine.seed_keys(run.base_seed, run.seeds)
+    keys = engine.seed_keys(run.base_seed, run.seeds) if keys is None else keys
     t0 = time.perf_counter()
-    states = trainer.init(keys, env)
+    # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
+    # the shardings it was lowered with, and each chunk returns row-sharded states
+    states = jax.tree_util.tree_map(engine.shard_seeds, trainer.init(keys, env, hp))
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
     chunk = trainer.chunk_eval.lower(states, keys, env, masks[0]).compile()  # one program for every mask
     return Prepared(trainer, keys, states, chunk, masks, time.perf_counter() - t0)
+
+
+@dataclasses.dataclass
+class Trace:
+    """What training leaves on the host: the final states and, per eval point, the greedy evaluation ([N] or
+    [N, B] per key), the chunk's train metrics (None at intra-chunk points), the env steps since the previous
+    point, the wall time and the update count."""
+
+    states: object
+    evals: list
+    trains: list
+    step_inc: list
+    wall: list
+    chunk_s: list
+    updates: list
+
+    def progress(self) -> dict:
+        return {"evals": self.evals, "trains": self.trains, "step_inc": self.step_inc, "wall": self.wall,
+                "chunk_s": self.chunk_s, "updates": self.updates}
+
+
+def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, checkpointer=None, label: str = "") -> Trace:
+    """Run every chunk of a prepared method (from its latest checkpoint when ``checkpointer`` has one)."""
+    states, keys = p.states, p.keys
+    tr = Trace(states, [jax.device_get(p.trainer.evaluate(states, env))], [], [], [0.0], [], [0])
+    start = 0
+    got = checkpointer.latest(states) if checkpointer is not None else None
+    if got is not None:
+        start, states, prog = got
+        tr = Trace(states, [f32_tree(e) for e in prog["evals"]], [f32_tree(t) for t in prog["trains"]],
+                   [f32_tree(x) for x in prog["step_inc"]], list(prog["wall"]), list(prog["chunk_s"]),
+                   [int(u) for u in prog["updates"]])
+        if pbar is not None:
+            pbar.update(start)
+    for c in range(start, run.num_chunks):
+        mask = p.masks[min(c, 1)]
+        t = time.perf_counter()
+        states, m = p.chunk(states, engine.chunk_keys(keys, c), env, mask)
+        m = jax.device_get(m)  # blocks until the chunk is done
+        tr.chunk_s.append(time.perf_counter() - t)
+        cum = np.cumsum(np.asarray(m["env_steps_per_update"]), axis=1)  # [N, U]
+        prev = 0
+        for u in np.flatnonzero(mask):  # intra-chunk points first, the chunk's end last
+            tr.evals.append({k: np.asarray(v)[:, u] for k, v in m["eval_points"].items()})
+            tr.trains.append(m["train"] if u == len(mask) - 1 else None)
+            tr.step_inc.append(cum[:, u] - (cum[:, prev - 1] if prev else 0))
+            prev = u + 1
+            tr.updates.append(c * run.eval_every + int(u) + 1)
+            # wall time at an intra-chunk point: interpolated linearly in updates within the chunk
+            tr.wall.append(sum(tr.chunk_s[:-1]) + tr.chunk_s[-1] * (u + 1) / len(mask))
+        if pbar is not None:
+            pbar.set_postfix_str(f"{label} chunk {c + 1}/{run.num_chunks} {tr.chunk_s[-1]:.2f}s")
+            pbar.update(1)
+        if checkpointer is not None and c + 1 < run.num_chunks and checkpointer.due(c + 1):
+            checkpointer.save(c + 1, states, tr.progress())
+    tr.states = states
+    return tr
+
+
+def env_steps_axis(step_inc: list) -> np.ndarray:
+    """[N, E] cumulative env steps per row at every eval point (0 at the initial evaluation)."""
+    n = np.asarray(step_inc[0]).shape[0]
+    return np.concatenate([np.zeros((n, 1)), np.cumsum(np.stack(step_inc, 1), 1)], 1)
 
 
 def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None, on_done=None,
@@ -121,46 +187,9 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     ``checkpointer``: continue from its latest checkpoint if it has one, and save at chunk boundaries."""
     method = METHODS[name]
     p = prepared or prepare_method(name, cfg, run, env)
-    trainer, keys, states, chunk, masks, compile_s = p.trainer, p.keys, p.states, p.chunk, p.masks, p.compile_s
-
-    evals = [jax.device_get(trainer.evaluate(states, env))]
-    trains = []
-    wall = [0.0]
-    chunk_s = []
-    updates = [0]
-    step_inc = []  # [S] env steps since the previous eval point
-    start = 0
-    got = checkpointer.latest(states) if checkpointer is not None else None
-    if got is not None:
-        start, states, prog = got
-        evals = [f32_tree(e) for e in prog["evals"]]
-        trains = [f32_tree(t) for t in prog["trains"]]
-        step_inc = [f32_tree(x) for x in prog["step_inc"]]
-        wall, chunk_s, updates = list(prog["wall"]), list(prog["chunk_s"]), [int(u) for u in prog["updates"]]
-        if pbar is not None:
-            pbar.update(start)
-    for c in range(start, run.num_chunks):
-        mask = masks[min(c, 1)]
-        t = time.perf_counter()
-        states, m = chunk(states, engine.chunk_keys(keys, c), env, mask)
-        m = jax.device_get(m)  # blocks until the chunk is done
-        chunk_s.append(time.perf_counter() - t)
-        cum = np.cumsum(np.asarray(m["env_steps_per_update"]), axis=1)  # [S, U]
-        prev = 0
-        for u in np.flatnonzero(mask):  # intra-chunk points first, the chunk's end last
-            evals.append({k: np.asarray(v)[:, u] for k, v in m["eval_points"].items()})
-            trains.append(m["train"] if u == len(mask) - 1 else None)
-            step_inc.append(cum[:, u] - (cum[:, prev - 1] if prev else 0))
-            prev = u + 1
-            updates.append(c * run.eval_every + int(u) + 1)
-            # wall time at an intra-chunk point: interpolated linearly in updates within the chunk
-            wall.append(sum(chunk_s[:-1]) + chunk_s[-1] * (u + 1) / len(mask))
-        if pbar is not None:
-            pbar.set_postfix_str(f"{name} chunk {c + 1}/{run.num_chunks} {chunk_s[-1]:.2f}s")
-            pbar.update(1)
-        if checkpointer is not None and c + 1 < run.num_chunks and checkpointer.due(c + 1):
-            checkpointer.save(c + 1, states, {"evals": evals, "trains": trains, "step_inc": step_inc, "wall": wall,
-                                              "chunk_s": chunk_s, "updates": updates})
+    tr = train_chunks(p, run, env, pbar, checkpointer, label=name)
+    states, evals, trains, wall, chunk_s, updates = tr.states, tr.evals, tr.trains, tr.wall, tr.chunk_s, tr.updates
+    compile_s = p.compile_s
 
     S = run.seeds
     ev = {k: np.stack([e[k] for e in evals], axis=1) for k in EVAL_KEYS}  # [S, E, B]
@@ -173,7 +202,7 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
 
     last = next(t for t in trains if t is not None)
     train_keys = sorted(last)
-    steps = np.concatenate([np.zeros((S, 1)), np.cumsum(np.stack(step_inc, 1), 1)], 1)
+    steps = env_steps_axis(tr.step_inc)
     for k in train_keys:
         if k == "env_steps":
             continue

@@ -1,5 +1,11 @@
 """What every learned method shares, so that the comparison is fair by construction.
 
+Every method is two named phases (``collect(state, env, key) -> batch``: rollouts, groups, pairs, labels, profiled
+cells; ``learn(state, env, batch, key) -> (state, metrics)``) and ``update = compose(collect, learn)``, here, once.
+Both phases get the update's key and take disjoint subkeys of it. Hyperparameters listed in a config's ``TRACED``
+live in the state (``state.hp``, float32 scalars): they are traced, so one compiled program serves every value
+and a sweep vmaps them alongside seeds; every other config field is static (changing it recompiles).
+
 Same trunk and heads (``MLP``), same initialisation (the policy is initialised from the same key split in every
 method), same optimizer (``optax.chain(clip_by_global_norm, adam)`` inside ``apply_if_finite``: a non-finite
 update is skipped and counted, never applied), same env steps per update and the same number of gradient steps
@@ -9,7 +15,7 @@ update is skipped and counted, never applied), same env steps per update and the
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +28,23 @@ from e5jax import policy as P
 NAN = float("nan")
 
 
+def compose(collect: Callable, learn: Callable) -> Callable:
+    """``update(state, env, key) = learn(state, env, collect(state, env, key), key)``: every method's update."""
+
+    def update(state, env, key):
+        return learn(state, env, collect(state, env, key), key)
+
+    return update
+
+
+def traced_hp(cfg) -> dict:
+    """The config's traced hyperparameters (``type(cfg).TRACED``) as float32 scalars: the state's ``hp``."""
+    return {k: jnp.asarray(getattr(cfg, k), jnp.float32) for k in getattr(type(cfg), "TRACED", ())}
+
+
 @dataclasses.dataclass(frozen=True)
 class LearnerConfig:
+    TRACED: ClassVar[tuple] = ("lr",)  # traced hyperparameters (in the state's hp); the rest is static
     env_steps_per_update: int = 256
     hidden: tuple = (128, 64)
     head: str = "factored"  # factored | joint | autoregressive (policy.HEADS; docs/methods.md)
@@ -39,8 +60,10 @@ class LearnerConfig:
     minibatches: int = 4
 
 
-def make_optimizer(cfg: LearnerConfig) -> optax.GradientTransformation:
-    inner = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr, eps=cfg.adam_eps))
+def make_optimizer(cfg: LearnerConfig, lr=None) -> optax.GradientTransformation:
+    """``lr``: the (traced) learning rate, default ``cfg.lr``; Adam's state does not depend on it."""
+    inner = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                        optax.adam(cfg.lr if lr is None else lr, eps=cfg.adam_eps))
     # skip every non-finite update (count them); never fall through to applying one
     return optax.apply_if_finite(inner, max_consecutive_errors=2**30)
 
@@ -78,6 +101,7 @@ class LearnerState:
     opt_state: Any
     step: jax.Array
     extra: Any = None  # method-specific state (e.g. supervised's labelled set)
+    hp: Any = None  # traced hyperparameters {name: f32 scalar} (config TRACED; engine may override, e.g. "lam")
     cfg: Any = struct.field(pytree_node=False, default=None)
     sizes: tuple = struct.field(pytree_node=False, default=())
     ar: tuple = struct.field(pytree_node=False, default=())  # knob sizes of an autoregressive head, else ()
@@ -94,6 +118,7 @@ def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = No
         opt_state=make_optimizer(cfg).init(params),
         step=jnp.zeros((), jnp.int32),
         extra=extra,
+        hp=traced_hp(cfg),
         cfg=cfg,
         sizes=sizes,
         ar=P.ar_sizes(env, cfg.head_kind),
@@ -134,7 +159,8 @@ def sgd_epochs(key, state: LearnerState, batch, loss_fn: Callable, num_items: in
     if state.program.sgd is not None:
         return state.program.sgd(key, state, batch, loss_fn, num_items)
     cfg = state.cfg
-    tx = (state.program.optimizer or make_optimizer)(cfg)
+    lr = state.hp["lr"] if state.hp else None
+    tx = state.program.optimizer(cfg) if state.program.optimizer else make_optimizer(cfg, lr=lr)
     mb = num_items // cfg.minibatches
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

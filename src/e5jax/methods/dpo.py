@@ -10,6 +10,7 @@ policy, optionally an EMA of the policy (``ref_ema`` > 0).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ class Config(C.LearnerConfig):
     label_smoothing: float = 0.0
     tau: float = 0.01  # drop pairs whose reward gap is below tau
     ref_ema: float = 0.0  # 0: reference = initial policy
+    TRACED: ClassVar[tuple] = C.LearnerConfig.TRACED + ("beta", "label_smoothing", "tau")
 
 
 def dpo_loss(h, beta: float, loss: str = "sigmoid", label_smoothing: float = 0.0):
@@ -47,16 +49,27 @@ def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
     return (cfg.env_steps_per_update // cfg.group_size) * cfg.group_size
 
 
-def update(state: C.LearnerState, env: E.EnvParams, key):
+def collect(state: C.LearnerState, env: E.EnvParams, key) -> dict:
+    """N/G requests x G sampled configs (env steps); the best vs the worst by reward is the pair, masked when
+    its reward gap is below tau."""
     cfg: Config = state.cfg
     G = cfg.group_size
-    n = cfg.env_steps_per_update // G
-    k_req, k_act, k_env, k_sgd = jax.random.split(key, 4)
-    obs, _, actions, rewards = C.sample_groups(state, env, (k_req, k_act, k_env), n, G)
+    k_req, k_act, k_env, _ = jax.random.split(key, 4)
+    obs, _, actions, rewards = C.sample_groups(state, env, (k_req, k_act, k_env), cfg.env_steps_per_update // G, G)
     best, worst = jnp.argmax(rewards, -1), jnp.argmin(rewards, -1)
     take = lambda a, i: jnp.take_along_axis(a, i[:, None], -1)[:, 0]  # noqa: E731
     gap = take(rewards, best) - take(rewards, worst)
-    batch = {"obs": obs, "win": take(actions, best), "lose": take(actions, worst), "valid": (gap >= cfg.tau).astype(jnp.float32)}
+    return {"obs": obs, "win": take(actions, best), "lose": take(actions, worst),
+            "valid": (gap >= state.hp["tau"]).astype(jnp.float32), "train_utility": rewards.mean()}
+
+
+def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
+    """epochs x minibatches SGD on the DPO loss over the valid pairs (reference forward included)."""
+    cfg: Config = state.cfg
+    hp = state.hp
+    n = cfg.env_steps_per_update // cfg.group_size
+    *_, k_sgd = jax.random.split(key, 4)
+    pairs = {k: batch[k] for k in ("obs", "win", "lose", "valid")}
 
     def loss_fn(params, mb):
         z = C.policy_logits(state, params, mb["obs"])
@@ -64,18 +77,21 @@ def update(state: C.LearnerState, env: E.EnvParams, key):
         lw = P.log_prob(z, mb["win"], state.sizes) - P.log_prob(zr, mb["win"], state.sizes)
         ll = P.log_prob(z, mb["lose"], state.sizes) - P.log_prob(zr, mb["lose"], state.sizes)
         h = lw - ll
-        per_pair = dpo_loss(h, cfg.beta, cfg.loss, cfg.label_smoothing)
+        per_pair = dpo_loss(h, hp["beta"], cfg.loss, hp["label_smoothing"])
         valid = mb["valid"]
         loss = jnp.sum(per_pair * valid) / jnp.maximum(valid.sum(), 1.0)
         acc = jnp.sum((h > 0) * valid) / jnp.maximum(valid.sum(), 1.0)
         return loss, {"margin": jnp.sum(h * valid) / jnp.maximum(valid.sum(), 1.0), "pair_accuracy": acc}
 
-    state, sgd = C.sgd_epochs(k_sgd, state, batch, loss_fn, n)
+    state, sgd = C.sgd_epochs(k_sgd, state, pairs, loss_fn, n)
     if cfg.ref_ema > 0:
         state = state.replace(ref_params=optax.incremental_update(state.params, state.ref_params, cfg.ref_ema))
-    metrics = C.standard_metrics(state, state.params, obs, rewards.mean(), n * G, sgd)
+    metrics = C.standard_metrics(state, state.params, batch["obs"], batch["train_utility"], n * cfg.group_size, sgd)
     metrics["valid_pair_fraction"] = batch["valid"].mean()
     return state.replace(step=state.step + 1), metrics
+
+
+update = C.compose(collect, learn)
 
 
 def policy(state: C.LearnerState) -> P.MLPPolicy:

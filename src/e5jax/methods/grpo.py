@@ -9,6 +9,7 @@ beta * KL(pi || pi_ref) computed exactly over the discrete action space.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ class Config(C.LearnerConfig):
     beta: float = 0.0  # TRL default; KL is still logged
     scale: str = "group"  # group | batch | none
     std_floor: float = 1e-3
+    TRACED: ClassVar[tuple] = C.LearnerConfig.TRACED + ("clip_eps", "beta")
 
 
 def group_advantages(rewards: jax.Array, scale: str = "group", std_floor: float = 1e-3):
@@ -59,40 +61,47 @@ def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
     return (cfg.env_steps_per_update // cfg.group_size) * cfg.group_size
 
 
-def update(state: C.LearnerState, env: E.EnvParams, key):
+def collect(state: C.LearnerState, env: E.EnvParams, key) -> dict:
+    """N/G requests x G sampled configs (env steps), group-relative advantages, old log-probs (flattened)."""
     cfg: Config = state.cfg
     G = cfg.group_size
-    n_groups = cfg.env_steps_per_update // G
-    k_req, k_act, k_env, k_sgd = jax.random.split(key, 4)
-    obs, logits_g, actions, rewards = C.sample_groups(state, env, (k_req, k_act, k_env), n_groups, G)
+    k_req, k_act, k_env, _ = jax.random.split(key, 4)
+    obs, logits_g, actions, rewards = C.sample_groups(state, env, (k_req, k_act, k_env), cfg.env_steps_per_update // G, G)
     adv, zero_spread = group_advantages(rewards, cfg.scale, cfg.std_floor)
-    logp_old = P.log_prob(logits_g, actions, state.sizes)
-
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-    batch = {
-        "obs": flat(jnp.repeat(obs[:, None], G, axis=1)),
-        "action": flat(actions),
-        "adv": flat(adv),
-        "logp_old": flat(logp_old),
-    }
+    return {"obs": flat(jnp.repeat(obs[:, None], G, axis=1)), "action": flat(actions), "adv": flat(adv),
+            "logp_old": flat(P.log_prob(logits_g, actions, state.sizes)),
+            "group_obs": obs, "train_utility": rewards.mean(), "zero_spread_groups": zero_spread}
+
+
+def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
+    """epochs x minibatches SGD on the clipped GRPO loss + beta x exact KL to the reference."""
+    cfg: Config = state.cfg
+    hp = state.hp
+    n = (cfg.env_steps_per_update // cfg.group_size) * cfg.group_size
+    *_, k_sgd = jax.random.split(key, 4)
+    samples = {k: batch[k] for k in ("obs", "action", "adv", "logp_old")}
 
     def loss_fn(params, mb):
         z = C.policy_logits(state, params, mb["obs"])
         logp = P.log_prob(z, mb["action"], state.sizes)
-        if cfg.beta == 0.0:  # static: no reference forward at all (the KL term would be multiplied by 0)
+        if cfg.beta == 0.0:  # static: no reference forward at all (a sweep tracing beta sets the static one > 0)
             kl_ref = jnp.zeros(logp.shape, logp.dtype)
         else:
             kl_ref = P.kl(z, C.policy_logits(state, state.ref_params, mb["obs"]))
-        loss, ratio = grpo_loss(logp, mb["logp_old"], mb["adv"], kl_ref, cfg.clip_eps, cfg.beta)
+        loss, ratio = grpo_loss(logp, mb["logp_old"], mb["adv"], kl_ref, hp["clip_eps"], hp["beta"])
         return loss, {
-            "clipfrac": jnp.mean(jnp.abs(ratio - 1) > cfg.clip_eps),
+            "clipfrac": jnp.mean(jnp.abs(ratio - 1) > hp["clip_eps"]),
             "approx_kl": jnp.mean((ratio - 1) - jnp.log(ratio)),
         }
 
-    state, sgd = C.sgd_epochs(k_sgd, state, batch, loss_fn, n_groups * G)
-    metrics = C.standard_metrics(state, state.params, obs, rewards.mean(), n_groups * G, sgd)
-    metrics["zero_spread_groups"] = zero_spread
+    state, sgd = C.sgd_epochs(k_sgd, state, samples, loss_fn, n)
+    metrics = C.standard_metrics(state, state.params, batch["group_obs"], batch["train_utility"], n, sgd)
+    metrics["zero_spread_groups"] = batch["zero_spread_groups"]
     return state.replace(step=state.step + 1), metrics
+
+
+update = C.compose(collect, learn)
 
 
 def policy(state: C.LearnerState) -> P.MLPPolicy:

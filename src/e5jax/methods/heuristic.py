@@ -11,9 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from e5jax import policy as P
-from e5jax.methods.lut import Config, init, profile_cells, steps_per_update  # noqa: F401
-
-update = profile_cells
+from e5jax.methods.lut import Config, collect, init, learn, steps_per_update, update  # noqa: F401
 
 
 def choose(seen, est_latency, budgets):

@@ -11,6 +11,7 @@ config, and picks the best config. Nothing is learned; with nothing profiled yet
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from flax import struct
 
 from e5jax import env as E
 from e5jax import policy as P
+from e5jax.methods import common as C
 from e5jax.methods.lut import no_learning_metrics
 
 
@@ -35,6 +37,7 @@ class Profiled:
     latency: jax.Array  # [Rt, C] profiled normalized latency
     step: jax.Array
     cfg: Config = struct.field(pytree_node=False, default=Config())
+    hp: Any = None  # traced settings the engine may give this state (e.g. {"lam": ...}); none of its own
 
 
 def requests_per_update(cfg: Config, env: E.EnvParams) -> int:
@@ -74,27 +77,35 @@ def store(state: Profiled, batch: dict) -> Profiled:
                          step=state.step + 1)
 
 
-def update(state: Profiled, env: E.EnvParams, key):
+def collect(state: Profiled, env: E.EnvParams, key) -> dict:
+    """Profile the next requests (``profile_next``) and score the decision the controller would have made on
+    them before profiling them (a training budget each): the method's train utility."""
     k_env, k_b = jax.random.split(key)
     batch = profile_next(state, env, k_env)
-    req, valid, q, lat, n_after = batch["req"], batch["valid"], batch["q"], batch["lat"], batch["n_after"]
-    C = state.quality.shape[1]
+    req, valid, q, lat = batch["req"], batch["valid"], batch["q"], batch["lat"]
     budget = env.train_budgets[jax.random.randint(k_b, req.shape, 0, env.train_budgets.shape[0])]
-    new = store(state, batch)
-    # reward the controller would get on the newly profiled requests (decided before profiling them)
-    pol = policy(state)
-    choice = pol.greedy(env, req, budget, None)
+    choice = policy(state).greedy(env, req, budget, None)
     r = E.reward_from(env, jnp.take_along_axis(q, choice[:, None], 1)[:, 0],
                       jnp.take_along_axis(lat, choice[:, None], 1)[:, 0], budget)
     w = valid.astype(jnp.float32)
+    # NaN once every train request is profiled (nothing new is decided on)
+    train_utility = jnp.where(w.sum() > 0, jnp.sum(r * w) / jnp.maximum(w.sum(), 1.0), jnp.nan)
+    return {**batch, "train_utility": train_utility}
+
+
+def learn(state: Profiled, env: E.EnvParams, batch: dict, key):
+    """Store the profiled rows (nothing is learned)."""
+    new = store(state, batch)
     metrics = {
-        # NaN once every train request is profiled (nothing new is decided on)
-        "train_utility": jnp.where(w.sum() > 0, jnp.sum(r * w) / jnp.maximum(w.sum(), 1.0), jnp.nan),
-        "env_steps": ((n_after - state.n_profiled) * C).astype(jnp.float32),
-        "labelled_requests": n_after.astype(jnp.float32),
+        "train_utility": batch["train_utility"],
+        "env_steps": ((batch["n_after"] - state.n_profiled) * state.quality.shape[1]).astype(jnp.float32),
+        "labelled_requests": batch["n_after"].astype(jnp.float32),
         **no_learning_metrics(),
     }
     return new, metrics
+
+
+update = C.compose(collect, learn)
 
 
 def policy(state: Profiled) -> P.KNNPolicy:

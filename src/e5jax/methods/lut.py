@@ -9,6 +9,7 @@ to the full config. So the LUT improves as cells accumulate and has a curve on t
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from flax import struct
 
 from e5jax import env as E
 from e5jax import policy as P
+from e5jax.methods import common as C
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,7 @@ class CellStats:
     budgets: jax.Array  # [B] the evaluation budgets the table is keyed on
     step: jax.Array
     cfg: Config = struct.field(pytree_node=False, default=Config())
+    hp: Any = None  # traced settings the engine may give this state (e.g. {"lam": ...}); none of its own
 
 
 def init_cells(key, env: E.EnvParams, cfg) -> CellStats:
@@ -38,28 +41,38 @@ def init_cells(key, env: E.EnvParams, cfg) -> CellStats:
     return CellStats(jnp.zeros((T, B, C)), jnp.zeros((T, C)), jnp.zeros((T, C)), env.budgets, jnp.zeros((), jnp.int32), cfg)
 
 
-def profile_cells(state: CellStats, env: E.EnvParams, key):
-    """Profile N random (train request, config) cells and accumulate them. Shared by lut and heuristic."""
+def collect(state: CellStats, env: E.EnvParams, key) -> dict:
+    """Profile N random (train request, config) cells (N env steps): each cell's reward at every evaluation
+    budget and its normalized latency. Shared by lut and heuristic."""
     N = state.cfg.env_steps_per_update
     k_req, k_cfg, k_env = jax.random.split(key, 3)
     req, budget, _ = E.sample_requests(k_req, env, N)
     config = jax.random.randint(k_cfg, (N,), 0, env.num_configs)
     q, lat = E.lookup(env, req, config, k_env)
-    task = env.task[req]
-    r_all = E.reward_from(env, q[:, None], lat[:, None], env.budgets[None, :])  # [N, B]
+    return {"task": env.task[req], "config": config, "lat": lat,
+            "r_all": E.reward_from(env, q[:, None], lat[:, None], env.budgets[None, :]),  # [N, B]
+            "train_utility": E.reward_from(env, q, lat, budget).mean()}
+
+
+def learn(state: CellStats, env: E.EnvParams, batch: dict, key):
+    """Scatter-add the profiled cells into the [task, budget, config] table (nothing is learned)."""
+    task, config = batch["task"], batch["config"]
     state = state.replace(
-        reward_sum=state.reward_sum.at[task, :, config].add(r_all),
-        latency_sum=state.latency_sum.at[task, config].add(lat),
+        reward_sum=state.reward_sum.at[task, :, config].add(batch["r_all"]),
+        latency_sum=state.latency_sum.at[task, config].add(batch["lat"]),
         count=state.count.at[task, config].add(1.0),
         step=state.step + 1,
     )
     metrics = {
-        "train_utility": E.reward_from(env, q, lat, budget).mean(),
-        "env_steps": jnp.asarray(N, jnp.float32),
+        "train_utility": batch["train_utility"],
+        "env_steps": jnp.asarray(config.shape[0], jnp.float32),
         "cells_covered": jnp.mean(state.count > 0),
         **no_learning_metrics(),
     }
     return state, metrics
+
+
+profile_cells = update = C.compose(collect, learn)
 
 
 def no_learning_metrics() -> dict:
@@ -76,7 +89,6 @@ def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
     return cfg.env_steps_per_update
 
 
-update = profile_cells
 
 
 def policy(state: CellStats) -> P.LookupPolicy:

@@ -53,36 +53,45 @@ def ce_loss(logits, target, sizes, label_smoothing: float = 0.0):
     return ((1 - label_smoothing) * nll + label_smoothing * uniform).mean()
 
 
-def update(state: C.LearnerState, env: E.EnvParams, key):
+def collect(state: C.LearnerState, env: E.EnvParams, key) -> dict:
+    """Label the next requests (C env steps each: their oracle config at every budget becomes known), then draw
+    N (labelled request, training budget) pairs with their oracle configs."""
     cfg: Config = state.cfg
     m = labels_per_update(cfg, env)
     Rt = state.extra.order.shape[0]
     n_before = state.extra.n_labelled
     n_after = jnp.minimum(n_before + m, Rt)
-    env_steps = (n_after - n_before) * env.num_configs
     N = cfg.env_steps_per_update
-
-    k_req, k_b, k_sgd = jax.random.split(key, 3)
+    k_req, k_b, _ = jax.random.split(key, 3)
     pos = jax.random.randint(k_req, (N,), 0, jnp.maximum(n_after, 1))
     req = state.extra.order[pos]
     bidx = jax.random.randint(k_b, (N,), 0, env.train_budgets.shape[0])
     budget = env.train_budgets[bidx]
-    obs = E.observe(env, req, budget)
-    target = E.oracle_config(env, req, budget)  # known: these requests were profiled exhaustively
-    batch = {"obs": obs, "target": target}
+    return {"obs": E.observe(env, req, budget), "target": E.oracle_config(env, req, budget), "req": req,
+            "budget": budget, "n_after": n_after, "env_steps": (n_after - n_before) * env.num_configs}
+
+
+def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
+    """epochs x minibatches cross-entropy SGD steps on the labelled pairs."""
+    cfg: Config = state.cfg
+    *_, k_sgd = jax.random.split(key, 3)
 
     def loss_fn(params, mb):
         z = C.policy_logits(state, params, mb["obs"])
         loss = ce_loss(z, mb["target"], state.sizes, cfg.label_smoothing)
         return loss, {"label_accuracy": jnp.mean(P.greedy(z, state.sizes) == mb["target"])}
 
-    state, sgd = C.sgd_epochs(k_sgd, state, batch, loss_fn, N)
+    obs, req, budget = batch["obs"], batch["req"], batch["budget"]
+    state, sgd = C.sgd_epochs(k_sgd, state, {"obs": obs, "target": batch["target"]}, loss_fn, cfg.env_steps_per_update)
     probs = P.config_probs(C.policy_logits(state, state.params, obs))
     train_utility = jnp.sum(probs * E.reward_matrix(env, req, budget), -1).mean()
-    metrics = C.standard_metrics(state, state.params, obs, train_utility, env_steps, sgd)
-    metrics["labelled_requests"] = n_after.astype(jnp.float32)
-    state = state.replace(step=state.step + 1, extra=state.extra.replace(n_labelled=n_after))
+    metrics = C.standard_metrics(state, state.params, obs, train_utility, batch["env_steps"], sgd)
+    metrics["labelled_requests"] = batch["n_after"].astype(jnp.float32)
+    state = state.replace(step=state.step + 1, extra=state.extra.replace(n_labelled=batch["n_after"]))
     return state, metrics
+
+
+update = C.compose(collect, learn)
 
 
 def policy(state: C.LearnerState) -> P.MLPPolicy:
