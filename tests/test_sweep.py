@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = """[run]
 seeds = 2
 methods = ["lut", "ppo"]
-total_env_steps = 2048
+total_env_steps = 1024
 env_steps_per_update = 64
 eval_every = 8
 """
