@@ -183,6 +183,7 @@ def test_analysis_json_schema_and_report(tmp_path, setup, trained):
     ppo = doc["methods"]["ppo"]
     assert list(ppo["training"]["components"]) == ["collect", "learn_without_critic", "critic_update"]
     assert ppo["training"]["component_timing"]["learn"]["in_components"] is False
+    assert "derived" in doc["methods"]["lut"]["training"]["component_timing"]["learn"]  # = whole - collect
     assert ppo["num_params"]["critic"] > 0 and ppo["num_params"]["total"] == ppo["num_params"]["policy"] + ppo["num_params"]["critic"]
     assert doc["methods"]["lut"]["num_params"]["total"] == 0
     # finish() re-timed every method interleaved and added the ratio to the LUT

@@ -70,17 +70,20 @@ def _check_type(v, annotation: str, where: str) -> None:
         raise ConfigError(f"{where} must be {want}, got {v!r}")
 
 
+def read_toml(path: str | Path, error=ConfigError) -> dict:
+    """A TOML file as a dict; a missing or malformed file raises ``error`` with one line naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"--config {p}: no such file")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"--config {p}: not valid TOML ({e})") from None
+
+
 def load_config(path: str | Path | None = None, seeds: int | None = None, methods: str | None = None,
                 thresholds: str | None = None):
-    raw = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--config {p}: no such file")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"--config {p}: not valid TOML ({e})") from None
+    raw = {} if path is None else read_toml(path)
     unknown = sorted(set(raw) - {"run", "learner", *METHODS})
     if unknown:
         raise ConfigError(f"config: unknown section [{unknown[0]}]")

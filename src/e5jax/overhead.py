@@ -209,20 +209,17 @@ def _doc(fn) -> str:
 
 
 def phase_components(method) -> list[Component]:
-    """The method's own named phases, as compiled in training: ``collect`` (its batch feeds the rest) and
-    ``learn``; a method's ``LEARN_WITHOUT = {part: learn variant without that part}`` (PPO: the critic) adds
-    the variant, and the part's cost is derived as learn - variant. A method missing a phase is an error."""
+    """The pieces timed apart, from the method's own named phases as compiled in training: ``collect`` (its batch
+    feeds the rest) and, for a method with ``LEARN_WITHOUT = {part: learn variant without that part}`` (PPO: the
+    critic), each variant. ``learn`` itself is derived: whole update - collect (the update is their composition),
+    which saves compiling it apart. A method missing a phase is an error."""
     missing = [p for p in ("collect", "learn") if not callable(getattr(method, p, None))]
     if missing:
         raise TypeError(f"{method.__name__} has no {missing[0]}() phase (every method is collect + learn)")
-
-    def learn_piece(fn, name, what):
-        return _upd(lambda st, env, key, f: (lambda r: (r[0], _checksum(r[1])))(fn(st, env, f, key)), name, what)
-
-    comps = [_gen(lambda state, env, key, fixed: method.collect(state, env, key), "collect", _doc(method.collect)),
-             learn_piece(method.learn, "learn", _doc(method.learn))]
+    comps = [_gen(lambda state, env, key, fixed: method.collect(state, env, key), "collect", _doc(method.collect))]
     for part, fn in getattr(method, "LEARN_WITHOUT", {}).items():
-        comps.append(learn_piece(fn, f"learn_without_{part}", f"learn() without the {part}"))
+        comps.append(_upd(lambda st, env, key, f, fn=fn: (lambda r: (r[0], _checksum(r[1])))(fn(st, env, f, key)),
+                          f"learn_without_{part}", f"learn() without the {part}"))
     return comps
 
 
@@ -308,9 +305,9 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     Every piece, and the method's whole ``update`` as reference, is compiled and calibrated first, in update order
     (each generation piece's last batch feeds the later pieces); then ``repeats`` rounds time every program once
     per round, in turn, so load changes on a shared machine hit all of them alike. ``share_of_update`` is the
-    median over rounds of piece / whole update (paired within a round). PPO's critic update is the marginal cost
-    of the critic: per round, the actual joint SGD (``ppo_sgd_joint``) minus the actor-only SGD, floored at 0
-    (separate actor and critic SGD loops would each pay the per-step overhead once more and overstate the sum)."""
+    median over rounds of piece / whole update (paired within a round). ``learn`` is derived per round as whole
+    update - collect; PPO's critic update is the marginal cost of the critic: learn minus the actor-only learn,
+    floored at 0 (separate actor and critic SGD loops would each pay the per-step overhead and overstate it)."""
     calls, fixed = {}, {}
     for comp in phase_components(method) + [whole_update_component(method)]:
         call, n, first_s, carry = _calibrate(comp, states, fixed, env, target_call_s,
@@ -329,13 +326,19 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
         out[k] = {**_summary_ms(per[k]), "inner_iterations": n, "repeats": repeats, "first_call_s": first_s,
                   "per": comp.per, "what": comp.what, "share_of_update": float(np.median(per[k] / whole))}
     out["update_whole"]["in_components"] = False
-    for part in getattr(method, "LEARN_WITHOUT", {}):  # learn = learn_without_<part> + <part>_update
-        out["learn"]["in_components"] = False
-        diff = np.maximum(per["learn"] - per[f"learn_without_{part}"], 0.0)
-        out[f"{part}_update"] = {**_summary_ms(diff), "repeats": repeats, "per": "update",
-                                 "share_of_update": float(np.median(diff / whole)),
-                                 "derived": f"per round: learn - learn_without_{part} (floored at 0); median over rounds",
-                                 "what": f"marginal cost of the {part} in learn()"}
+
+    def derived(name, values, how, what, counted=True):
+        v = np.maximum(values, 0.0)
+        out[name] = {**_summary_ms(v), "repeats": repeats, "per": "update", "share_of_update": float(np.median(v / whole)),
+                     "derived": f"per round: {how} (floored at 0); median over rounds", "what": what,
+                     "in_components": counted}
+
+    learn = whole - per["collect"]
+    without = getattr(method, "LEARN_WITHOUT", {})
+    derived("learn", learn, "update_whole - collect", _doc(method.learn), counted=not without)
+    for part in without:  # learn = learn_without_<part> + <part>_update
+        derived(f"{part}_update", learn - per[f"learn_without_{part}"], f"update_whole - collect - learn_without_{part}",
+                f"marginal cost of the {part} in learn()")
     for t in out.values():
         t["count"] = int(num_updates)
         t["seconds_over_run"] = t["median_ms"] / 1e3 * t["count"]

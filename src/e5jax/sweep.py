@@ -31,7 +31,6 @@ import math
 import os
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import jax
@@ -42,7 +41,7 @@ from tqdm.auto import tqdm
 from e5jax import analysis as A
 from e5jax import engine
 from e5jax import env as E
-from e5jax.config import ConfigError, RunConfig, load_config
+from e5jax.config import ConfigError, RunConfig, load_config, read_toml
 from e5jax.errors import UsageError
 from e5jax.io import atomic_write, read_json, write_json
 from e5jax.methods import METHODS
@@ -81,13 +80,7 @@ def _fail(msg: str):
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--spec {p}: no such file")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"--spec {p}: not valid TOML ({e})") from None
+    raw = read_toml(path, UsageError)
     unknown = sorted(set(raw) - {"sweep", "space"})
     if unknown:
         _fail(f"unknown section [{unknown[0]}] (sections: [sweep], [space.<method>])")
@@ -133,10 +126,14 @@ def check_spec(spec: SweepSpec, cfgs: dict) -> None:
             _fail(f"[sweep] methods: {m!r} has no traced hyperparameters to tune (training-free)")
         if not spec.space.get(m):
             _fail(f"[space.{m}] is missing or empty: give at least one hyperparameter range")
-    for m, space in spec.space.items():
-        if m not in spec.methods:
-            _fail(f"[space.{m}]: {m!r} is not in [sweep] methods")
+    for m, space in spec.space.items():  # spaces of methods not tuned this time are checked too, then unused
+        if m not in METHODS:
+            _fail(f"[space.{m}]: unknown method {m!r} (choose from {', '.join(METHODS)})")
+        if not isinstance(space, dict):
+            _fail(f"[space.{m}] must be a table of hyperparameter = distribution")
         cls = METHODS[m].Config
+        if not issubclass(cls, LearnerConfig):
+            _fail(f"[space.{m}]: {m!r} has no traced hyperparameters to tune (training-free)")
         fields = {f.name for f in dataclasses.fields(cls)}
         for k, dist in space.items():
             where = f"[space.{m}] {k}"
@@ -152,7 +149,7 @@ def check_spec(spec: SweepSpec, cfgs: dict) -> None:
             if k == "label_smoothing" and max(values) >= 0.5:
                 _fail(f"{where}: label smoothing must be < 0.5, got {values}")
     if spec.search == "grid":
-        for m in spec.methods:
+        for m in spec.methods:  # (only the tuned ones)
             n = math.prod(len(v) for v in spec.space[m].values())
             if n != spec.trials:
                 _fail(f"[space.{m}]: the grid has {n} points but trials = {spec.trials} (every method gets the same "
@@ -247,16 +244,22 @@ def train_rows(prepared, n: int, run: RunConfig, env: E.EnvParams, pbar=None, la
             "train_s": float(sum(tr.chunk_s)), "rows": n, "devices": len(jax.devices())}
 
 
-def run_phase(jobs: dict, run: RunConfig, env: E.EnvParams, pbar, on_done) -> None:
-    """``jobs``: {method: (cfg, keys, hp, label)}. Every method's program is compiled concurrently (XLA compiles
-    outside the GIL); training runs method by method as each program is ready; ``on_done(method, result)``."""
+def run_phase(jobs: dict, run: RunConfig, env: E.EnvParams, pbar, on_done, workers: int | None = None) -> None:
+    """``jobs``: {method: (cfg, keys, hp, label)}. Methods are compiled and trained concurrently, ``workers`` at a
+    time (default: the CPU count): XLA compiles and runs outside the GIL, and on a CPU one vmapped program rarely
+    keeps every core busy. ``on_done(method, result)`` runs in the calling thread, in job order."""
     if not jobs:
         return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        futures = {m: pool.submit(prepare_rows, m, cfg, run, env, keys, hp) for m, (cfg, keys, hp, _) in jobs.items()}
+    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
+
+    def work(m, cfg, keys, hp, label):
+        return train_rows(prepare_rows(m, cfg, run, env, keys, hp), keys.shape[0], run, env, pbar, label)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {m: pool.submit(work, m, *job) for m, job in jobs.items()}
         try:
-            for m, (_, keys, _, label) in jobs.items():
-                on_done(m, train_rows(futures[m].result(), keys.shape[0], run, env, pbar, label))
+            for m in jobs:
+                on_done(m, futures[m].result())
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
