@@ -102,19 +102,33 @@ class Prepared:
     compile_s: float
 
 
-def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
-    """Initialise every row and compile the method's chunk program ahead of time (thread-safe: XLA compiles
-    outside the GIL, so several methods can be prepared at once). Rows are the run's seeds unless ``keys`` ([N]
-    PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise (a sweep)."""
+def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
+    """Initialise every row (in the calling thread: it executes a program). Rows are the run's seeds unless
+    ``keys`` ([N] PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise."""
     trainer = engine.make_train(METHODS[name], cfg, run.eval_every)
     keys = engine.seed_keys(run.base_seed, run.seeds) if keys is None else keys
     t0 = time.perf_counter()
     # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
     # the shardings it was lowered with, and each chunk returns row-sharded states
     states = jax.tree_util.tree_map(engine.shard_seeds, trainer.init(keys, env, hp))
+    jax.block_until_ready(states)
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
-    chunk = trainer.chunk_eval.lower(states, keys, env, masks[0]).compile()  # one program for every mask
-    return Prepared(trainer, keys, states, chunk, masks, time.perf_counter() - t0)
+    return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0)
+
+
+def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
+    """Compile the chunk program ahead of time (one program for every eval mask). Lowering and compiling execute
+    nothing, so several methods can compile at once in threads (XLA compiles outside the GIL); executing programs
+    from several threads at once deadlocked XLA's CPU runtime here (a sweep hung with every thread in a futex
+    wait), so everything that runs a program stays in the main thread."""
+    t0 = time.perf_counter()
+    chunk = p.trainer.chunk_eval.lower(p.states, p.keys, env, p.masks[0]).compile()
+    return dataclasses.replace(p, chunk=chunk, compile_s=p.compile_s + time.perf_counter() - t0)
+
+
+def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
+    """``init_method`` then ``compile_method``."""
+    return compile_method(init_method(name, cfg, run, env, keys, hp), env)
 
 
 @dataclasses.dataclass
@@ -286,7 +300,8 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     # method by method as soon as its program is ready. The overhead analysis waits until all compiles are done,
     # so its timings never share the CPU with a compiler.
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(todo) or 1, os.cpu_count() or 1))) as pool:
-        futures = {name: pool.submit(prepare_method, name, cfgs[name], run, env) for name in todo}
+        inits = {name: init_method(name, cfgs[name], run, env) for name in todo}  # executes: main thread
+        futures = {name: pool.submit(compile_method, inits[name], env) for name in todo}
 
         def finished_after_compiles(name, method, states, result):
             concurrent.futures.wait(futures.values())

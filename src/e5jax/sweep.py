@@ -46,7 +46,7 @@ from e5jax.errors import UsageError
 from e5jax.io import atomic_write, read_json, write_json
 from e5jax.methods import METHODS
 from e5jax.methods.common import LearnerConfig
-from e5jax.run import env_steps_axis, prepare_method, train_chunks
+from e5jax.run import compile_method, env_steps_axis, init_method, train_chunks
 from e5jax.table import ProfileTable, default_table_path, load_table
 
 SCHEMA = "e5jax/sweep/v1"
@@ -228,12 +228,12 @@ def row_keys(base_seed: int, seeds: int, repeats: int) -> jax.Array:
     return jnp.tile(k, (repeats, 1))
 
 
-def prepare_rows(name: str, cfg, run: RunConfig, env: E.EnvParams, keys, hp: dict):
-    """Initialise and compile every row (one program), the rows padded and sharded over the devices."""
+def init_rows(name: str, cfg, run: RunConfig, env: E.EnvParams, keys, hp: dict):
+    """Initialise every row (one program), the rows padded and sharded over the devices."""
     n_dev = len(jax.devices())
     keys = engine.shard_seeds(pad_rows(keys, n_dev))
     hp = {k: engine.shard_seeds(pad_rows(jnp.asarray(v, jnp.float32), n_dev)) for k, v in hp.items()}
-    return prepare_method(name, cfg, run, env, keys=keys, hp=hp or None)
+    return init_method(name, cfg, run, env, keys=keys, hp=hp or None)
 
 
 def train_rows(prepared, n: int, run: RunConfig, env: E.EnvParams, pbar=None, label: str = "") -> dict:
@@ -244,22 +244,18 @@ def train_rows(prepared, n: int, run: RunConfig, env: E.EnvParams, pbar=None, la
             "train_s": float(sum(tr.chunk_s)), "rows": n, "devices": len(jax.devices())}
 
 
-def run_phase(jobs: dict, run: RunConfig, env: E.EnvParams, pbar, on_done, workers: int | None = None) -> None:
-    """``jobs``: {method: (cfg, keys, hp, label)}. Methods are compiled and trained concurrently, ``workers`` at a
-    time (default: the CPU count): XLA compiles and runs outside the GIL, and on a CPU one vmapped program rarely
-    keeps every core busy. ``on_done(method, result)`` runs in the calling thread, in job order."""
+def run_phase(jobs: dict, run: RunConfig, env: E.EnvParams, pbar, on_done) -> None:
+    """``jobs``: {method: (cfg, keys, hp, label)}. Every method is initialised in this thread, its program compiled
+    in a thread pool (compiles only: ``run.compile_method``), and trained here, method by method, as soon as its
+    program is ready; ``on_done(method, result)`` after each."""
     if not jobs:
         return
-    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
-
-    def work(m, cfg, keys, hp, label):
-        return train_rows(prepare_rows(m, cfg, run, env, keys, hp), keys.shape[0], run, env, pbar, label)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {m: pool.submit(work, m, *job) for m, job in jobs.items()}
+    inits = {m: init_rows(m, cfg, run, env, keys, hp) for m, (cfg, keys, hp, _) in jobs.items()}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        futures = {m: pool.submit(compile_method, inits[m], env) for m in jobs}
         try:
-            for m in jobs:
-                on_done(m, futures[m].result())
+            for m, (_, keys, _, label) in jobs.items():
+                on_done(m, train_rows(futures[m].result(), keys.shape[0], run, env, pbar, label))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
