@@ -287,3 +287,16 @@ def test_lam_rows_match_envs_with_that_lam(known_table):
         np.testing.assert_allclose(np.asarray(met["eval"]["utility"])[i], np.asarray(ml["eval"]["utility"])[0], rtol=1e-6)
     with pytest.raises(ValueError, match="not a traced hyperparameter"):
         tr.init(keys, env, {"clip_eps": jnp.ones(2)})
+
+
+def test_init_in_blocks_equals_one_init(known_table):
+    from e5jax.run import init_in_blocks
+
+    env = E.make_env_params(known_table)
+    m = METHODS["supervised"]
+    tr = engine.make_train(m, m.Config(env_steps_per_update=64), eval_every=2)
+    keys = jax.random.split(jax.random.PRNGKey(0), 5)
+    hp = {"lr": jnp.linspace(1e-4, 1e-3, 5)}
+    a, b = tr.init(keys, env, hp), init_in_blocks(tr, keys, env, hp, block=2)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -102,6 +103,21 @@ class Prepared:
     compile_s: float
 
 
+INIT_BLOCK = 32
+
+
+def init_in_blocks(trainer: engine.Trainer, keys, env: E.EnvParams, hp: dict | None, block: int = INIT_BLOCK):
+    """``trainer.init`` on blocks of at most ``block`` rows, concatenated (row i's state depends only on its key and
+    hp, so the result is the same). Why: initialising 80 supervised rows in one program never returned on this
+    2-core CPU (jax 0.10.2; 40 rows did, as did the 80-row training chunks) — reproducible, cause not found."""
+    n = keys.shape[0]
+    if n <= block:
+        return trainer.init(keys, env, hp)
+    parts = [trainer.init(keys[i:i + block], env, None if not hp else {k: v[i:i + block] for k, v in hp.items()})
+             for i in range(0, n, block)]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
 def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
     """Initialise every row (in the calling thread: it executes a program). Rows are the run's seeds unless
     ``keys`` ([N] PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise."""
@@ -110,7 +126,7 @@ def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp:
     t0 = time.perf_counter()
     # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
     # the shardings it was lowered with, and each chunk returns row-sharded states
-    states = jax.tree_util.tree_map(engine.shard_seeds, trainer.init(keys, env, hp))
+    states = jax.tree_util.tree_map(engine.shard_seeds, init_in_blocks(trainer, keys, env, hp))
     jax.block_until_ready(states)
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
     return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0)
