@@ -30,6 +30,8 @@ from profiling_bridge.sweep import METHODS, sweep_latency
 PLACEHOLDER_QUALITY = 1.0
 ROUTING_NOTE = ("random router weights route tokens near-uniformly over experts; a trained router can be skewed, "
                 "which changes grouped-experts latency somewhat (docs/bridge.md)")
+# train-tiny's defaults: the recipe behind the committed checkpoint (docs/measured_table.md)
+TINY_TRAIN = dict(steps=1500, batch_size=64, lr=1e-3, vision_steps=300, full_fraction=0.0, balance=True)
 DTYPES = dict(float32="float32", bfloat16="bfloat16", float16="float16")
 
 
@@ -318,12 +320,17 @@ def cmd_train_tiny(args, argv) -> int:
 
     if args.steps < 1 or args.batch_size < 1:
         raise BridgeError("--steps and --batch-size must be at least 1")
+    if args.vision_steps < 0:
+        raise BridgeError("--vision-steps must be at least 0")
+    if not 0 <= args.full_fraction <= 1:
+        raise BridgeError("--full-fraction must be in [0, 1]")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BridgeError(f"--out {out}: exists and is not a directory")
     torch.set_num_threads(args.threads)
     meta = tiny_vqa.train(out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          limit=args.limit, progress=not args.no_progress)
+                          limit=args.limit, progress=not args.no_progress, vision_steps=args.vision_steps,
+                          full_fraction=args.full_fraction, balance=args.balance)
     return _tiny_summary(args, argv, meta)
 
 
@@ -461,10 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     tt = sub.add_parser("train-tiny", help="train tiny-llava-olmoe on easy-vqa (knob-aware) and report its test accuracy")
     tt.add_argument("--out", required=True, help="checkpoint directory (written atomically)")
-    tt.add_argument("--steps", type=int, default=1500)
-    tt.add_argument("--batch-size", type=int, default=64)
-    tt.add_argument("--lr", type=float, default=2e-3)
+    tt.add_argument("--steps", type=int, default=TINY_TRAIN["steps"], help="VQA steps (after --vision-steps)")
+    tt.add_argument("--batch-size", type=int, default=TINY_TRAIN["batch_size"])
+    tt.add_argument("--lr", type=float, default=TINY_TRAIN["lr"])
     tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--vision-steps", type=int, default=TINY_TRAIN["vision_steps"],
+                    help="stage 1: steps training the vision tower alone on each image's shape and colour")
+    tt.add_argument("--full-fraction", type=float, default=TINY_TRAIN["full_fraction"],
+                    help="fraction of the VQA steps at the full config before the knob-aware recipe")
+    tt.add_argument("--balance", action=argparse.BooleanOptionalAction, default=TINY_TRAIN["balance"],
+                    help="sample the question types (colour, shape, yes/no) equally often")
     tt.add_argument("--limit", type=int, default=None, help="train on the first N questions only (tests)")
     tiny_args(tt)
     tt.set_defaults(func=cmd_train_tiny)

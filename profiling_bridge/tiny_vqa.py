@@ -161,6 +161,69 @@ def _pixels(items: list[QAItem], processor) -> tuple[torch.Tensor, np.ndarray]:
     return torch.cat(chunks), np.array([row[it.image] for it in items])
 
 
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+def image_labels(items: list[QAItem], n_images: int, img_row: np.ndarray, colours: list[str]) -> torch.Tensor:
+    """Per image ``[I, 2]`` (shape index, colour index), -100 where no question of ``items`` tells it.
+
+    Read from the questions and answers themselves: a shape question's answer is the shape, a colour question's
+    the colour ("what color is the circle?" also names the shape), a yes/no question about a shape or colour
+    answered "yes" names it.
+    """
+    lab = torch.full((n_images, 2), -100, dtype=torch.long)
+    for it, r in zip(items, img_row):
+        q, a = it.question.lower(), it.answers[0]
+        words = set(re.findall(r"\w+", q))
+        if it.task_type == "shape":
+            lab[r, 0] = SHAPES.index(a)
+        elif it.task_type == "color":
+            lab[r, 1] = colours.index(a)
+            named = words & set(SHAPES)
+            if named:
+                lab[r, 0] = SHAPES.index(named.pop())
+        elif a == "yes" and "not" not in words and "no" not in words:
+            if words & set(SHAPES):
+                lab[r, 0] = SHAPES.index((words & set(SHAPES)).pop())
+            if words & set(colours):
+                lab[r, 1] = colours.index((words & set(colours)).pop())
+    return lab
+
+
+def pretrain_vision(model, pixels: torch.Tensor, labels: torch.Tensor, n_colours: int, steps: int, batch_size: int,
+                    lr: float, rng: np.random.Generator) -> list[float]:
+    """Stage 1, a stand-in for a pre-trained vision tower: the tower alone learns each image's shape and colour
+    through a linear head on its mean patch feature (the layer LLaVA feeds the projector); the head is dropped."""
+    tower = model.model.vision_tower
+    hidden = model.config.vision_config.hidden_size
+    heads = torch.nn.Linear(hidden, len(SHAPES) + n_colours)
+    params = [*tower.parameters(), *heads.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    layer = model.config.vision_feature_layer
+    losses = []
+    for _ in range(steps):
+        idx = rng.choice(len(pixels), size=min(batch_size, len(pixels)), replace=False)
+        px = pixels[idx]
+        flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+        px = torch.where(flip[:, None, None, None], px.flip(-1), px)
+        h = tower(pixel_values=px, output_hidden_states=True).hidden_states[layer][:, 1:].mean(1)
+        logits = heads(h)
+        y = labels[idx]
+        loss = sum(F.cross_entropy(part, t) for part, t in ((logits[:, :len(SHAPES)], y[:, 0]), (logits[:, len(SHAPES):], y[:, 1]))
+                   if bool((t >= 0).any()))  # ignore_index=-100: images whose label no question gives
+        if not torch.is_tensor(loss):
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def exit_weights(layers: int) -> torch.Tensor:
     """LayerSkip-style early-exit loss weights: growing linearly with depth, summing to 1."""
     w = torch.arange(1, layers + 1, dtype=torch.float32)
@@ -216,8 +279,15 @@ def save_checkpoint(model, tokenizer, out: Path, meta: dict) -> None:
 
 
 def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-          arch: str = ARCH, limit: int | None = None, progress: bool = True, log=print) -> dict:
-    """Train ``arch`` on easy-vqa's train split; returns the train meta (also in ``out/train_meta.json``)."""
+          arch: str = ARCH, limit: int | None = None, progress: bool = True, log=print,
+          full_fraction: float = 0.0, vision_steps: int = 0, balance: bool = False) -> dict:
+    """Train ``arch`` on easy-vqa's train split; returns the train meta (also in ``out/train_meta.json``).
+
+    ``full_fraction``: the first ``round(full_fraction * steps)`` steps train the full config only (every image
+    token, the grid's largest top-k, loss on the last block's output); the knob-aware recipe follows.
+    ``vision_steps``: steps of :func:`pretrain_vision` before that (batch ``batch_size``, lr ``lr``).
+    ``balance``: sample the question types equally often (easy-vqa's train split is 74% yes/no, 13% shape).
+    """
     spec = get_arch(arch)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -235,18 +305,32 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     n_layers = model.config.text_config.num_hidden_layers
     max_k = max(spec.grid["top_k"])
     weights = exit_weights(n_layers)
+    last_only = torch.zeros(n_layers)
+    last_only[-1] = 1.0
+    full_steps = int(round(full_fraction * steps))
     gates = routers(model)
+    colours = sorted({it.answers[0] for it in items if it.task_type == "color"})
+    vision_losses = pretrain_vision(model, pixels, image_labels(items, len(pixels), img_row, colours), len(colours),
+                                    vision_steps, batch_size, lr, rng) if vision_steps else []
+    vision_seconds = time.perf_counter() - t0
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    types = np.array([it.task_type for it in items])
+    p_item = None
+    if balance:
+        counts = Counter(types.tolist())
+        p_item = np.array([1.0 / (len(counts) * counts[t]) for t in types])
+        p_item /= p_item.sum()
     losses = []
     with tqdm(total=steps, desc="train-tiny", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for step in range(steps):
-            idx = rng.choice(len(items), size=batch_size, replace=False)
-            k = int(rng.choice(v_levels))  # vision-token dropping: a grid level per batch
+            idx = rng.choice(len(items), size=batch_size, replace=False, p=p_item)
+            knobs = step >= full_steps  # the full-config phase first, then the knob-aware recipe
+            k = int(rng.choice(v_levels)) if knobs else max(v_levels)  # vision-token dropping: a level per batch
             for g in gates:  # per-layer random top-k (1..max level of the grid)
-                g.top_k = int(rng.integers(1, max_k + 1))
+                g.top_k = int(rng.integers(1, max_k + 1)) if knobs else max_k
             seqs, tpos, tgt = [], [], []
             for i in idx:
                 key = (items[i].question, k)
@@ -262,12 +346,13 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
             flip = torch.from_numpy(rng.random(batch_size) < 0.5)
             px = torch.where(flip[:, None, None, None], px.flip(-1), px)  # label-preserving augmentation
             feats = torch.stack(list(model.model.get_image_features(pixel_values=px).pooler_output))  # [B, N, H]
-            if rng.random() < 0.5:  # the inference rule: uniform stride
+            if not knobs or rng.random() < 0.5:  # the inference rule: uniform stride
                 feats = select_image_features(feats.transpose(0, 1), k, "uniform").transpose(0, 1)
             else:  # a random subset, in order
                 keep = torch.from_numpy(np.sort(rng.choice(feats.shape[1], size=k, replace=False)))
                 feats = feats[:, keep]
-            loss = train_step_loss(model, batch_ids, torch.tensor(tgt), torch.tensor(tpos), feats, weights)
+            loss = train_step_loss(model, batch_ids, torch.tensor(tgt), torch.tensor(tpos), feats,
+                                   weights if knobs else last_only)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -280,7 +365,10 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     for g in gates:
         g.top_k = model.config.text_config.num_experts_per_tok
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
-    meta = dict(arch=arch, seed=seed, steps=steps, batch_size=batch_size, lr=lr, train_questions=len(items),
+    meta = dict(arch=arch, seed=seed, steps=steps, batch_size=batch_size, lr=lr, full_fraction=full_fraction,
+                full_config_steps=full_steps, vision_steps=vision_steps, balance=balance, vision_seconds=round(vision_seconds, 1),
+                vision_final_loss=round(float(np.mean(vision_losses[-50:])), 4) if vision_losses else None,
+                train_questions=len(items),
                 train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1), torch_threads=torch.get_num_threads(),
                 final_loss=round(float(np.mean(losses[-50:])), 4), loss_every_100=[round(x, 4) for x in losses[::100]],
                 recipe=dict(vision_tokens=f"per batch a level of {list(v_levels)}; half uniform stride, half random subset",

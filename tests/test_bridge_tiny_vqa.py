@@ -72,12 +72,14 @@ def test_batched_harness_matches_one_by_one(tmp_path):
 
 def test_train_tiny_checkpoint_profile_and_validate(tmp_path, capsys):
     ck, summary = tmp_path / "ck", tmp_path / "summary.json"
-    assert bridge(["train-tiny", "--out", str(ck), "--steps", "2", "--batch-size", "4", "--limit", "64",
+    assert bridge(["train-tiny", "--out", str(ck), "--steps", "4", "--batch-size", "4", "--limit", "64",
+                   "--vision-steps", "2", "--full-fraction", "0.5",
                    "--test-limit", "12", "--summary", str(summary), "--no-progress"]) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json", "train_meta.json"} <= {p.name for p in ck.iterdir()}
     s = json.loads(summary.read_text())
     assert s["test"]["test_questions"] == 12 and 0 <= s["test"]["full_accuracy"] <= 1
     assert set(s["test"]["accuracy_per_knob_level_others_full"]["active_blocks"]) == {"2", "3", "4", "5", "6"}
+    assert s["train"]["vision_steps"] == 2 and s["train"]["full_config_steps"] == 2 and s["train"]["balance"]
 
     assert bridge(["easy-vqa", "--out", str(tmp_path / "data"), "--requests", "16", "--seed", "1"]) == 0
     table_path = tmp_path / "t.npz"
@@ -91,6 +93,20 @@ def test_train_tiny_checkpoint_profile_and_validate(tmp_path, capsys):
     assert {"prompt_tokens", "edge_density", "colour_count", "fg_fraction"} <= set(t.feature_names)
     assert "expected_output_tokens" not in t.feature_names  # one-word answers: constant, dropped
     assert not t.meta["quality_is_placeholder"] and set(t.task_types) <= set(tv.TASK_TYPES)
+
+
+def test_image_labels_from_questions():
+    items = tv.load_easy_vqa("train", limit=300)
+    paths = sorted({it.image for it in items})
+    row = np.array([paths.index(it.image) for it in items])
+    colours = sorted({it.answers[0] for it in items if it.task_type == "color"})
+    lab = tv.image_labels(items, len(paths), row, colours)
+    for it, r in zip(items, row):  # every shape / colour question agrees with its image's label
+        if it.task_type == "shape":
+            assert tv.SHAPES[lab[r, 0]] == it.answers[0]
+        elif it.task_type == "color":
+            assert colours[lab[r, 1]] == it.answers[0]
+    assert (lab[:, 0] >= 0).float().mean() > 0.5
 
 
 def test_knob_effects_on_a_small_table():
