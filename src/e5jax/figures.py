@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, NullFormatter, PercentFormatter  # noqa: E402
 
 from e5jax.analysis import arr  # noqa: E402
 
@@ -451,6 +451,7 @@ def sweep_scores(doc: dict, path: Path) -> Path:
             ax.scatter(x[c:c + 1], y[c:c + 1], marker="*", s=120, color="black", label="chosen")
             if isinstance(space[m][k], dict) and "log" in space[m][k]:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(k)
             if j == 0:
                 ax.set_ylabel(f"{m}\nfinal norm. utility (tuning)")

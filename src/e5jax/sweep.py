@@ -374,7 +374,11 @@ def answers(results: dict) -> dict:
     def rank(key, better):
         vals = {m: r[key]["iqm"] if better == "high" else r[key]["std"] for m, r in results.items()}
         order = sorted(vals, key=lambda m: (-vals[m] if better == "high" else vals[m]))
-        return {"winner": order[0], "ranking": order, "values": vals}
+        out = {"winner": order[0], "ranking": order, "values": vals}
+        if better == "high" and len(order) > 1:  # is the winner's CI clear of the runner-up's?
+            w, r = results[order[0]][key], results[order[1]][key]
+            out["separated_from_runner_up"] = bool(w["ci_low"] > r["ci_high"])
+        return out
 
     return {"final_utility (frontier)": rank("final", "high"), "sample_efficiency (AUC)": rank("auc", "high"),
             "stability (std of final over seeds)": rank("final", "low")}
@@ -439,8 +443,12 @@ def summary_markdown(doc: dict) -> str:
                          f"{v['slo']['mean']:.1%} | {v['quality']['mean']:.3f} |")
         L += ["", "Which answers change when the learned methods are tuned:", ""]
         for q, c in doc["answers"].items():
+            sep = {k: c[k].get("separated_from_runner_up") for k in ("default", "tuned")}
+            ci = "" if sep["tuned"] is None else (
+                f" (tuned winner's 95% CI {'clear of' if sep['tuned'] else 'overlaps'} the runner-up's; default winner's "
+                f"{'clear of' if sep['default'] else 'overlaps'} it)")
             L.append(f"- **{q}**: default winner {c['default']['winner']}, tuned winner {c['tuned']['winner']} — "
-                     f"{'winner CHANGED' if c['winner_changed'] else 'winner unchanged'}; ranking "
+                     f"{'winner CHANGED' if c['winner_changed'] else 'winner unchanged'}{ci}; ranking "
                      f"{'changed' if c['ranking_changed'] else 'unchanged'} ({' > '.join(c['tuned']['ranking'])}).")
         L += ["- **cost**: unchanged by construction: tuned values are traced (same program, same FLOPs per update, "
               "same env steps); decision cost depends on the head, not on these values.", ""]
