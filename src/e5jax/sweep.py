@@ -46,7 +46,7 @@ from e5jax.errors import UsageError
 from e5jax.io import atomic_write, read_json, write_json
 from e5jax.methods import METHODS
 from e5jax.methods.common import LearnerConfig
-from e5jax.run import compile_method, env_steps_axis, init_method, train_chunks
+from e5jax.run import compile_method, env_steps_axis, init_method, table_provenance, train_chunks
 from e5jax.table import ProfileTable, default_table_path, load_table
 
 SCHEMA = "e5jax/sweep/v1"
@@ -206,11 +206,9 @@ def draw_trials(spec: SweepSpec, method: str, cfg) -> list[dict]:
 
 
 def sweep_config(cfg, settings: list[dict]):
-    """The static config for rows with these traced settings: GRPO skips its reference forward when the static
-    beta is 0, so a sweep with any beta > 0 switches it on (the rows' traced beta is what the loss uses)."""
-    if getattr(cfg, "beta", None) == 0.0 and any(s.get("beta", 0.0) > 0 for s in settings):
-        return dataclasses.replace(cfg, beta=1.0)
-    return cfg
+    """The static config for rows with these traced settings: the method's own ``Config.with_traced`` when it has
+    one (GRPO compiles its KL term only for a static beta > 0), else the config as it is."""
+    return cfg.with_traced(settings) if hasattr(cfg, "with_traced") else cfg
 
 
 # ----------------------------------------------------------------------------- rows
@@ -223,9 +221,7 @@ def pad_rows(x, n_dev: int):
 
 def row_keys(base_seed: int, seeds: int, repeats: int) -> jax.Array:
     """[repeats * seeds] keys: seed i's key (``engine.seed_keys``) for every block of rows (common random numbers)."""
-    root = jax.random.PRNGKey(base_seed)
-    k = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(seeds))
-    return jnp.tile(k, (repeats, 1))
+    return jnp.tile(engine.seed_keys(base_seed, seeds), (repeats, 1))
 
 
 def init_rows(name: str, cfg, run: RunConfig, env: E.EnvParams, keys, hp: dict):
@@ -483,7 +479,7 @@ def sweep_from_args(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
-    fp = _fingerprint(spec, run, cfgs, hashlib.sha256(table_path.read_bytes()).hexdigest()[:16])
+    fp = _fingerprint(spec, run, cfgs, table_provenance(table, table_path)["sha256_16"])
     path = out / FILE
     doc = None
     if path.is_file() and not args.overwrite:

@@ -86,7 +86,7 @@ def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
     state, sgd = C.sgd_epochs(k_sgd, state, pairs, loss_fn, n)
     if cfg.ref_ema > 0:
         state = state.replace(ref_params=optax.incremental_update(state.params, state.ref_params, cfg.ref_ema))
-    metrics = C.standard_metrics(state, state.params, batch["obs"], batch["train_utility"], n * cfg.group_size, sgd)
+    metrics = C.standard_metrics(state, state.params, batch["obs"], batch["train_utility"], steps_per_update(cfg, env), sgd)
     metrics["valid_pair_fraction"] = batch["valid"].mean()
     return state.replace(step=state.step + 1), metrics
 

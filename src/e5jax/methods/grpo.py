@@ -28,6 +28,13 @@ class Config(C.LearnerConfig):
     std_floor: float = 1e-3
     TRACED: ClassVar[tuple] = C.LearnerConfig.TRACED + ("clip_eps", "beta")
 
+    def with_traced(self, settings: list[dict]) -> "Config":
+        """The static config for rows with these traced settings: the KL term (and its reference forward) is
+        compiled in only when the static beta is > 0, so rows with any beta > 0 need it on."""
+        if self.beta == 0.0 and any(s.get("beta", 0.0) > 0 for s in settings):
+            return dataclasses.replace(self, beta=1.0)
+        return self
+
 
 def group_advantages(rewards: jax.Array, scale: str = "group", std_floor: float = 1e-3):
     """rewards [n_groups, G] -> advantages [n_groups, G] and the fraction of zero-spread groups."""
@@ -54,7 +61,10 @@ def grpo_loss(logp, logp_old, adv, kl_ref, clip_eps: float, beta: float):
 
 
 def init(key, env: E.EnvParams, cfg: Config = Config()):
-    return C.init_learner(key, env, cfg)
+    state = C.init_learner(key, env, cfg)
+    if cfg.beta == 0.0:  # no KL term in the program: a traced beta would be ignored, so it is not offered
+        state = state.replace(hp={k: v for k, v in state.hp.items() if k != "beta"})
+    return state
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
@@ -78,18 +88,18 @@ def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
     """epochs x minibatches SGD on the clipped GRPO loss + beta x exact KL to the reference."""
     cfg: Config = state.cfg
     hp = state.hp
-    n = (cfg.env_steps_per_update // cfg.group_size) * cfg.group_size
+    n = steps_per_update(cfg, env)
     *_, k_sgd = jax.random.split(key, 4)
     samples = {k: batch[k] for k in ("obs", "action", "adv", "logp_old")}
 
     def loss_fn(params, mb):
         z = C.policy_logits(state, params, mb["obs"])
         logp = P.log_prob(z, mb["action"], state.sizes)
-        if cfg.beta == 0.0:  # static: no reference forward at all (a sweep tracing beta sets the static one > 0)
+        if cfg.beta == 0.0:  # static: no reference forward at all (Config.with_traced switches it on for a sweep)
             kl_ref = jnp.zeros(logp.shape, logp.dtype)
         else:
             kl_ref = P.kl(z, C.policy_logits(state, state.ref_params, mb["obs"]))
-        loss, ratio = grpo_loss(logp, mb["logp_old"], mb["adv"], kl_ref, hp["clip_eps"], hp["beta"])
+        loss, ratio = grpo_loss(logp, mb["logp_old"], mb["adv"], kl_ref, hp["clip_eps"], hp.get("beta", 0.0))
         return loss, {
             "clipfrac": jnp.mean(jnp.abs(ratio - 1) > hp["clip_eps"]),
             "approx_kl": jnp.mean((ratio - 1) - jnp.log(ratio)),
