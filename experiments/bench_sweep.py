@@ -8,6 +8,13 @@ recorded before and after every step.
 
     python experiments/bench_sweep.py --out artifacts/bench/sweep.json            # 16 trials x 5 seeds, 4 methods
     python experiments/bench_sweep.py --trials 3 --seeds 2 --steps 10240 --out /tmp/bs.json   # quick
+
+``--scaling 1,4,16,...,1024`` (for an accelerator) instead runs one sweep process per row count R (R trials x 1
+seed per method, the full env-step budget per row) and the first ``--separate`` trials once as separate processes,
+and reports trial-seeds per second and the speedup over separate processes at each R:
+
+    python experiments/bench_sweep.py --scaling 1,1024,16,256,4,64 --methods ppo,grpo --separate 2 \
+        --out artifacts/gpu/sweep_scaling.json
 """
 
 from __future__ import annotations
@@ -33,6 +40,103 @@ def toml_value(v) -> str:
     return json.dumps(v) if not isinstance(v, (list, tuple)) else "[" + ", ".join(toml_value(x) for x in v) + "]"
 
 
+def host() -> dict:
+    p = subprocess.run([sys.executable, "-c", "import jax, json; d = jax.devices()[0]; print(json.dumps("
+                        "{'jax': jax.__version__, 'backend': jax.default_backend(), 'device_kind': d.device_kind, "
+                        "'devices': len(jax.devices())}))"], capture_output=True, text=True)
+    return json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr[-500:]}
+
+
+def write_spec(tmp: Path, name: str, trials: int, seeds: int, methods: list[str], steps: int) -> Path:
+    base = tmp / f"{name}_base.toml"
+    base.write_text(f"[run]\nseeds = {seeds}\nmethods = {toml_value(methods)}\ntotal_env_steps = {steps}\n")
+    spec = tmp / f"{name}_spec.toml"
+    spec.write_text((ROOT / "experiments/e5_sweep.toml").read_text()
+                    .replace('config = ""', f'config = "{base}"', 1)
+                    .replace("trials = 16", f"trials = {trials}", 1)
+                    .replace("seeds = 5 ", f"seeds = {seeds} ", 1)
+                    .replace('methods = ["supervised", "ppo", "dpo", "grpo"]', f"methods = {toml_value(methods)}", 1)
+                    .replace("[sweep]", '[sweep]\nphases = ["tune"]', 1))
+    return spec
+
+
+def separate_run(tmp: Path, base: Path, m: str, i: int, settings: dict, env: dict) -> dict:
+    """One trial as its own `e5jax run --methods M` process with the trial's settings."""
+    cfg = tmp / f"{m}_{i}.toml"
+    cfg.write_text(base.read_text() + f"[{m}]\n" + "".join(f"{k} = {v!r}\n" for k, v in settings.items() if k != "lr")
+                   + (f"[learner]\nlr = {settings['lr']!r}\n" if "lr" in settings else ""))
+    l0 = load()
+    t0 = time.perf_counter()
+    q = subprocess.run([sys.executable, "-m", "e5jax", "run", "--config", str(cfg), "--methods", m, "--out",
+                        str(tmp / f"run_{m}_{i}"), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True)
+    w = time.perf_counter() - t0
+    if q.returncode:
+        raise RuntimeError(q.stderr[-3000:])
+    r = json.loads((tmp / f"run_{m}_{i}" / "e5_training_curves.json").read_text())["methods"][m]
+    return {"settings": settings, "process_wall_s": w, "compile_s": r["compile_time_s"], "train_s": r["train_time_s"],
+            "load_before": l0, "load_after": load(), "final_norm_utility_mean": r["curves"]["val_utility_norm"]["mean"][-1]}
+
+
+def scaling(args) -> int:
+    """One sweep process per row count R (R trials x 1 seed, every method), then separate processes for the first
+    trials; trial-seeds per second and the speedup over separate processes (process wall per trial-seed)."""
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    rows = [int(x) for x in args.scaling.split(",") if x.strip()]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_scaling_"))
+    env = dict(os.environ, E5JAX_OVERHEAD="off", E5JAX_JAX_CACHE="off")
+    doc = {"schema": "e5jax/bench_sweep_scaling/v1", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+           "host": host(), "cpu_count": os.cpu_count(), "env_steps_per_row": args.steps, "methods": methods,
+           "rows": rows, "seeds_per_trial": 1, "compilation_cache": "off", "scaling": [], "complete": False}
+
+    def save():
+        tmp_out = out.with_suffix(".json.tmp")
+        tmp_out.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp_out.replace(out)
+
+    save()
+    first = None
+    for R in rows:
+        spec = write_spec(tmp, f"r{R}", R, 1, methods, args.steps)
+        l0 = load()
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "e5jax", "sweep", "--config", str(spec), "--out",
+                            str(tmp / f"sweep_{R}"), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if p.returncode:
+            print(p.stderr[-3000:], file=sys.stderr)
+            return 1
+        sw = json.loads((tmp / f"sweep_{R}" / "sweep.json").read_text())
+        if first is None or R > first[0]:
+            first = (R, sw)  # the separate runs take the largest sweep's first trials
+        per = {m: {k: sw["tune"][m][k] for k in ("rows", "compile_s", "train_s", "env_steps_per_s")} for m in methods}
+        for m in methods:
+            per[m]["trial_seeds_per_s_incl_compile"] = R / (per[m]["compile_s"] + per[m]["train_s"])
+            per[m]["trial_seeds_per_s_train"] = R / per[m]["train_s"]
+        doc["scaling"].append({"rows": R, "process_wall_s": wall, "trial_seeds_per_s_process": R * len(methods) / wall,
+                               "load_before": l0, "load_after": load(), "methods": per})
+        save()
+        print(f"R={R}: {wall:.1f} s", {m: round(per[m]["train_s"], 2) for m in methods}, flush=True)
+    R0, sw0 = first
+    sep = {m: [separate_run(tmp, tmp / f"r{R0}_base.toml", m, i, t["settings"], env)
+               for i, t in enumerate(sw0["tune"][m]["trials"][: args.separate])] for m in methods}
+    doc["separate"] = sep
+    for e in doc["scaling"]:
+        for m in methods:
+            proc = sum(x["process_wall_s"] for x in sep[m]) / len(sep[m])
+            e["methods"][m]["separate_process_s_per_trial_seed"] = proc
+            e["methods"][m]["speedup_vs_separate_processes"] = proc * e["rows"] / (
+                e["methods"][m]["compile_s"] + e["methods"][m]["train_s"])
+        e["speedup_vs_separate_processes_whole_sweep_process"] = (
+            sum(sum(x["process_wall_s"] for x in sep[m]) / len(sep[m]) for m in methods) * e["rows"] / e["process_wall_s"])
+    doc["complete"] = True
+    save()
+    print(json.dumps([{"rows": e["rows"], "speedup": round(e["speedup_vs_separate_processes_whole_sweep_process"], 1)}
+                      for e in doc["scaling"]]))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=16)
@@ -40,21 +144,16 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=204800, help="env-step budget per row (default: the E5 protocol's)")
     ap.add_argument("--separate", type=int, default=2, help="trials per method also run as separate processes")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--scaling", default="", help="comma-separated row counts: one sweep (R trials x 1 seed) per R")
     ap.add_argument("--out", default="artifacts/bench/sweep.json")
     args = ap.parse_args()
+    if args.scaling:
+        return scaling(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
-    base = tmp / "base.toml"
-    base.write_text(f"[run]\nseeds = {args.seeds}\nmethods = {toml_value(methods)}\ntotal_env_steps = {args.steps}\n")
-    spec_src = (ROOT / "experiments/e5_sweep.toml").read_text()
-    spec = tmp / "spec.toml"
-    spec.write_text(spec_src.replace('config = ""', f'config = "{base}"', 1)
-                    .replace("trials = 16", f"trials = {args.trials}", 1)
-                    .replace("seeds = 5 ", f"seeds = {args.seeds} ", 1)
-                    .replace('methods = ["supervised", "ppo", "dpo", "grpo"]', f"methods = {toml_value(methods)}", 1)
-                    .replace("[sweep]", '[sweep]\nphases = ["tune"]', 1))
+    spec = write_spec(tmp, "main", args.trials, args.seeds, methods, args.steps)
     doc = {"schema": "e5jax/bench_sweep/v1", "command": " ".join([sys.executable, *sys.argv]), "trials": args.trials,
            "seeds": args.seeds, "env_steps_per_row": args.steps, "methods": methods, "cpu_count": os.cpu_count()}
 
@@ -78,23 +177,11 @@ def main() -> int:
     sep = {}
     for m in methods:
         for i, t in enumerate(sw["tune"][m]["trials"][: args.separate]):
-            cfg = tmp / f"{m}_{i}.toml"
-            cfg.write_text(base.read_text() + f"[{m}]\n" + "".join(f"{k} = {v!r}\n" for k, v in t["settings"].items()
-                                                                  if k != "lr")
-                           + (f"[learner]\nlr = {t['settings']['lr']!r}\n" if "lr" in t["settings"] else ""))
-            l0 = load()
-            t0 = time.perf_counter()
-            q = subprocess.run([sys.executable, "-m", "e5jax", "run", "--config", str(cfg), "--methods", m, "--out",
-                                str(tmp / f"run_{m}_{i}"), "--no-progress"], cwd=ROOT, env=env, capture_output=True,
-                               text=True)
-            w = time.perf_counter() - t0
-            if q.returncode:
-                print(q.stderr[-3000:], file=sys.stderr)
+            try:
+                sep.setdefault(m, []).append(separate_run(tmp, tmp / "main_base.toml", m, i, t["settings"], env))
+            except RuntimeError as e:
+                print(e, file=sys.stderr)
                 return 1
-            r = json.loads((tmp / f"run_{m}_{i}" / "e5_training_curves.json").read_text())["methods"][m]
-            sep.setdefault(m, []).append({"settings": t["settings"], "process_wall_s": w, "compile_s": r["compile_time_s"],
-                                          "train_s": r["train_time_s"], "load_before": l0, "load_after": load(),
-                                          "final_norm_utility_mean": r["curves"]["val_utility_norm"]["mean"][-1]})
             doc["separate"] = sep
             save()
     # per trial: env steps of one trial (seeds x budget) / seconds per trial

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import make_known_oracle_table
 from e5jax.cli import main as cli_main
-from e5jax.sweep import draw_trials, lambda_conclusions, load_spec
+from e5jax.methods import grpo, ppo
+from e5jax.sweep import draw_trials, lambda_conclusions, load_spec, sweep_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = """[run]
@@ -122,6 +123,18 @@ def test_sweep_end_to_end_and_rerun_continues(tmp_path, files, capsys):
     assert _sweep(files, "full.toml", out) == 0  # rerun: everything is on disk, nothing retrains
     assert "continuing" in capsys.readouterr().out
     assert json.loads((out / "sweep.json").read_text())["tune"] == doc["tune"]
+
+
+def test_sweep_rows_compiled_out_beta():
+    """GRPO with every row at beta = 0 (one trial, or a tuned beta of 0): the KL term stays compiled out and beta is
+    left out of the rows (the state offers no traced beta); one row with beta > 0 switches it on for all rows."""
+    zero = [{"lr": 3e-4, "clip_eps": 0.2, "beta": 0.0}]
+    cfg, hp = sweep_rows(grpo.Config(), zero, 3)
+    assert cfg.beta == 0.0 and set(hp) == {"lr", "clip_eps"} and hp["lr"].shape == (3,)
+    cfg, hp = sweep_rows(grpo.Config(), zero + [{"lr": 1e-3, "clip_eps": 0.1, "beta": 0.01}], 2)
+    assert cfg.beta == 1.0 and np.allclose(hp["beta"], [0, 0, 0.01, 0.01]) and np.allclose(hp["lr"][2:], 1e-3)
+    cfg, hp = sweep_rows(ppo.Config(), [{"lr": 1e-3, "ent_coef": 0.0}], 1)
+    assert cfg == ppo.Config() and set(hp) == {"lr", "ent_coef"}
 
 
 def test_lambda_conclusions_hold_and_flip():

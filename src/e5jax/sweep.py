@@ -45,6 +45,7 @@ from e5jax.config import ConfigError, RunConfig, load_config, read_toml
 from e5jax.errors import UsageError
 from e5jax.io import atomic_write, read_json, write_json
 from e5jax.methods import METHODS
+from e5jax.methods import common as C
 from e5jax.methods.common import LearnerConfig
 from e5jax.run import compile_method, env_steps_axis, init_method, table_provenance, train_chunks
 from e5jax.table import ProfileTable, default_table_path, load_table
@@ -211,6 +212,22 @@ def sweep_config(cfg, settings: list[dict]):
     return cfg.with_traced(settings) if hasattr(cfg, "with_traced") else cfg
 
 
+def sweep_rows(cfg, settings: list[dict], repeat: int):
+    """(static config, per-row hp) for these settings, each repeated over ``repeat`` seeds. A name the static config
+    compiles out (GRPO's beta when every row has beta = 0, e.g. one trial or a tuned beta of 0) is left out of the
+    rows: it equals the static value on every row, so nothing is lost."""
+    cfg = sweep_config(cfg, settings)
+    names = C.traced_names(cfg)
+    hp = {}
+    for k in settings[0] if settings else ():
+        vals = np.repeat([s[k] for s in settings], repeat)
+        if k in names:
+            hp[k] = vals
+        elif not np.all(vals == getattr(cfg, k)):
+            raise ValueError(f"{k} is compiled out of this config but the rows set it to {sorted(set(vals))}")
+    return cfg, hp
+
+
 # ----------------------------------------------------------------------------- rows
 def pad_rows(x, n_dev: int):
     """Pad the leading (row) axis to a multiple of ``n_dev`` by repeating the first row."""
@@ -294,8 +311,10 @@ def phase_tune(spec, run, cfgs, table: ProfileTable, doc, save, pbar):
     out = doc.setdefault("tune", {})
     S = spec.seeds
     trials = {m: draw_trials(spec, m, cfgs[m]) for m in spec.methods if m not in out}
-    jobs = {m: (sweep_config(cfgs[m], t), row_keys(run.base_seed, S, len(t)),
-                {k: np.repeat([x[k] for x in t], S) for k in t[0]}, f"tune {m} {len(t)}x{S}") for m, t in trials.items()}
+    jobs = {}
+    for m, t in trials.items():
+        cfg, hp = sweep_rows(cfgs[m], t, S)
+        jobs[m] = (cfg, row_keys(run.base_seed, S, len(t)), hp, f"tune {m} {len(t)}x{S}")
 
     def done(m, res):
         T = len(trials[m])
@@ -328,9 +347,8 @@ def phase_compare(spec, run, cfgs, table, doc, save, pbar):
             continue
         tuned = doc.get("tune", {}).get(m)
         settings[m] = {"default": None} if tuned is None else {"default": tuned["default"], "tuned": tuned["chosen"]}
-        hp = {} if tuned is None else {k: np.repeat([s[k] for s in settings[m].values()], F) for k in tuned["chosen"]}
         keys = row_keys(run.base_seed + 1, F, len(settings[m]))  # fresh seeds: never used by tuning
-        cfg = sweep_config(cfgs[m], [v for v in settings[m].values() if v])
+        cfg, hp = sweep_rows(cfgs[m], [v for v in settings[m].values() if v], F)
         jobs[m] = (cfg, keys, hp, f"compare {m} {len(settings[m])}x{F}")
 
     def done(m, res):

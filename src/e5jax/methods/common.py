@@ -37,9 +37,16 @@ def compose(collect: Callable, learn: Callable) -> Callable:
     return update
 
 
+def traced_names(cfg) -> tuple:
+    """The hyperparameters this static config traces: ``type(cfg).TRACED``, less any the config compiles out
+    (``cfg.compiled_out()``, e.g. GRPO's beta when its static beta is 0)."""
+    out = set(cfg.compiled_out()) if hasattr(cfg, "compiled_out") else set()
+    return tuple(k for k in getattr(type(cfg), "TRACED", ()) if k not in out)
+
+
 def traced_hp(cfg) -> dict:
-    """The config's traced hyperparameters (``type(cfg).TRACED``) as float32 scalars: the state's ``hp``."""
-    return {k: jnp.asarray(getattr(cfg, k), jnp.float32) for k in getattr(type(cfg), "TRACED", ())}
+    """The config's traced hyperparameters (``traced_names``) as float32 scalars: the state's ``hp``."""
+    return {k: jnp.asarray(getattr(cfg, k), jnp.float32) for k in traced_names(cfg)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,11 @@ class Config(C.LearnerConfig):
             return dataclasses.replace(self, beta=1.0)
         return self
 
+    def compiled_out(self) -> tuple:
+        """Traced names absent from this config's program: with a static beta of 0 there is no KL term, so a traced
+        beta would be ignored and is not offered."""
+        return ("beta",) if self.beta == 0.0 else ()
+
 
 def group_advantages(rewards: jax.Array, scale: str = "group", std_floor: float = 1e-3):
     """rewards [n_groups, G] -> advantages [n_groups, G] and the fraction of zero-spread groups."""
@@ -61,10 +66,7 @@ def grpo_loss(logp, logp_old, adv, kl_ref, clip_eps: float, beta: float):
 
 
 def init(key, env: E.EnvParams, cfg: Config = Config()):
-    state = C.init_learner(key, env, cfg)
-    if cfg.beta == 0.0:  # no KL term in the program: a traced beta would be ignored, so it is not offered
-        state = state.replace(hp={k: v for k, v in state.hp.items() if k != "beta"})
-    return state
+    return C.init_learner(key, env, cfg)
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
