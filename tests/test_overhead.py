@@ -213,6 +213,36 @@ def _supervised_with(setup, **cfg_changes):
     return m, states, X.export_controllers("supervised", m, states, table, env)
 
 
+def test_whole_update_from_the_runs_chunks():
+    """3 chunks of 4 updates; eval points after updates 1, 2, 4 (first chunk), 8, 12: per-update time of each chunk
+    = (chunk time - its eval points x eval time) / 4, the first chunk left out."""
+    train = {"updates": [0, 1, 2, 4, 8, 12], "chunk_time_s": [1.3, 0.5, 0.9]}
+    np.testing.assert_array_equal(O.evals_per_chunk(train["updates"], 3), [3, 1, 1])
+    np.testing.assert_allclose(O.whole_update_from_chunks(train, 3, eval_s=0.1), [0.1, 0.2])
+    one = {"updates": [0, 1, 2, 4], "chunk_time_s": [0.7]}  # a single chunk is used as it is
+    np.testing.assert_allclose(O.whole_update_from_chunks(one, 1, eval_s=0.1), [0.1])
+
+
+def test_run_path_components_from_chunks_and_ahead_of_time_programs(setup, trained):
+    """With the run's chunk times the whole update is the run's own (no update program compiled), the pieces come
+    from programs compiled ahead of time, the evaluation from the run's compiled evaluate, and the pieces plus
+    'other' make up the training time."""
+    table, env = setup
+    m, states = trained["ppo"]
+    programs = O.compile_components(m, states, env)
+    assert set(programs) == {"collect", "learn_without_critic"}
+    ev = jax.jit(jax.vmap(lambda s, e: engine.evaluate(e, m.policy(s)), in_axes=(0, None)))
+    train = {"train_time_s": 0.5, "compile_time_s": 1.0, "updates": [0, 1, 2, 4, 8, 12], "chunk_time_s": [0.3, 0.1, 0.1]}
+    res = O.analyze_method("ppo", m, states, table, env, None, train, O.Settings(decisions=20, warmup=2, jax_decisions=0,
+                           repeats=2, target_call_s=0.005), num_updates=12, num_chunks=3, programs=programs, evaluate=ev)
+    tr = res["training"]
+    ct = tr["component_timing"]
+    assert "source" in ct["update_whole"] and ct["update_whole"]["chunks"] == 2
+    assert ct["evaluation"]["count"] == 5 and ct["evaluation"]["per"] == "eval point"
+    assert list(tr["components"]) == ["collect", "learn_without_critic", "evaluation", "critic_update"]
+    assert abs(tr["components_sum_s"] + tr["other_s"] - tr["total_s"]) < 1e-9
+
+
 def test_joint_head_controller(setup):
     """A joint head (one categorical over all configs) exports and decides like the evaluator too."""
     table, env = setup

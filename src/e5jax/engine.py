@@ -144,5 +144,11 @@ def shard_seeds(x):
     return jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
 
 
-def chunk_keys(keys: jax.Array, chunk_index: int) -> jax.Array:
+@jax.jit
+def _chunk_keys(keys: jax.Array, chunk_index: jax.Array) -> jax.Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, chunk_index + 1))(keys)
+
+
+def chunk_keys(keys: jax.Array, chunk_index: int) -> jax.Array:
+    """Every row's key for chunk ``chunk_index`` (one compiled program for every chunk)."""
+    return _chunk_keys(keys, jnp.asarray(chunk_index, jnp.int32))

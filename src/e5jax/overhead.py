@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e5jax import engine
 from e5jax import env as E
 from e5jax import export as X
 from e5jax import policy as P
@@ -223,6 +224,32 @@ def phase_components(method) -> list[Component]:
     return comps
 
 
+def evaluation_component(method) -> Component:
+    """The greedy evaluation on the val split at every budget (``engine.evaluate``, as at every eval point of a
+    training chunk): runs once per eval point, not per update."""
+    def step(state, carry, env, key, fixed):
+        ev = engine.evaluate(engine.row_env(state, env), method.policy(state))
+        return ev, _checksum(ev)
+
+    return Component("evaluation", step, None, per="eval point",
+                     what="greedy evaluation on the val split at every budget (engine.evaluate)")
+
+
+def compile_components(method, states, env: E.EnvParams, comps: Sequence[Component] | None = None) -> dict:
+    """Lower and compile the timing programs of ``comps`` (default ``phase_components``) for these states' shapes,
+    executing nothing (so it can run in a compile thread while the main thread trains). A generation piece's
+    batch shape, from ``jax.eval_shape``, is the ``fixed`` input of the pieces after it. Returns {name: compiled}."""
+    key, zero = jax.random.PRNGKey(123), jnp.zeros(())
+    fixed, out = {}, {}
+    for comp in (phase_components(method) if comps is None else comps):
+        f = _program(comp)
+        out[comp.name] = f.lower(states, fixed, key, 1, zero, env).compile()
+        if comp.feeds:
+            carry = jax.eval_shape(f, states, fixed, key, 1, zero, env)[0]
+            fixed = {**fixed, **carry}
+    return out
+
+
 def _program(comp: Component):
     """jit(fori_loop(n x vmap(step))) with a traced trip count: one compile serves every n. For ``dep`` inputs a
     runtime zero times the running checksum is added to every float leaf each iteration (loop-carried, so XLA
@@ -257,10 +284,13 @@ def _program(comp: Component):
 _PROGRAMS: dict = {}
 
 
-def _calibrate(comp: Component, states, fixed, env, target_call_s: float, max_n: int = 10_000, cache_key=None):
-    """Compile (or load), warm up and pick n so one call lasts about ``target_call_s``.
-    Returns (call(seed) -> seconds per iteration, n, first-call seconds, the piece's last carry)."""
-    if cache_key is not None and cache_key in _PROGRAMS:
+def _calibrate(comp: Component, states, fixed, env, target_call_s: float, max_n: int = 10_000, cache_key=None,
+               program=None):
+    """Compile (or load; ``program``: compiled ahead of time), warm up and pick n so one call lasts about
+    ``target_call_s``. Returns (call(seed) -> seconds per iteration, n, first-call seconds, the piece's last carry)."""
+    if program is not None:
+        f = program
+    elif cache_key is not None and cache_key in _PROGRAMS:
         f = _PROGRAMS[cache_key]
     else:
         f = _program(comp)
@@ -285,6 +315,26 @@ def _calibrate(comp: Component, states, fixed, env, target_call_s: float, max_n:
     return call, n, first_s, carry
 
 
+def _calibrate_call(fn, args, target_call_s: float, max_n: int = 1000):
+    """Like ``_calibrate`` for an already compiled program ``fn(*args)`` (the run's own evaluation): n calls in a
+    row so one timing lasts about ``target_call_s``. Returns (call(round) -> seconds per call, n, first-call s)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    n = int(min(max_n, max(1, math.ceil(target_call_s / max(time.perf_counter() - t0, 1e-7)))))
+
+    def call(r: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        return (time.perf_counter() - t0) / n
+
+    return call, n, first_s
+
+
 def _summary_ms(per_s) -> dict:
     per = np.asarray(per_s) * 1e3
     return {"median_ms": float(np.median(per)), "p25_ms": float(np.percentile(per, 25)),
@@ -298,34 +348,81 @@ def whole_update_component(method) -> Component:
         what="the method's own update() (reference: the pieces are measured as shares of it)")
 
 
+def evals_per_chunk(updates: Sequence[int], num_chunks: int) -> np.ndarray:
+    """[num_chunks] eval points inside each training chunk, from the run's eval-point update counts (the first,
+    update 0, is the evaluation before training)."""
+    u = np.asarray(updates[1:], np.int64)
+    per = int(u[-1]) // num_chunks
+    return np.bincount((u - 1) // per, minlength=num_chunks)[:num_chunks]
+
+
+def whole_update_from_chunks(train: dict, num_chunks: int, eval_s: float) -> np.ndarray:
+    """Per-update seconds of the run's own training chunks: (chunk time - its eval points x ``eval_s``) / updates
+    per chunk, one value per chunk (the first chunk left out when there are others: it also warms up)."""
+    chunk_s = np.asarray(train["chunk_time_s"], np.float64)
+    n_eval = evals_per_chunk(train["updates"], num_chunks)
+    per_chunk = int(train["updates"][-1]) // num_chunks
+    per = (chunk_s - n_eval * eval_s) / per_chunk
+    return per[1:] if len(per) > 1 else per
+
+
 def time_training_components(name: str, method, states, env: E.EnvParams, num_updates: int,
-                             repeats: int = 5, target_call_s: float = 0.04) -> dict:
+                             repeats: int = 5, target_call_s: float = 0.04, train: dict | None = None,
+                             num_chunks: int | None = None, programs: dict | None = None,
+                             evaluate: Callable | None = None) -> dict:
     """{piece: timing, share of the whole update, seconds over the run} for the final ``states`` (all seeds vmapped).
 
-    Every piece, and the method's whole ``update`` as reference, is compiled and calibrated first, in update order
-    (each generation piece's last batch feeds the later pieces); then ``repeats`` rounds time every program once
-    per round, in turn, so load changes on a shared machine hit all of them alike. ``share_of_update`` is the
-    median over rounds of piece / whole update (paired within a round). ``learn`` is derived per round as whole
-    update - collect; PPO's critic update is the marginal cost of the critic: learn minus the actor-only learn,
-    floored at 0 (separate actor and critic SGD loops would each pay the per-step overhead and overstate it)."""
+    The whole update, the reference the pieces are shares of, is the run's own: with ``train`` holding the run's
+    ``chunk_time_s`` and eval-point ``updates``, per-update time = (chunk time - its evaluations) / updates per
+    chunk (median over chunks), the evaluation timed here (``evaluate(states, env)``: the run's own compiled
+    evaluation, else compiled as a piece); otherwise (no run: a benchmark or test) the method's ``update``
+    compiled as a piece and timed in the same rounds. ``programs``: the pieces compiled ahead of time
+    (``compile_components``).
+
+    Every piece is compiled (or taken from ``programs``) and calibrated first, in update order (each generation
+    piece's last batch feeds the later pieces); then ``repeats`` rounds time every program once per round, in
+    turn, so load changes on a shared machine hit all of them alike. ``share_of_update`` = piece / whole update
+    (median over rounds). ``learn`` is derived as whole update - collect; PPO's critic update is the marginal
+    cost of the critic: learn minus the actor-only learn, floored at 0 (separate actor and critic SGD loops would
+    each pay the per-step overhead and overstate it)."""
+    from_run = train is not None and "chunk_time_s" in train and num_chunks
+    comps = phase_components(method)
+    if not from_run:
+        comps.append(whole_update_component(method))
+    elif evaluate is None:
+        comps.append(evaluation_component(method))
+    programs = programs or {}
     calls, fixed = {}, {}
-    for comp in phase_components(method) + [whole_update_component(method)]:
+    for comp in comps:
         call, n, first_s, carry = _calibrate(comp, states, fixed, env, target_call_s,
-                                             cache_key=(method.__name__, states.cfg, comp.name))
+                                             cache_key=(method.__name__, states.cfg, comp.name),
+                                             program=programs.get(comp.name))
         if comp.feeds:
             fixed = {**fixed, **carry}
         calls[comp.name] = (comp, call, n, first_s)
+    if from_run and evaluate is not None:
+        call, n, first_s = _calibrate_call(evaluate, (states, env), target_call_s)
+        calls["evaluation"] = (evaluation_component(method), call, n, first_s)
     per = {k: [] for k in calls}
     for r in range(repeats):
         for k, (_, call, _, _) in calls.items():
             per[k].append(call(r))
     per = {k: np.asarray(v) for k, v in per.items()}
-    whole = per["update_whole"]
     out = {}
+    if from_run:
+        whole_per_chunk = whole_update_from_chunks(train, num_chunks, float(np.median(per["evaluation"])))
+        whole = max(float(np.median(whole_per_chunk)), 1e-12)
+        out["update_whole"] = {**_summary_ms(whole_per_chunk), "chunks": int(len(whole_per_chunk)),
+                               "source": "the run's training chunks: (chunk time - evaluations) / updates per chunk",
+                               "what": "the method's own update() in training (reference: the pieces are shares of it)"}
+    else:
+        whole = per["update_whole"]
     for k, (comp, _, n, first_s) in calls.items():
         out[k] = {**_summary_ms(per[k]), "inner_iterations": n, "repeats": repeats, "first_call_s": first_s,
                   "per": comp.per, "what": comp.what, "share_of_update": float(np.median(per[k] / whole))}
     out["update_whole"]["in_components"] = False
+    out["update_whole"].setdefault("per", "update")
+    out["update_whole"]["share_of_update"] = 1.0
 
     def derived(name, values, how, what, counted=True):
         v = np.maximum(values, 0.0)
@@ -339,8 +436,9 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     for part in without:  # learn = learn_without_<part> + <part>_update
         derived(f"{part}_update", learn - per[f"learn_without_{part}"], f"update_whole - collect - learn_without_{part}",
                 f"marginal cost of the {part} in learn()")
-    for t in out.values():
-        t["count"] = int(num_updates)
+    n_evals = int(sum(evals_per_chunk(train["updates"], num_chunks))) if from_run else 0
+    for k, t in out.items():
+        t["count"] = n_evals if k == "evaluation" else int(num_updates)
         t["seconds_over_run"] = t["median_ms"] / 1e3 * t["count"]
         t.setdefault("in_components", True)
     return out
@@ -364,7 +462,7 @@ def param_counts(method, states) -> dict:
 # ----------------------------------------------------------------------------- one method
 def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path | None, train: dict | None = None,
                    settings: Settings = Settings(), num_updates: int | None = None, num_chunks: int | None = None,
-                   keep: dict | None = None) -> dict:
+                   keep: dict | None = None, programs: dict | None = None, evaluate: Callable | None = None) -> dict:
     """Export, agreement check, decision timing, component timing and parameter counts of one trained method.
 
     ``train``: the run's result for the method (``train_time_s``, ``compile_time_s``, ``updates``) when known.
@@ -382,7 +480,7 @@ def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path
     res: dict[str, Any] = {
         "controller": ctrls[0].kind,
         "decision_ms": dec,
-        "decision_timing": "this method alone, right after its training",
+        "decision_timing": "this method alone, after the run's training",
         "decision_path": ("NumPy forward (float32): standardize features, task one-hot, standardized budget, "
                           "ReLU trunk, heads in one matmul, per-head argmax -> levels") if ctrls[0].kind == "mlp"
         else "dict lookup: task_type -> row, budget -> evaluation-budget column -> level tuple",
@@ -403,9 +501,13 @@ def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path
                               "compile_s": train.get("compile_time_s"), "num_updates": nu, "num_chunks": nc,
                               "components": {}}
         if settings.components:
-            comps = time_training_components(name, method, states, env, nu, settings.repeats, settings.target_call_s)
-            # each piece's share of the whole update (measured in the same rounds) x the run's own training time
-            tr["components"] = {k: v["share_of_update"] * total for k, v in comps.items() if v["in_components"]}
+            comps = time_training_components(name, method, states, env, nu, settings.repeats, settings.target_call_s,
+                                             train=train, num_chunks=nc, programs=programs, evaluate=evaluate)
+            # each piece's share of the whole update x the run's own update time (from its chunks; without a run's
+            # chunk times: x its whole training time); the evaluation: its own seconds over the run's eval points
+            ref = comps["update_whole"]["seconds_over_run"] if "source" in comps["update_whole"] else total
+            tr["components"] = {k: (v["seconds_over_run"] if v["per"] == "eval point" else v["share_of_update"] * ref)
+                                for k, v in comps.items() if v["in_components"]}
             tr["components_measured_s"] = {k: v["seconds_over_run"] for k, v in comps.items() if v["in_components"]}
             tr["update_whole_measured_s"] = comps["update_whole"]["seconds_over_run"]
             tr["component_timing"] = comps
@@ -439,6 +541,7 @@ class Recorder:
         self.run_cfg = run_cfg
         self.settings = settings or Settings()
         self.controllers: dict = {}
+        self.programs: dict = {}  # {method: {piece: compiled}} from compile(), in the run's compile threads
         self.doc = {
             "schema": SCHEMA,
             "complete": False,
@@ -464,14 +567,20 @@ class Recorder:
     def path(self) -> Path:
         return self.out / FILE
 
-    def __call__(self, name: str, method, states, result: dict) -> None:
+    def compile(self, name: str, method, states) -> None:
+        """Compile the method's timing programs ahead of time (executes nothing: safe in a compile thread);
+        ``states``: any states of the run's shapes (e.g. the initial ones)."""
+        if self.settings.components:
+            self.programs[name] = compile_components(method, states, self.env)
+
+    def __call__(self, name: str, method, states, result: dict, evaluate: Callable | None = None) -> None:
         run = self.run_cfg
         t0 = time.perf_counter()
         try:
             self.doc["methods"][name] = analyze_method(
                 name, method, states, self.table, self.env, self.out, result, self.settings,
                 num_updates=None if run is None else run.num_updates, num_chunks=None if run is None else run.num_chunks,
-                keep=self.controllers)
+                keep=self.controllers, programs=self.programs.pop(name, None), evaluate=evaluate)
         except Exception as e:  # the overhead measurement must never lose a finished training run
             print(f"e5jax: overhead analysis of {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
             self.doc["methods"][name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}

@@ -101,6 +101,7 @@ class Prepared:
     chunk: object
     masks: list
     compile_s: float
+    evaluate: object = None  # the compiled evaluation (before training), when compiled ahead of time
 
 
 INIT_BLOCK = 32
@@ -139,7 +140,8 @@ def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
     wait), so everything that runs a program stays in the main thread."""
     t0 = time.perf_counter()
     chunk = p.trainer.chunk_eval.lower(p.states, p.keys, env, p.masks[0]).compile()
-    return dataclasses.replace(p, chunk=chunk, compile_s=p.compile_s + time.perf_counter() - t0)
+    evaluate = p.trainer.evaluate.lower(p.states, env).compile()
+    return dataclasses.replace(p, chunk=chunk, evaluate=evaluate, compile_s=p.compile_s + time.perf_counter() - t0)
 
 
 def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
@@ -169,7 +171,7 @@ class Trace:
 def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, checkpointer=None, label: str = "") -> Trace:
     """Run every chunk of a prepared method (from its latest checkpoint when ``checkpointer`` has one)."""
     states, keys = p.states, p.keys
-    tr = Trace(states, [jax.device_get(p.trainer.evaluate(states, env))], [], [], [0.0], [], [0])
+    tr = Trace(states, [jax.device_get((p.evaluate or p.trainer.evaluate)(states, env))], [], [], [0.0], [], [0])
     start = 0
     got = checkpointer.latest(states) if checkpointer is not None else None
     if got is not None:
@@ -304,33 +306,42 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     ckpts = {n: MethodCheckpointer(out / "checkpoints" / n, fps[n], run.checkpoint_every_chunks, run.checkpoint_every_s)
              for n in todo}
 
+    trained = {}
+
     def finished(name, method, states, result):  # curves first, so an interrupted analysis loses nothing
         doc["methods"][name] = result
         write_json(path, doc)
         ckpts[name].remove()
-        if overhead is not None:
-            overhead(name, method, states, result)
+        trained[name] = (method, states, result)
 
     t_start = time.perf_counter()
-    # compile every method's programs ahead of time, concurrently (XLA compiles outside the GIL); training runs
-    # method by method as soon as its program is ready. The overhead analysis waits until all compiles are done,
-    # so its timings never share the CPU with a compiler.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(todo) or 1, os.cpu_count() or 1))) as pool:
-        inits = {name: init_method(name, cfgs[name], run, env) for name in todo}  # executes: main thread
-        futures = {name: pool.submit(compile_method, inits[name], env) for name in todo}
-
-        def finished_after_compiles(name, method, states, result):
-            concurrent.futures.wait(futures.values())
-            finished(name, method, states, result)
-
+    # compile every method's programs ahead of time in threads (XLA compiles outside the GIL; nothing executes
+    # there), each as soon as the method is initialised, the overhead analysis' timing programs after them; training
+    # starts when every compile is done, so every method trains (and is timed) on a CPU with no compiler running,
+    # and runs in this thread, method by method; the overhead analysis runs after all training.
+    workers = max(1, min(len(todo) or 1, os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         try:
+            inits, futures = {}, {}
+            for name in todo:
+                inits[name] = init_method(name, cfgs[name], run, env)  # executes: this thread
+                futures[name] = pool.submit(compile_method, inits[name], env)
+            timing = [pool.submit(overhead.compile, name, METHODS[name], inits[name].states)
+                      for name in todo] if overhead is not None else []
+            with tqdm(total=len(todo) + len(timing), desc="e5 compile", unit="program", disable=not progress,
+                      file=sys.stderr) as pbar:
+                for _ in concurrent.futures.as_completed([*futures.values(), *timing]):
+                    pbar.update(1)
             with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
                 for name in todo:
-                    run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished_after_compiles,
+                    run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished,
                                prepared=futures[name].result(), checkpointer=ckpts[name])
         except BaseException:  # interrupted: do not wait for compiles that have not started
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+    if overhead is not None:
+        for name, (method, states, result) in trained.items():
+            overhead(name, method, states, result, evaluate=futures[name].result().evaluate)
     if overhead is not None:
         overhead.finish()
         doc["meta"]["overhead_analysis_s"] = overhead.doc["meta"]["analysis_wall_s"]
