@@ -1,16 +1,19 @@
 """Overhead accounting (issue #4): eager per-request decision time and the training-cost breakdown.
 
-After each method's training, ``analyze_method``:
+After the run's training (the timing programs compiled ahead of time with the training programs:
+``compile_components``), for each method ``analyze_method``:
 
 1. exports every seed's controller (``e5jax.export``) to ``<out>/controllers/<method>_seed<i>.npz`` (+ ``.json``);
 2. checks that the eager ``decide`` equals the vmapped greedy evaluator on every val request x evaluation budget;
 3. times ``decide`` one request at a time (warm-up, then >= ``decisions`` calls over varied val requests and
    budgets, round-robin over the seeds' controllers): p50/p95/p99 ms, plus a jitted batch-1 JAX call for
    comparison (dispatch cost); at the end of the run all methods are re-timed interleaved (``Recorder.finish``);
-4. times the method's named phases (``collect``, ``learn``; ``phase_components``) and its whole ``update`` on the
-   run's batch sizes (all seeds vmapped, as in training): each runs ``n`` times inside one compiled ``fori_loop`` (``n`` calibrated so one call
-   lasts about ``target_call_s``), every program once per round for ``repeats`` rounds, ``block_until_ready``;
-   a piece's seconds in the run = its median share of the whole update x the run's training time;
+4. times the method's named phases (``collect``, ``learn``; ``phase_components``) on the run's batch sizes (all
+   seeds vmapped, as in training): each runs ``n`` times inside one compiled ``fori_loop`` (``n`` calibrated so
+   one call lasts about ``target_call_s``), every program once per round for ``repeats`` rounds,
+   ``block_until_ready``; the whole ``update`` is the run's own (its chunk times less their evaluations), or,
+   without a run, compiled and timed as a piece; a piece's seconds in the run = its share of the whole update x
+   the run's update time;
 5. counts parameters (PPO's critic included).
 
 ``e5_overhead_analysis.json`` (schema ``e5jax/e5_overhead_analysis/v1``) is rewritten atomically after every
