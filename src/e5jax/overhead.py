@@ -537,7 +537,8 @@ def host_meta() -> dict:
 
 
 class Recorder:
-    """Called by ``run_method`` after each method: analyses it and rewrites ``e5_overhead_analysis.json``."""
+    """Called by ``run_experiment`` for each method after all training (``compile`` before it, in the compile
+    threads): analyses the method and rewrites ``e5_overhead_analysis.json``."""
 
     def __init__(self, out: Path, table, env: E.EnvParams, run_cfg=None, settings: Settings | None = None):
         self.out, self.table, self.env = Path(out), table, env

@@ -301,7 +301,7 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
         doc["meta"]["resumed"] = {"finished_before": list(doc["methods"])}
     todo = [n for n in run.methods if n not in doc["methods"]]
     total = len(todo) * run.num_chunks
-    # eager decision timing + training-cost breakdown after each method (E5JAX_OVERHEAD=off skips it)
+    # eager decision timing + training-cost breakdown after all training (E5JAX_OVERHEAD=off skips it)
     overhead = recorder_from_env(out, table, env, run)
     ckpts = {n: MethodCheckpointer(out / "checkpoints" / n, fps[n], run.checkpoint_every_chunks, run.checkpoint_every_s)
              for n in todo}
