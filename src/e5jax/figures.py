@@ -231,12 +231,16 @@ def sample_efficiency(se: dict, path: Path) -> Path:
             held = r.get("env_steps_held_per_seed") or ps
             jit = rng.uniform(-0.18, 0.18, len(ps))
             hit = np.array([max(v, xmin) for v in ps if v is not None], dtype=float)
-            for v, h, y in zip(ps, held, i + jit):
-                if v is None:
-                    ax.scatter([nr_x], [y], marker="x", s=34, color="crimson", zorder=3)
-                else:  # filled: still meets it at the end of the run; hollow: reached it, then fell back
-                    ax.scatter([max(v, xmin)], [y], s=28, color=col if h is not None else "white",
-                               edgecolor=col if h is None else "black", lw=1.2 if h is None else 0.4, zorder=3)
+            # one collection per kind of dot (not one per seed: drawing many collections is slow)
+            ys = i + jit
+            miss = [y for v, y in zip(ps, ys) if v is None]
+            if miss:
+                ax.scatter([nr_x] * len(miss), miss, marker="x", s=34, color="crimson", zorder=3)
+            for still in (True, False):  # filled: still meets it at the end of the run; hollow: reached it, then fell back
+                pts = [(max(v, xmin), y) for v, h, y in zip(ps, held, ys) if v is not None and (h is not None) == still]
+                if pts:
+                    ax.scatter(*zip(*pts), s=28, color=col if still else "white", edgecolor="black" if still else col,
+                               lw=0.4 if still else 1.2, zorder=3)
             if hit.size:
                 ax.plot([np.exp(np.log(hit).mean())] * 2, [i - 0.3, i + 0.3], color=col, lw=2.5, zorder=2)
             ax.text(nr_x * 3.2, i, f"{r['seeds_reached']}/{r['seeds_total']}", va="center", ha="right", fontsize=8,
