@@ -342,7 +342,6 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     if overhead is not None:
         for name, (method, states, result) in trained.items():
             overhead(name, method, states, result, evaluate=futures[name].result().evaluate)
-    if overhead is not None:
         overhead.finish()
         doc["meta"]["overhead_analysis_s"] = overhead.doc["meta"]["analysis_wall_s"]
     doc["complete"] = True
