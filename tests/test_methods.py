@@ -88,25 +88,6 @@ def test_same_initial_policy_for_every_learned_method(known_table):
         jax.tree_util.tree_map(np.testing.assert_array_equal, pols[0].params, p.params)
 
 
-def test_shared_policy_init_program_gives_each_methods_own_init(known_table):
-    """The engine builds a learned method's initial policy with one program shared by all of them; the states are
-    bit-identical to the method's own init, and the program compiles once for the four methods."""
-    from e5jax.methods import common as C
-
-    env = E.make_env_params(known_table)
-    keys = engine.seed_keys(7, 3)
-    C._policy_init_program.cache_clear()
-    for name in ("supervised", "ppo", "dpo", "grpo"):
-        m = METHODS[name]
-        cfg = m.Config(env_steps_per_update=64)
-        new = engine.make_train(m, cfg, 4).init(keys, env)
-        own = jax.jit(jax.vmap(lambda k: m.init(k, env, cfg)))(keys)
-        for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(own), strict=True):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
-    info = C._policy_init_program.cache_info()
-    assert info.misses == 1 and info.hits == 3
-
-
 @pytest.mark.parametrize("name", LEARNED)
 def test_learned_method_closes_the_gap(known_table, name):
     """Every learned method closes >= 90% of the oracle gap on a table whose oracle is learnable (seeded)."""

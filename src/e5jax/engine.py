@@ -22,7 +22,6 @@ The engine never branches on the method: it only calls ``method.init/update/poli
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Callable
 
 import jax
@@ -30,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from e5jax import env as E
-from e5jax.methods.common import policy_params_for_rows
 
 # per-update metrics that are running totals: report the value at the end of the chunk, not the mean
 CUMULATIVE = ("num_failed_updates", "labelled_requests", "cells_covered")
@@ -72,16 +70,8 @@ def row_env(state, env: E.EnvParams) -> E.EnvParams:
 
 
 def make_train(method, cfg: Any, eval_every: int) -> Trainer:
-    def init_one(key, env, hp, pp):
-        return with_hp(method.init(key, env, cfg) if pp is None else method.init(key, env, cfg, policy_params=pp), hp)
-
-    init_rows = jax.jit(lambda keys, env, hp=None, pp=None: jax.vmap(init_one, in_axes=(0, None, 0, 0))(keys, env, hp, pp))
-    shared = "policy_params" in inspect.signature(method.init).parameters
-
-    def init(keys, env, hp=None):
-        # a learned method's initial policy comes from one program shared by every learned method (same values)
-        pp = policy_params_for_rows(keys, env, cfg) if shared else None
-        return init_rows(keys, env, hp, pp)
+    def init_one(key, env, hp):
+        return with_hp(method.init(key, env, cfg), hp)
 
     def chunk_one(state, key, env):
         env = row_env(state, env)
@@ -118,7 +108,7 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
                        "env_steps_per_update": m["env_steps"]}
 
     return Trainer(
-        init=init,
+        init=jax.jit(lambda keys, env, hp=None: jax.vmap(init_one, in_axes=(0, None, 0))(keys, env, hp)),
         chunk=jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, None))),
         evaluate=jax.jit(jax.vmap(eval_one, in_axes=(0, None))),
         chunk_eval=jax.jit(jax.vmap(chunk_eval_one, in_axes=(0, 0, None, None))),

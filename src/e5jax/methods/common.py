@@ -15,7 +15,6 @@ update is skipped and counted, never applied), same env steps per update and the
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -102,24 +101,6 @@ def init_policy_params(key, env: E.EnvParams, cfg: LearnerConfig):
     return params, sizes
 
 
-@functools.lru_cache(maxsize=None)
-def _policy_init_program(hidden: tuple, sizes: tuple, ar: tuple, obs_dim: int):
-    def one(key):  # the policy key exactly as ``init_learner`` splits it
-        k_pol = jax.random.split(key)[0]
-        return P.MLP(hidden, sizes, ar=ar).init(k_pol, jnp.zeros((1, obs_dim)))
-
-    return jax.jit(jax.vmap(one))
-
-
-def policy_params_for_rows(keys: jax.Array, env: E.EnvParams, cfg: LearnerConfig):
-    """[N] rows' initial policy parameters (what ``init_learner`` draws from each row's key), from one compiled
-    program shared by every learned method with the same network and heads: the policy-init compile is paid once
-    per run, not once per method."""
-    sizes = P.head_sizes(env, cfg.head_kind)
-    return _policy_init_program(tuple(cfg.hidden), tuple(sizes), tuple(P.ar_sizes(env, cfg.head_kind)),
-                                int(env.obs_dim))(keys)
-
-
 @struct.dataclass
 class LearnerState:
     params: Any  # trainable parameters (policy, or {"actor", "critic"} for PPO)
@@ -134,15 +115,9 @@ class LearnerState:
     program: Program = struct.field(pytree_node=False, default=Program())  # the lab's update pieces (benchmarks)
 
 
-def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = None, extra=None,
-                 policy_params=None) -> LearnerState:
-    """``policy_params``: the row's initial policy when computed outside (``policy_params_for_rows``: the same
-    values), else drawn here from ``key``."""
+def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = None, extra=None) -> LearnerState:
     k_pol, k_other = jax.random.split(key)
-    if policy_params is None:
-        policy_params, sizes = init_policy_params(k_pol, env, cfg)
-    else:
-        sizes = P.head_sizes(env, cfg.head_kind)
+    policy_params, sizes = init_policy_params(k_pol, env, cfg)
     params = policy_params if make_params is None else make_params(policy_params, k_other, sizes)
     return LearnerState(
         params=params,

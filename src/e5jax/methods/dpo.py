@@ -41,8 +41,8 @@ def dpo_loss(h, beta: float, loss: str = "sigmoid", label_smoothing: float = 0.0
     raise ValueError(f"dpo loss must be sigmoid or ipo, got {loss!r}")
 
 
-def init(key, env: E.EnvParams, cfg: Config = Config(), policy_params=None):
-    return C.init_learner(key, env, cfg, policy_params=policy_params)
+def init(key, env: E.EnvParams, cfg: Config = Config()):
+    return C.init_learner(key, env, cfg)
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:

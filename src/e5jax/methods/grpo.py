@@ -65,8 +65,8 @@ def grpo_loss(logp, logp_old, adv, kl_ref, clip_eps: float, beta: float):
     return pg.mean() + beta * kl_ref.mean(), ratio
 
 
-def init(key, env: E.EnvParams, cfg: Config = Config(), policy_params=None):
-    return C.init_learner(key, env, cfg, policy_params=policy_params)
+def init(key, env: E.EnvParams, cfg: Config = Config()):
+    return C.init_learner(key, env, cfg)
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:

@@ -47,12 +47,12 @@ def _value(cfg, params, obs):
     return P.MLP(cfg.hidden, (1,), head_scale=1.0).apply(params, obs)[0][..., 0]
 
 
-def init(key, env: E.EnvParams, cfg: Config = Config(), policy_params=None):
+def init(key, env: E.EnvParams, cfg: Config = Config()):
     def make_params(policy_params, k, sizes):
         critic = P.MLP(cfg.hidden, (1,), head_scale=1.0).init(k, jnp.zeros((1, env.obs_dim)))
         return {"actor": policy_params, "critic": critic}
 
-    return C.init_learner(key, env, cfg, make_params, policy_params=policy_params)
+    return C.init_learner(key, env, cfg, make_params)
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:

@@ -34,10 +34,10 @@ def labels_per_update(cfg: Config, env: E.EnvParams) -> int:
     return max(1, cfg.env_steps_per_update // env.num_configs)
 
 
-def init(key, env: E.EnvParams, cfg: Config = Config(), policy_params=None):
+def init(key, env: E.EnvParams, cfg: Config = Config()):
     # the policy comes from `key` exactly as in every other learned method; the labelling order from a fold
     order = jax.random.permutation(jax.random.fold_in(key, 1), env.train_idx)
-    return C.init_learner(key, env, cfg, extra=Labels(order, jnp.zeros((), jnp.int32)), policy_params=policy_params)
+    return C.init_learner(key, env, cfg, extra=Labels(order, jnp.zeros((), jnp.int32)))
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
