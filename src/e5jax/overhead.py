@@ -227,15 +227,8 @@ def phase_components(method) -> list[Component]:
     return comps
 
 
-def evaluation_component(method) -> Component:
-    """The greedy evaluation on the val split at every budget (``engine.evaluate``, as at every eval point of a
-    training chunk): runs once per eval point, not per update."""
-    def step(state, carry, env, key, fixed):
-        ev = engine.evaluate(engine.row_env(state, env), method.policy(state))
-        return ev, _checksum(ev)
-
-    return Component("evaluation", step, None, per="eval point",
-                     what="greedy evaluation on the val split at every budget (engine.evaluate)")
+EVALUATION = Component("evaluation", None, per="eval point",
+                       what="greedy evaluation on the val split at every budget (the run's compiled evaluate)")
 
 
 def compile_components(method, states, env: E.EnvParams, comps: Sequence[Component] | None = None) -> dict:
@@ -376,11 +369,10 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     """{piece: timing, share of the whole update, seconds over the run} for the final ``states`` (all seeds vmapped).
 
     The whole update, the reference the pieces are shares of, is the run's own: with ``train`` holding the run's
-    ``chunk_time_s`` and eval-point ``updates``, per-update time = (chunk time - its evaluations) / updates per
-    chunk (median over chunks), the evaluation timed here (``evaluate(states, env)``: the run's own compiled
-    evaluation, else compiled as a piece); otherwise (no run: a benchmark or test) the method's ``update``
-    compiled as a piece and timed in the same rounds. ``programs``: the pieces compiled ahead of time
-    (``compile_components``).
+    ``chunk_time_s`` and eval-point ``updates`` and ``evaluate`` the run's compiled evaluation, per-update time =
+    (chunk time - its evaluations) / updates per chunk (median over chunks), the evaluation timed here with
+    ``evaluate(states, env)``; otherwise (no run: a benchmark or test) the method's ``update`` compiled as a piece
+    and timed in the same rounds. ``programs``: the pieces compiled ahead of time (``compile_components``).
 
     Every piece is compiled (or taken from ``programs``) and calibrated first, in update order (each generation
     piece's last batch feeds the later pieces); then ``repeats`` rounds time every program once per round, in
@@ -388,12 +380,8 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     (median over rounds). ``learn`` is derived as whole update - collect; PPO's critic update is the marginal
     cost of the critic: learn minus the actor-only learn, floored at 0 (separate actor and critic SGD loops would
     each pay the per-step overhead and overstate it)."""
-    from_run = train is not None and "chunk_time_s" in train and num_chunks
-    comps = phase_components(method)
-    if not from_run:
-        comps.append(whole_update_component(method))
-    elif evaluate is None:
-        comps.append(evaluation_component(method))
+    from_run = bool(train is not None and "chunk_time_s" in train and num_chunks and evaluate is not None)
+    comps = phase_components(method) + ([] if from_run else [whole_update_component(method)])
     programs = programs or {}
     calls, fixed = {}, {}
     for comp in comps:
@@ -403,9 +391,9 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
         if comp.feeds:
             fixed = {**fixed, **carry}
         calls[comp.name] = (comp, call, n, first_s)
-    if from_run and evaluate is not None:
+    if from_run:
         call, n, first_s = _calibrate_call(evaluate, (states, env), target_call_s)
-        calls["evaluation"] = (evaluation_component(method), call, n, first_s)
+        calls["evaluation"] = (EVALUATION, call, n, first_s)
     per = {k: [] for k in calls}
     for r in range(repeats):
         for k, (_, call, _, _) in calls.items():
@@ -427,10 +415,12 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     out["update_whole"].setdefault("per", "update")
     out["update_whole"]["share_of_update"] = 1.0
 
+    ref = "update_whole: the run's median per-update time" if from_run else "update_whole of the same round"
+
     def derived(name, values, how, what, counted=True):
         v = np.maximum(values, 0.0)
         out[name] = {**_summary_ms(v), "repeats": repeats, "per": "update", "share_of_update": float(np.median(v / whole)),
-                     "derived": f"per round: {how} (floored at 0); median over rounds", "what": what,
+                     "derived": f"per round: {how} (floored at 0; {ref}); median over rounds", "what": what,
                      "in_components": counted}
 
     learn = whole - per["collect"]

@@ -447,15 +447,21 @@ def _load_csv_fast(p: Path, knob_names: tuple[str, ...], header: list[str]) -> P
         a[lin] = num[vc]
         values[vc] = a.reshape(R, C)
     features = np.stack([num[h][first] for h in feat_cols], axis=-1) if feat_cols else np.zeros((R, 0))
+    return _csv_table(p, knob_names, knobs, ids, task_names[task[first]], split_names[split[first]], feat_cols,
+                      features.astype(np.float64), values)
+
+
+def _csv_table(p: Path, knob_names, knobs, ids, task_types, split, feat_cols, features, values) -> ProfileTable:
+    """The table both CSV readers build (the meta from ``<file>.meta.json`` when present)."""
     meta_path = Path(str(p) + ".meta.json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"source": str(p)}
     return ProfileTable(
         knobs={k: knobs[k] for k in knob_names},
-        request_ids=ids,
-        task_types=task_names[task[first]],
-        split=split_names[split[first]],
+        request_ids=np.asarray(ids),
+        task_types=np.asarray(task_types),
+        split=np.asarray(split),
         feature_names=tuple(h[len(FEATURE_PREFIX):] for h in feat_cols),
-        features=features.astype(np.float64),
+        features=features,
         latency_ms=values["latency_ms"],
         quality=values["quality"],
         latency_std_ms=values.get("latency_std_ms"),
@@ -555,20 +561,8 @@ def _load_csv_rows(p: Path, knob_names: tuple[str, ...], header: list[str]) -> P
         [[_parse_float(x, f"{p}: request {rid!r}, column {h}") for x, h in zip(req_info[rid][2], feat_cols)] for rid in ids],
         dtype=np.float64,
     ).reshape(R, len(feat_cols))
-    meta_path = Path(str(p) + ".meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"source": str(p)}
-    return ProfileTable(
-        knobs={k: knobs[k] for k in knob_names},
-        request_ids=np.array(ids),
-        task_types=np.array([req_info[r][0] for r in ids]),
-        split=np.array([req_info[r][1] for r in ids]),
-        feature_names=tuple(h[len(FEATURE_PREFIX):] for h in feat_cols),
-        features=features,
-        latency_ms=values["latency_ms"],
-        quality=values["quality"],
-        latency_std_ms=values.get("latency_std_ms"),
-        meta=meta,
-    )
+    return _csv_table(p, knob_names, knobs, ids, [req_info[r][0] for r in ids], [req_info[r][1] for r in ids],
+                      feat_cols, features, values)
 
 
 # --------------------------------------------------------------------------- helpers
