@@ -10,6 +10,7 @@ import pytest
 from e5jax import engine
 from e5jax import env as E
 from e5jax.methods import METHODS
+from e5jax.methods import common as C
 from e5jax.stats import task_budget_lut_actions
 
 LEARNED = ("supervised", "ppo", "dpo", "grpo")
@@ -300,3 +301,18 @@ def test_init_in_blocks_equals_one_init(known_table):
     a, b = tr.init(keys, env, hp), init_in_blocks(tr, keys, env, hp, block=2)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_permutation_is_jax_random_permutation_without_the_sort():
+    """The minibatch shuffle (common.permutation) draws the same permutation as jax.random.permutation for every
+    key and size, both on the rank path (n <= RANK_PERMUTATION_MAX) and past it; ties among the sort keys go by
+    index, as in jax's stable sort."""
+    sizes = [1, 2, 5, 64, 256, 1000, C.RANK_PERMUTATION_MAX, C.RANK_PERMUTATION_MAX + 1]
+    for n in sizes:
+        keys = jax.random.split(jax.random.PRNGKey(n), 8)
+        ours = jax.vmap(lambda k: C.permutation(k, n))(keys)
+        ref = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref), err_msg=f"n={n}")
+    bits = np.random.default_rng(0).integers(0, 7, size=300).astype(np.uint32)  # many ties
+    np.testing.assert_array_equal(np.asarray(C.permutation_from_sort_keys(jnp.asarray(bits))),
+                                  np.argsort(bits, kind="stable"))

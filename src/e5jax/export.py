@@ -392,16 +392,20 @@ def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds
     """Trained vmapped ``states`` (leading seed axis) -> one controller per seed, from ``method.policy``."""
     spec = observation_spec(table, env)
     S = jax.tree_util.tree_leaves(states)[0].shape[0]
+    # every seed's policy from one compiled program, then sliced on the host (op by op, the per-seed slicing and
+    # policy ops compiled dozens of small programs)
+    policies = jax.device_get(jax.jit(jax.vmap(method.policy))(states))
+    features, tasks = np.asarray(env.features), np.asarray(env.task)
     out = []
     for i in range(S) if seeds is None else seeds:
-        pol = jax.device_get(method.policy(unstack(states, i)))
+        pol = unstack(policies, i)
         if isinstance(pol, P.LookupPolicy):
             out.append(LookupController(spec, np.asarray(pol.choice), name, i))
         elif isinstance(pol, P.KNNPolicy):
             n = int(pol.n)
             idx = np.asarray(pol.order)[:n]
-            pts = np.asarray(jax.device_get(P.knn_features(env, jnp.asarray(idx, jnp.int32)))) if n else \
-                np.zeros((0, env.features.shape[1] + env.num_tasks), np.float32)
+            # P.knn_features on the host: standardized features ++ task one-hot
+            pts = np.concatenate([features[idx], np.eye(env.num_tasks, dtype=np.float32)[tasks[idx]]], -1)
             out.append(KNNController(spec, pts, np.asarray(pol.quality)[:n], np.asarray(pol.latency)[:n], pol.k,
                                      float(env.lam), name, i))
         elif isinstance(pol, P.MLPPolicy):
