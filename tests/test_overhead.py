@@ -243,6 +243,30 @@ def test_run_path_components_from_chunks_and_ahead_of_time_programs(setup, train
     assert abs(tr["components_sum_s"] + tr["other_s"] - tr["total_s"]) < 1e-9
 
 
+def test_recorder_compiles_shared_phases_once(tmp_path, setup, trained):
+    """heuristic profiles cells with lut's own collect on states of the same structure: the recorder compiles
+    their timing programs once and hands both the same programs; a method with other phases gets its own."""
+    table, env = setup
+    rec = O.Recorder(tmp_path, table, env)
+    calls = []
+    real = O.compile_components
+
+    def counting(method, states, env_):
+        calls.append(method.__name__)
+        return real(method, states, env_)
+
+    O.compile_components = counting
+    try:
+        for name in ("lut", "heuristic", "grpo"):
+            rec.compile(name, *trained[name])
+    finally:
+        O.compile_components = real
+    assert calls == ["e5jax.methods.lut", "e5jax.methods.grpo"]
+    assert rec.programs["heuristic"] is rec.programs["lut"] and rec.programs["grpo"] is not rec.programs["lut"]
+    assert O.timing_signature(*trained["lut"]) == O.timing_signature(*trained["heuristic"])
+    assert O.timing_signature(*trained["lut"]) != O.timing_signature(*trained["knn_lut"])
+
+
 def test_joint_head_controller(setup):
     """A joint head (one categorical over all configs) exports and decides like the evaluator too."""
     table, env = setup

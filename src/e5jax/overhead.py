@@ -29,6 +29,7 @@ import datetime
 import math
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -244,6 +245,14 @@ def compile_components(method, states, env: E.EnvParams, comps: Sequence[Compone
             carry = jax.eval_shape(f, states, fixed, key, 1, zero, env)[0]
             fixed = {**fixed, **carry}
     return out
+
+
+def timing_signature(method, states) -> tuple:
+    """What decides ``compile_components``' programs: the phase functions (``collect`` and every ``LEARN_WITHOUT``
+    variant, by identity) and the states' structure (static config included) and leaf shapes and dtypes."""
+    phases = (method.collect, *getattr(method, "LEARN_WITHOUT", {}).items())
+    leaves, treedef = jax.tree_util.tree_flatten(states)
+    return phases, treedef, tuple((x.shape, str(x.dtype)) for x in leaves)
 
 
 def _program(comp: Component):
@@ -536,6 +545,9 @@ class Recorder:
         self.settings = settings or Settings()
         self.controllers: dict = {}
         self.programs: dict = {}  # {method: {piece: compiled}} from compile(), in the run's compile threads
+        self._compiled: dict = {}  # {timing_signature: {piece: compiled}}
+        self._compiling: dict = {}  # {timing_signature: lock held while it compiles}
+        self._lock = threading.Lock()
         self.doc = {
             "schema": SCHEMA,
             "complete": False,
@@ -563,9 +575,18 @@ class Recorder:
 
     def compile(self, name: str, method, states) -> None:
         """Compile the method's timing programs ahead of time (executes nothing: safe in a compile thread);
-        ``states``: any states of the run's shapes (e.g. the initial ones)."""
-        if self.settings.components:
-            self.programs[name] = compile_components(method, states, self.env)
+        ``states``: any states of the run's shapes (e.g. the initial ones). Methods with the same phases on states
+        of the same structure and shapes (heuristic uses lut's) share one set of programs: the second waits for
+        the first compile instead of repeating it."""
+        if not self.settings.components:
+            return
+        key = timing_signature(method, states)
+        with self._lock:
+            lock = self._compiling.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._compiled:
+                self._compiled[key] = compile_components(method, states, self.env)
+        self.programs[name] = self._compiled[key]
 
     def __call__(self, name: str, method, states, result: dict, evaluate: Callable | None = None) -> None:
         run = self.run_cfg
