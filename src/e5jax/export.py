@@ -395,7 +395,7 @@ def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds
     # every seed's policy from one compiled program, then sliced on the host (op by op, the per-seed slicing and
     # policy ops compiled dozens of small programs)
     policies = jax.device_get(jax.jit(jax.vmap(method.policy))(states))
-    features, tasks = np.asarray(env.features), np.asarray(env.task)
+    knn_space = None  # P.knn_features of every request, computed once (rows are picked on the host)
     out = []
     for i in range(S) if seeds is None else seeds:
         pol = unstack(policies, i)
@@ -404,8 +404,9 @@ def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds
         elif isinstance(pol, P.KNNPolicy):
             n = int(pol.n)
             idx = np.asarray(pol.order)[:n]
-            # P.knn_features on the host: standardized features ++ task one-hot
-            pts = np.concatenate([features[idx], np.eye(env.num_tasks, dtype=np.float32)[tasks[idx]]], -1)
+            if knn_space is None:
+                knn_space = np.asarray(P.knn_features(env, jnp.arange(env.task.shape[0], dtype=jnp.int32)))
+            pts = knn_space[idx]
             out.append(KNNController(spec, pts, np.asarray(pol.quality)[:n], np.asarray(pol.latency)[:n], pol.k,
                                      float(env.lam), name, i))
         elif isinstance(pol, P.MLPPolicy):
