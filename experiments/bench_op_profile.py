@@ -27,9 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-if "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import OUT_DIR, bench_meta, lab_init, load_env, setup_jax  # noqa: E402
 
@@ -152,6 +149,8 @@ def main() -> int:
     ap.add_argument("--methods", default="grpo,ppo")
     ap.add_argument("--out", default=str(OUT_DIR / "op_profile.json"))
     args = ap.parse_args()
+    if "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):  # read when the backend starts: below
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
     setup_jax()
     run, cfgs, env, _ = load_env()
     doc = {"schema": "e5jax/bench_op_profile/v1", "meta": bench_meta(), "methods": {}}

@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
+import bench_op_profile as OP  # noqa: E402
 import bench_roofline as BR  # noqa: E402
 import torch_reference as T  # noqa: E402
 from e5jax import env as E  # noqa: E402
@@ -118,3 +119,32 @@ def test_update_variants_are_explicit_programs(envs):
         chex_equal = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), frozen.params, states.params)
         assert all(jax.tree_util.tree_leaves(chex_equal))  # no SGD phase: the parameters did not move
     assert C.num_failed_updates(BR.plain_optimizer(ppo.Config()).init({"w": jnp.zeros(2)})) == 0
+
+
+def test_op_profile_self_time_kinds_and_dot_flops():
+    """Self time = duration less the direct children's, per thread; kinds group dots and library-fused dots as
+    matmuls and the finite check's pieces together; a fused dot's FLOPs come from its body's operand shapes."""
+    ev = [{"ph": "X", "pid": 1, "tid": 1, "name": "while.3", "ts": 0, "dur": 100},
+          {"ph": "X", "pid": 1, "tid": 1, "name": "ynn_fusion.11", "ts": 10, "dur": 30},
+          {"ph": "X", "pid": 1, "tid": 1, "name": "copy.2", "ts": 50, "dur": 20},
+          {"ph": "X", "pid": 1, "tid": 2, "name": "dot.26", "ts": 20, "dur": 40},  # another thread: not a child
+          {"ph": "i", "pid": 1, "tid": 1, "name": "marker", "ts": 5}]
+    self_us, calls = OP.self_times(ev)
+    assert self_us == {"while.3": 50, "ynn_fusion.11": 30, "copy.2": 20, "dot.26": 40}
+    assert calls["while.3"] == 1
+    assert [OP.kind(n) for n in ("ynn_fusion.11", "dot.26", "copy.2", "wrapped_is-finite.3", "wrapped_reduce-window.15",
+                                 "ThunkExecutor::Execute", "add_select_fusion.6")] == \
+        ["matmul", "matmul", "copy", "finite check", "finite check", "thunk dispatch", "add_select_fusion"]
+    hlo = """
+%ynn_fused_computation.11 (param_0.13: f32[5,64,128], param_1.13: f32[5,128,64]) -> f32[5,64,64] {
+  %param_0.13 = f32[5,64,128]{2,1,0} parameter(0)
+  %param_1.13 = f32[5,128,64]{2,1,0} parameter(1)
+  ROOT %dot.7 = f32[5,64,64]{2,1,0} dot(%param_0.13, %param_1.13), lhs_batch_dims={0}, lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={1}
+}
+
+ENTRY %main {
+  %ynn_fusion.11 = f32[5,64,64]{2,1,0} fusion(%a, %b), kind=kCustom, calls=%ynn_fused_computation.11
+}
+"""
+    shapes, flops = OP.dot_flops(hlo, "ynn_fusion.11")
+    assert shapes == "5x64x128 . 5x128x64 -> 5x64x64" and flops == 2.0 * 5 * 64 * 64 * 128
