@@ -192,7 +192,12 @@ def test_analysis_json_schema_and_report(tmp_path, setup, trained):
     assert doc["methods"]["ppo"]["decision_ratio_to_lut"]["p50"] > 1.0  # an MLP forward costs more than a lookup
     assert doc["methods"]["ppo"]["decision_ms_after_training"]["n"] == 200
     rows = {r["method"]: r for r in doc["overhead_table"]}
-    assert rows["ppo"]["critic_training_s"] > 0 and rows["lut"]["critic_training_s"] is None
+    # the seed's critic column is PPO's critic_update: learn - actor-only learn, a marginal time floored at 0. On this
+    # tiny config it can measure 0 on a busy machine (it did once in CI), so its size is left to the benchmarks
+    crit = ppo["training"]["component_timing"]["critic_update"]
+    assert "learn_without_critic" in crit["derived"] and crit["median_ms"] >= 0
+    assert rows["ppo"]["critic_training_s"] == ppo["training"]["components"]["critic_update"] >= 0
+    assert rows["lut"]["critic_training_s"] is None
     # report.py reads exactly these fields
     ov = R.load_overhead(tmp_path)
     assert ov["methods"]["ppo"]["decision_ms"]["p99"] == ppo["decision_ms"]["p99"]
