@@ -6,9 +6,10 @@
     python experiments/bench_op_profile.py --methods grpo --out /tmp/op.json
 
 Self time = an event's duration less its direct children's (a ``while`` thunk is charged only its own loop
-overhead). Kinds: ``matmul`` (every ``dot`` and library-fused dot: ``ynn_fusion``/``xnn_fusion``), ``copy``,
-``thunk dispatch`` (``ThunkExecutor::Execute`` itself), ``finite check`` (``is-finite`` and the reductions over
-it: optax.apply_if_finite), and the XLA fusion names otherwise (numbers stripped). The traced chunk runs slower
+overhead). Kinds (``kind``, read from the compiled program's HLO): ``matmul`` (a dot, or a library fusion such as
+``ynn_fusion`` whose body holds one), ``library fusion, no matmul``, ``is-finite`` and ``boolean reduce-window``
+(in the update: optax.apply_if_finite's all-finite check), ``thunk dispatch`` (``ThunkExecutor::Execute``
+itself), and otherwise the XLA op name without its number (``copy``, ``add_select_fusion``, ...). The traced chunk runs slower
 than an untraced one (``exec_s`` vs ``traced_s``): read shares, not absolute times. The ten slowest matmuls are
 listed with their shapes and GFLOP/s.
 """
@@ -61,20 +62,14 @@ def self_times(trace_events: list) -> tuple[collections.Counter, collections.Cou
     return self_us, calls
 
 
-def kind(name: str) -> str:
-    base = re.sub(r"\.\d+$", "", name.replace("end: ", ""))
-    if base in ("dot",) or base.startswith(("ynn_fusion", "xnn_fusion")) and "reduce" not in base:
-        return "matmul"
-    if "is-finite" in base or base.startswith("wrapped_reduce-window") or base == "or_convert_fusion":
-        return "finite check"
-    if base == "ThunkExecutor::Execute":
-        return "thunk dispatch"
-    return base
+def _instruction(hlo: str, name: str):
+    """The HLO line defining ``%name`` (groups: result type, opcode, operands, the rest), or None."""
+    return re.search(r"\n\s*(?:ROOT )?%" + re.escape(name) + r" = (\S+) ([\w\-]+)\(([^)]*)\)([^\n]*)", hlo)
 
 
 def dot_flops(hlo: str, name: str) -> tuple[str, float] | None:
-    """(shapes, FLOPs) of the dot an op name stands for (a dot, or a fusion whose body holds one)."""
-    m = re.search(r"\n\s*%" + re.escape(name) + r" = (\S+) (\w+)\(([^)]*)\)([^\n]*)", hlo)
+    """(shapes, FLOPs) of the dot an op name stands for (a dot, or a fusion whose body holds one), else None."""
+    m = _instruction(hlo, name)
     if not m:
         return None
     text = m.group(0)
@@ -101,6 +96,26 @@ def dot_flops(hlo: str, name: str) -> tuple[str, float] | None:
     return f"{fmt(lhs)} . {fmt(rhs)} -> {fmt(out)}", 2.0 * float(np.prod(out)) * k
 
 
+def kind(name: str, hlo: str) -> str:
+    """An op's kind, from the compiled program's HLO: ``matmul`` (a dot, or a library fusion whose body holds one),
+    ``library fusion, no matmul`` (e.g. a bias gradient's reduction), ``is-finite``, ``boolean reduce-window``
+    (reductions over predicates; in the update, optax.apply_if_finite's all-finite check), ``thunk
+    dispatch``; otherwise the XLA op name without its number."""
+    base = re.sub(r"\.\d+$", "", name.replace("end: ", ""))
+    if base == "ThunkExecutor::Execute":
+        return "thunk dispatch"
+    if dot_flops(hlo, name.replace("end: ", "")) is not None:
+        return "matmul"
+    if base.startswith(("ynn_fusion", "xnn_fusion")):
+        return "library fusion, no matmul"
+    if "is-finite" in base:
+        return "is-finite"
+    m = _instruction(hlo, name.replace("end: ", ""))
+    if base.startswith("wrapped_reduce-window") and m and m.group(1).startswith("pred["):
+        return "boolean reduce-window"
+    return base
+
+
 def profile(name: str, run, cfgs, env) -> dict:
     method, cfg = METHODS[name], cfgs[name]
     trainer = engine.make_train(method, cfg, run.eval_every)
@@ -124,13 +139,14 @@ def profile(name: str, run, cfgs, env) -> dict:
     self_us, calls = self_times(trace["traceEvents"])
     device = {n: t for n, t in self_us.items() if not any(p in n for p in PYTHON_SIDE)}
     total = float(sum(device.values()))
+    hlo = chunk.as_text()
+    kinds = {n: kind(n, hlo) for n in device}
     by_kind = collections.Counter()
     for n, t in device.items():
-        by_kind[kind(n)] += t
-    hlo = chunk.as_text()
+        by_kind[kinds[n]] += t
     dots = []
     for n, t in sorted(device.items(), key=lambda x: -x[1]):
-        if kind(n) != "matmul" or n.startswith("end: "):
+        if kinds[n] != "matmul" or n.startswith("end: "):
             continue
         got = dot_flops(hlo, n)
         per_call_s = t / calls[n] / 1e6

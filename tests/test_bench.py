@@ -122,8 +122,8 @@ def test_update_variants_are_explicit_programs(envs):
 
 
 def test_op_profile_self_time_kinds_and_dot_flops():
-    """Self time = duration less the direct children's, per thread; kinds group dots and library-fused dots as
-    matmuls and the finite check's pieces together; a fused dot's FLOPs come from its body's operand shapes."""
+    """Self time = duration less the direct children's, per thread; an op's kind comes from the HLO (a library
+    fusion is a matmul only when its body holds a dot); a fused dot's FLOPs come from its body's operand shapes."""
     ev = [{"ph": "X", "pid": 1, "tid": 1, "name": "while.3", "ts": 0, "dur": 100},
           {"ph": "X", "pid": 1, "tid": 1, "name": "ynn_fusion.11", "ts": 10, "dur": 30},
           {"ph": "X", "pid": 1, "tid": 1, "name": "copy.2", "ts": 50, "dur": 20},
@@ -132,9 +132,6 @@ def test_op_profile_self_time_kinds_and_dot_flops():
     self_us, calls = OP.self_times(ev)
     assert self_us == {"while.3": 50, "ynn_fusion.11": 30, "copy.2": 20, "dot.26": 40}
     assert calls["while.3"] == 1
-    assert [OP.kind(n) for n in ("ynn_fusion.11", "dot.26", "copy.2", "wrapped_is-finite.3", "wrapped_reduce-window.15",
-                                 "ThunkExecutor::Execute", "add_select_fusion.6")] == \
-        ["matmul", "matmul", "copy", "finite check", "finite check", "thunk dispatch", "add_select_fusion"]
     hlo = """
 %ynn_fused_computation.11 (param_0.13: f32[5,64,128], param_1.13: f32[5,128,64]) -> f32[5,64,64] {
   %param_0.13 = f32[5,64,128]{2,1,0} parameter(0)
@@ -142,9 +139,24 @@ def test_op_profile_self_time_kinds_and_dot_flops():
   ROOT %dot.7 = f32[5,64,64]{2,1,0} dot(%param_0.13, %param_1.13), lhs_batch_dims={0}, lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={1}
 }
 
+%fused_computation.3 (param_0.5: f32[5,64,128]) -> f32[5,128] {
+  %param_0.5 = f32[5,64,128]{2,1,0} parameter(0)
+  ROOT %reduce.1 = f32[5,128]{1,0} reduce(%param_0.5, %constant.1), dimensions={1}, to_apply=%add
+}
+
 ENTRY %main {
+  %x = f32[5,64,128]{2,1,0} parameter(0)
   %ynn_fusion.11 = f32[5,64,64]{2,1,0} fusion(%a, %b), kind=kCustom, calls=%ynn_fused_computation.11
+  %dot.26 = f32[5,128,64]{2,1,0} dot(%x, %dy), lhs_batch_dims={0}, lhs_contracting_dims={1}, rhs_batch_dims={0}, rhs_contracting_dims={1}
+  %ynn_fusion.3 = f32[5,128]{1,0} fusion(%x), kind=kCustom, calls=%fused_computation.3
+  %wrapped_reduce-window.15 = pred[5,4,2]{2,1,0} fusion(%wrapped_is-finite.3, %constant.3731), kind=kLoop, calls=%w
 }
 """
+    assert [OP.kind(n, hlo) for n in ("ynn_fusion.11", "dot.26", "ynn_fusion.3", "copy.2", "wrapped_is-finite.3",
+                                      "wrapped_reduce-window.15", "ThunkExecutor::Execute", "add_select_fusion.6")] == \
+        ["matmul", "matmul", "library fusion, no matmul", "copy", "is-finite", "boolean reduce-window",
+         "thunk dispatch", "add_select_fusion"]
     shapes, flops = OP.dot_flops(hlo, "ynn_fusion.11")
     assert shapes == "5x64x128 . 5x128x64 -> 5x64x64" and flops == 2.0 * 5 * 64 * 64 * 128
+    assert OP.dot_flops(hlo, "dot.26")[1] == 2.0 * 5 * 128 * 64 * 64  # a plain dot: contracting dim of x is 64
+    assert OP.dot_flops(hlo, "ynn_fusion.3") is None
