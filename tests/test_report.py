@@ -220,15 +220,18 @@ def test_within_run_std_window():
 def test_all_files_written_with_schema_and_meta(run_dir):
     d, paths = run_dir
     names = {p.relative_to(d).as_posix() for p in paths}
-    expected = {"e5_sample_efficiency.json", "e5_final_frontiers.json", "e5_stability_analysis.json", "summary.md",
-                *(f"figures/{f}" for k, f in R.FIGURES.items() if k != "overhead")}
+    expected = {"e5_sample_efficiency.json", "e5_final_frontiers.json", "e5_stability_analysis.json",
+                "e5_decisions.json", "summary.md", *(f"figures/{f}" for k, f in R.FIGURES.items() if k != "overhead")}
     assert names == expected
+    dec = json.loads((d / "e5_decisions.json").read_text())
+    assert dec["data_level"] == "seeds"  # synthetic curves without e5_val_actions.npz: seed-only decisions
+    assert set(dec["questions"]["final_utility"]["methods"]) == set(json.loads((d / "e5_training_curves.json").read_text())["methods"])
     for p in paths:
         assert p.is_file() and p.stat().st_size > 0
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (d / "figures" / R.FIGURES["overhead"]).exists()  # no overhead data -> no overhead figure
-    for name in ("e5_sample_efficiency.json", "e5_final_frontiers.json", "e5_stability_analysis.json"):
+    for name in ("e5_sample_efficiency.json", "e5_final_frontiers.json", "e5_stability_analysis.json", "e5_decisions.json"):
         doc = json.loads((d / name).read_text())  # strict JSON: NaN was written as null
         assert doc["schema"] == f"e5jax/{name[:-5]}/v1"
         meta = doc["meta"]
@@ -374,7 +377,7 @@ def test_auc_in_sample_efficiency(run_dir):
     i, j = P["methods"].index("grpo"), P["methods"].index("ppo")
     assert P["p"][i][j] == 1.0 and P["p"][j][i] == 0.0
     summary = (d / "summary.md").read_text()
-    assert "Sample-efficiency AUC" in summary and "sample-efficiency AUC IQM" in summary
+    assert "Winner (sample-efficiency AUC" in summary and "sample-efficiency AUC IQM" in summary
 
 
 def test_thresholds_configurable(tmp_path):

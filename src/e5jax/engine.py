@@ -35,11 +35,15 @@ CUMULATIVE = ("num_failed_updates", "labelled_requests", "cells_covered")
 
 
 def evaluate(env: E.EnvParams, pol) -> dict:
-    """Greedy metrics per budget plus the exact expected utility of the sampled (stochastic) policy."""
-    out = E.evaluate_policy(env, pol)
+    """Greedy metrics per budget plus the exact expected utility of the sampled (stochastic) policy, and the greedy
+    configs themselves (``actions`` [B, Rv] int32: every val request's choice, from which the host recomputes any
+    per-request metric for the request-level bootstrap, ``e5jax.decide``)."""
     req, budget = E.eval_grid(env)
     bidx = jnp.broadcast_to(jnp.arange(env.budgets.shape[0])[:, None], req.shape)
+    actions = pol.greedy(env, req, budget, bidx)
+    out = E.evaluate_actions(env, actions)
     out["utility_sampled"] = E.expected_utility(env, pol.probs(env, req, budget, bidx))
+    out["actions"] = actions.astype(jnp.int32)
     return out
 
 
@@ -91,8 +95,9 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
         env = row_env(state, env)
 
         def blank(s):
-            shapes = jax.eval_shape(eval_one, s, env)
-            return jax.tree_util.tree_map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), shapes)
+            shapes = jax.eval_shape(eval_one, s, env)  # NaN where not evaluated (-1 for the integer actions)
+            return jax.tree_util.tree_map(
+                lambda x: jnp.full(x.shape, jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else -1, x.dtype), shapes)
 
         def body(s, xs):
             k, do = xs

@@ -31,9 +31,9 @@ from e5jax.checkpoint import MethodCheckpointer, ResumeError, f32_tree, fingerpr
 from e5jax.config import ConfigError, RunConfig, load_config
 from e5jax.errors import UsageError
 from e5jax.host import host_description
-from e5jax.io import read_json, write_json
+from e5jax.io import atomic_write, read_json, write_json
 from e5jax.methods import METHODS
-from e5jax.overhead import recorder_from_env
+from e5jax.overhead import recorder_from_env, split_evaluation, time_evaluation, train_time_axis
 from e5jax.table import ProfileTable, default_table_path, load_table
 
 SCHEMA = "e5jax/e5_training_curves/v1"
@@ -221,6 +221,11 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     p = prepared or prepare_method(name, cfg, run, env)
     tr = train_chunks(p, run, env, pbar, checkpointer, label=name)
     states, evals, trains, wall, chunk_s, updates = tr.states, tr.evals, tr.trains, tr.wall, tr.chunk_s, tr.updates
+    # training time without the val evaluations inside the chunks: eval points x the compiled evaluate's time per
+    # call, timed now (right after training); null when below resolution (overhead.split_evaluation)
+    eval_t = time_evaluation(p.evaluate or p.trainer.evaluate, states, env)
+    split = split_evaluation(chunk_s, updates, run.num_chunks, eval_t)
+    wall = train_time_axis(updates, split["train_chunk_s"], run.eval_every)
     compile_s = p.compile_s
 
     S = run.seeds
@@ -232,6 +237,8 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     per_budget = {f"val_{k}": seed_stats(v) for k, v in ev.items()}
     per_budget["val_utility_norm"] = seed_stats(ev_norm)
 
+    # [S, E, B, Rv] greedy val configs at every eval point (e5_val_actions.npz: the request-level bootstrap's input)
+    actions = np.stack([np.asarray(e["actions"]) for e in evals], axis=1).astype(np.int16)
     last = next(t for t in trains if t is not None)
     train_keys = sorted(last)
     steps = env_steps_axis(tr.step_inc)
@@ -252,14 +259,45 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
         "wall_time_s": np.asarray(wall),
         "chunk_time_s": np.asarray(chunk_s),
         "compile_time_s": compile_s,
-        "train_time_s": float(sum(chunk_s)),
+        "train_time_s": split["train_time_s"],
+        "train_time_below_resolution": split["train_time_below_resolution"],
+        "train_time_resolution_s": split["train_time_resolution_s"],
+        "eval_time_s": split["eval_time_s"],
+        "eval_time_per_call": eval_t,
         "num_params": num_params,
         "curves": curves,
         "per_budget": per_budget,
+        "val_actions": actions,  # not JSON: run_experiment moves it to e5_val_actions.npz
     }
     if on_done is not None:
         on_done(name, method, states, result)
     return result
+
+
+ACTIONS = "e5_val_actions.npz"
+
+
+class ActionStore:
+    """``e5_val_actions.npz``: every method's greedy val configs at every eval point ([S, E, B, Rv] int16, key
+    ``actions/<method>``) with the val rows of the table they index (quality, normalized latency), the budgets, lambda
+    and the val request indices: everything ``e5jax.decide`` needs to recompute any per-request metric. Rewritten
+    atomically after every method; on resume the finished methods' arrays are kept."""
+
+    def __init__(self, path: Path, env: E.EnvParams, keep=()):
+        self.path = path
+        val = np.asarray(env.val_idx)
+        self.base = {"quality": np.asarray(env.quality)[val], "latency_norm": np.asarray(env.latency_norm)[val],
+                     "budgets": np.asarray(env.budgets), "lam": np.asarray(env.lam), "val_index": val}
+        self.methods = {}
+        if keep and path.is_file():
+            with np.load(path) as z:
+                self.methods = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("actions/")
+                                and k.split("/", 1)[1] in keep}
+
+    def add(self, name: str, actions: np.ndarray) -> None:
+        self.methods[name] = np.asarray(actions, np.int16)
+        arrays = {**self.base, **{f"actions/{k}": v for k, v in self.methods.items()}}
+        atomic_write(self.path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
 
 NOT_TRAINING = ("thresholds", "checkpoint_every_chunks", "checkpoint_every_s")  # run keys a resume may change
@@ -308,7 +346,10 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
 
     trained = {}
 
+    actions = ActionStore(out / ACTIONS, env, keep=list(doc["methods"]) if resume else [])
+
     def finished(name, method, states, result):  # curves first, so an interrupted analysis loses nothing
+        actions.add(name, result.pop("val_actions"))
         doc["methods"][name] = result
         write_json(path, doc)
         ckpts[name].remove()
@@ -362,7 +403,10 @@ def print_final(doc: dict, out: Path) -> None:
         c = m["curves"]
         print(f"  {name:11s} {c['val_utility_norm']['mean'][-1]:6.3f} ± {c['val_utility_norm']['std'][-1]:.3f}   "
               f"SLO viol {c['val_slo_violation_rate']['mean'][-1]:6.1%}   quality {c['val_quality_mean']['mean'][-1]:.3f}   "
-              f"env steps {m['env_steps'][-1]:>9.0f}   compile {m['compile_time_s']:5.1f}s   train {m['train_time_s']:6.1f}s")
+              f"env steps {m['env_steps'][-1]:>9.0f}   compile {m['compile_time_s']:5.1f}s   "
+              + (f"train {m['train_time_s']:6.1f}s" if m.get("train_time_s") is not None
+                 else f"train < {m.get('train_time_resolution_s', float('nan')):.2g}s (below resolution)")
+              + (f" + eval {m['eval_time_s']:.1f}s" if m.get("eval_time_s") is not None else ""))
     print(f"total wall time {doc['meta']['total_wall_time_s']:.1f}s -> {out}")
 
 
@@ -370,8 +414,8 @@ def run_outputs(out: Path) -> list[Path]:
     """Every path a run writes into its output directory."""
     from e5jax import report as R
 
-    names = [R.CURVES, R.SAMPLE_EFFICIENCY, R.FRONTIERS, R.STABILITY, R.OVERHEAD, R.SUMMARY, R.FIG_DIR, "controllers",
-             "checkpoints"]
+    names = [R.CURVES, ACTIONS, R.SAMPLE_EFFICIENCY, R.FRONTIERS, R.STABILITY, R.DECISIONS, R.OVERHEAD, R.SUMMARY,
+             R.FIG_DIR, "controllers", "checkpoints"]
     return [out / n for n in names]
 
 

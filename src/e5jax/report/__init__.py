@@ -19,7 +19,8 @@ from e5jax.errors import UsageError
 from e5jax.io import atomic_write, to_jsonable, write_json
 from e5jax.report.analyses import (FRONTIER_METRICS, auc_range, final_frontiers, report_meta, sample_efficiency,
                                    sample_efficiency_auc, stability_analysis)
-from e5jax.report.load import (CURVES, FIG_DIR, FRONTIERS, OVERHEAD, REFERENCE_NAMES, SAMPLE_EFFICIENCY, STABILITY,
+from e5jax.report.decisions import decisions_analysis, load_actions
+from e5jax.report.load import (CURVES, DECISIONS, FIG_DIR, FRONTIERS, OVERHEAD, REFERENCE_NAMES, SAMPLE_EFFICIENCY, STABILITY,
                                SUMMARY, ReportError, load_curves, load_overhead, schema)
 from e5jax.report.prose import summary_markdown
 from e5jax.report.registry import FIGURE_LIST, FIGURES, FigureInputs, draw_figures
@@ -27,7 +28,7 @@ from e5jax.report.thresholds import (DEFAULT_THRESHOLDS, RELATIVE_KEYS, best_fix
                                      parse_thresholds, reference_norm_utility, reference_value, resolve_thresholds)
 
 __all__ = [
-    "CURVES", "DEFAULT_THRESHOLDS", "FIGURES", "FIGURE_LIST", "FIG_DIR", "FRONTIERS", "FRONTIER_METRICS", "OVERHEAD",
+    "CURVES", "DECISIONS", "DEFAULT_THRESHOLDS", "FIGURES", "FIGURE_LIST", "FIG_DIR", "FRONTIERS", "FRONTIER_METRICS", "OVERHEAD",
     "REFERENCE_NAMES", "RELATIVE_KEYS", "SAMPLE_EFFICIENCY", "STABILITY", "SUMMARY", "FigureInputs", "ReportError",
     "auc_range", "best_fixed_config", "draw_figures", "final_frontiers", "load_curves", "load_overhead", "norm_utility",
     "parse_thresholds", "reference_norm_utility", "reference_value", "report_from_args", "report_meta",
@@ -47,16 +48,17 @@ def write_outputs(out: Path, thresholds=None) -> list[Path]:
     ov = load_overhead(out)
     ff = final_frontiers(doc, ov)
     st = stability_analysis(doc, se)
+    dec = decisions_analysis(doc, load_actions(out))
     written = []
-    for name, obj in ((SAMPLE_EFFICIENCY, se), (FRONTIERS, ff), (STABILITY, st)):
+    for name, obj in ((SAMPLE_EFFICIENCY, se), (FRONTIERS, ff), (STABILITY, st), (DECISIONS, dec)):
         write_json(out / name, obj)
         written.append(out / name)
     # figures are drawn from the JSON round trip (None -> NaN), exactly what `e5jax report` would see
-    se_j, ff_j, st_j = (json.loads(json.dumps(to_jsonable(x))) for x in (se, ff, st))
+    se_j, ff_j, st_j, dec_j = (json.loads(json.dumps(to_jsonable(x))) for x in (se, ff, st, dec))
     refs_norm = {k: v["mean"] for k, v in reference_norm_utility(doc).items()}
     figs = draw_figures(FigureInputs(doc, th, se_j, ff_j, st_j, ov, refs_norm), out / FIG_DIR)
     written += list(figs.values())
-    text = summary_markdown(doc, se_j, ff_j, st_j, ov, figs)
+    text = summary_markdown(doc, se_j, ff_j, st_j, ov, figs, dec_j)
     atomic_write(out / SUMMARY, lambda f: f.write(text))
     written.append(out / SUMMARY)
     return written

@@ -13,6 +13,7 @@ CURVES = "e5_training_curves.json"
 SAMPLE_EFFICIENCY = "e5_sample_efficiency.json"
 FRONTIERS = "e5_final_frontiers.json"
 STABILITY = "e5_stability_analysis.json"
+DECISIONS = "e5_decisions.json"
 OVERHEAD = "e5_overhead_analysis.json"
 SUMMARY = "summary.md"
 FIG_DIR = "figures"
@@ -88,7 +89,13 @@ def load_overhead(out: Path) -> dict | None:
         methods[name] = {
             "decision_ms": {q: f(dec.get(q)) for q in ("p50", "p95", "p99")},
             "training": {"total_s": f(tr.get("total_s")),
-                         "components": {k: f(v) for k, v in comps.items() if f(v) is not None}},
+                         "components": {k: f(v) for k, v in comps.items() if f(v) is not None},
+                         # the overhead's resolution fields (never a negative time: null pieces are below resolution)
+                         "whole_s": f(tr.get("whole_s")), "eval_time_s": f(tr.get("eval_time_s")),
+                         "train_time_resolution_s": f(tr.get("train_time_resolution_s")) if tr.get("total_s") is None
+                         else None,
+                         "below_resolution": {k: f(v) for k, v in (tr.get("below_resolution") or {}).items()
+                                              if f(v) is not None}},
         }
     if not methods:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from e5jax import analysis as A
+from e5jax.report import decisions as DQ
 from e5jax.report.load import CURVES, FIG_DIR, FRONTIERS, OVERHEAD, REFERENCE_NAMES, SAMPLE_EFFICIENCY, STABILITY
 from e5jax.report.registry import FIGURE_LIST
 from e5jax.report.thresholds import reference_norm_utility
@@ -77,9 +78,9 @@ def _answer_auc(se, S) -> str | None:
     return s + f" ({S} seeds)."
 
 
-def _answer_sample_efficiency(se, thresholds, S) -> list[str]:
+def _answer_sample_efficiency(se, thresholds, S, with_auc: bool = True) -> list[str]:
     out = []
-    head = _answer_auc(se, S)
+    head = _answer_auc(se, S) if with_auc else None
     if head:
         out.append(head)
     ev = se.get("eval_every_updates")
@@ -146,14 +147,41 @@ def _reachability(t) -> str:
     return s
 
 
-def _answer_stability(st, S) -> list[str]:
+def _answer_stability_decided(dec) -> list[str]:
+    """Stability from the decision rule: the std across seeds compared with its two-level CI among the methods whose
+    result depends on the seed; deterministic methods said apart, with their sensitivity to the val requests."""
+    res = dec["questions"]["stability"]
+    fin = dec["questions"]["final_utility"]["methods"]
+    det = [m for m, r in res["methods"].items() if r["deterministic"]]
+    out = []
+    if det:
+        out.append("Deterministic (the final policy does not depend on the seed, so its std of 0 says nothing about "
+                   "robustness): " + ", ".join(det) + ".")
+    sto = {m: r for m, r in res["methods"].items() if m not in det}
+    if len(sto) >= 2:
+        sub = {"methods": sto, "pairs": {k: v for k, v in res["pairs"].items() if v["a"] in sto and v["b"] in sto}}
+        w = DQ.D.winner_set(sto, sub["pairs"], higher=False)
+        sub.update(w, higher_is_better=False, statistic="std", label=res["label"])
+        dd = {**dec, "questions": {**dec["questions"], "_sto": sub}}
+        out += [f"Among the seed-dependent methods — {x}" for x in DQ.question_lines(dd, "_sto")]
+    sens = {m: r["request_sd"] for m, r in fin.items() if DQ._fin(r["request_sd"])}
+    if sens:
+        out.append("Sensitivity to the val requests (std of the mean final normalized utility over request resamples, "
+                   "seeds held fixed; meaningful for deterministic methods too): "
+                   + ", ".join(f"{m} {v:.4f}" for m, v in sorted(sens.items(), key=lambda kv: kv[1])) + ".")
+    return out
+
+
+def _answer_stability(st, S, with_ranking: bool = True) -> list[str]:
     ms = st["methods"]
     names = list(ms)
     sd = {n: ms[n]["final_utility_norm"]["std"] for n in names}
-    valid = [n for n in names if sd[n]["std"] is not None and np.isfinite(sd[n]["std"])]
+    valid = [n for n in names if sd[n]["std"] is not None and np.isfinite(sd[n]["std"])] if with_ranking else []
     out = []
-    if not valid:
+    if with_ranking and not valid:
         return [f"With {S} seed(s) there is no across-seed spread to compare."]
+    if not valid:
+        return out + _stability_details(ms, names)
     lo = min(valid, key=lambda n: sd[n]["std"])
     hi = max(valid, key=lambda n: sd[n]["std"])
     ov = [n for n in valid if n != lo and _overlap(sd[lo]["ci_low"], sd[lo]["ci_high"], sd[n]["ci_low"], sd[n]["ci_high"])]
@@ -166,11 +194,16 @@ def _answer_stability(st, S) -> list[str]:
               + ("this ranking is not resolved." if len(ov) == len(valid) - 1 else
                  f"it is resolved only against {', '.join(n for n in valid if n != lo and n not in ov)}."))
     out.append(s)
+    return out + _stability_details(ms, names)
+
+
+def _stability_details(ms, names) -> list[str]:
+    out = []
     w = {n: ms[n]["final_utility_norm"]["ci_high"] - ms[n]["final_utility_norm"]["ci_low"] for n in names
          if ms[n]["final_utility_norm"]["ci_low"] is not None and np.isfinite(ms[n]["final_utility_norm"]["ci_low"])}
     if w:
         nb = min(w, key=w.get)
-        out.append(f"Narrowest 95% bootstrap CI of the IQM: **{nb}** (width {_f(w[nb])}); widest: "
+        out.append(f"Narrowest 95% bootstrap CI of the IQM over seeds (descriptive): {nb} (width {_f(w[nb])}); widest: "
                    f"{max(w, key=w.get)} ({_f(max(w.values()))}).")
     tr = {n: ms[n]["mean_across_seed_std_val_utility"] for n in names if ms[n]["mean_across_seed_std_val_utility"] is not None}
     if tr:
@@ -201,13 +234,22 @@ def _answer_overhead(doc, ov) -> list[str]:
     ms = doc["methods"]
     tt = {n: A.num(m.get("train_time_s")) for n, m in ms.items()}
     tt = {n: v for n, v in tt.items() if v is not None}
+    # training time below resolution (its chunks' time less their evaluations lies within the timings' noise)
+    low = {n: A.num(m.get("train_time_resolution_s")) for n, m in ms.items()
+           if m.get("train_time_s") is None and m.get("train_time_below_resolution")}
     out = []
-    if tt:
+    if tt or low:
         order = sorted(tt, key=tt.get)
-        out.append(f"Training wall time for all {meta['seeds']} seeds together (vmapped; backend {host.get('backend', '?')}, "
-                   f"{host.get('device_kind', '?')}; compile excluded): "
-                   + ", ".join(f"{n} {tt[n]:.3g} s" for n in order)
-                   + f" — fastest **{order[0]}**, slowest {order[-1]}.")
+        txt = (f"Training wall time for all {meta['seeds']} seeds together (vmapped; backend {host.get('backend', '?')}, "
+               f"{host.get('device_kind', '?')}; compile and the val evaluations inside the training chunks excluded): "
+               + ", ".join([f"{n} {tt[n]:.3g} s" for n in order]
+                           + [f"{n} below resolution (< {r:.2g} s)" if r is not None else f"{n} below resolution"
+                              for n, r in low.items()]))
+        out.append(txt + (f" — fastest **{order[0]}**, slowest {order[-1]}." if len(order) > 1 and not low else "."))
+        ev = {n: A.num(m.get("eval_time_s")) for n, m in ms.items() if A.num(m.get("eval_time_s")) is not None}
+        if ev:
+            out.append("Val evaluation inside the training chunks (reported apart: eval points x the compiled "
+                       "evaluation's time per call): " + ", ".join(f"{n} {v:.3g} s" for n, v in ev.items()) + ".")
         ct = {n: A.num(m.get("compile_time_s")) for n, m in ms.items() if A.num(m.get("compile_time_s")) is not None}
         if ct:
             out.append("One-off compile time: " + ", ".join(f"{n} {v:.3g} s" for n, v in ct.items()) + ".")
@@ -228,20 +270,23 @@ def _answer_overhead(doc, ov) -> list[str]:
             out.append("Decision time per request (p50 / p95 ms, `e5_overhead_analysis.json`): "
                        + ", ".join(f"{n} {g(d[n]['p50'])} / {g(d[n]['p95'])}" for n in order)
                        + f" — cheapest (p50) **{' = '.join(lo)}**, most expensive {' = '.join(hi)}.")
-        comps = {n: v["training"]["components"] for n, v in ov["methods"].items() if v["training"]["components"]}
+        comps = {n: ([f"{k} {x:.3g}" for k, x in v["training"]["components"].items()]
+                     + [f"{k} below resolution (< {r:.2g})" for k, r in (v["training"].get("below_resolution") or {}).items()])
+                 for n, v in ov["methods"].items()}
+        comps = {n: c for n, c in comps.items() if c}
         if comps:
-            out.append("Training-time components (s): " + "; ".join(
-                f"{n}: " + ", ".join(f"{k} {x:.3g}" for k, x in c.items()) for n, c in comps.items()) + ".")
+            out.append("Training-time components (s over the run; a derived piece within the timings' noise is below "
+                       "resolution): " + "; ".join(f"{n}: " + ", ".join(c) for n, c in comps.items()) + ".")
     else:
         out.append("Controller decision overhead per request: not measured in this run (no `e5_overhead_analysis.json`).")
     return out
 
 
-def _answer_frontier(ff, st, S) -> list[str]:
+def _answer_frontier(ff, st, S, with_ranking: bool = True) -> list[str]:
     ms = st["methods"]
     names = list(ms)
     fu = {n: ms[n]["final_utility_norm"] for n in names if ms[n]["final_utility_norm"]["iqm"] is not None
-          and np.isfinite(ms[n]["final_utility_norm"]["iqm"])}
+          and np.isfinite(ms[n]["final_utility_norm"]["iqm"]) and with_ranking}
     out = []
     if fu:
         rank = sorted(fu, key=lambda n: -fu[n]["iqm"])
@@ -269,7 +314,7 @@ def _answer_frontier(ff, st, S) -> list[str]:
             n = max(vals, key=vals.get)
             per_b.append(f"b={bud:g}: {n} {vals[n]:.3f} (oracle {A.arr(ref['oracle']['per_budget']['utility'])[k]:.3f})")
     if per_b:
-        out.append("Highest mean utility per budget: " + "; ".join(per_b) + ".")
+        out.append("Highest mean utility per budget (point estimates, not decided per budget): " + "; ".join(per_b) + ".")
     mob = {n: ff["methods"][n]["mean_over_budgets"] for n in ff["methods"]}
     q = {n: v["quality_mean"]["mean"] for n, v in mob.items() if "quality_mean" in v}
     lat = {n: v["latency_p95_ms"]["mean"] for n, v in mob.items() if "latency_p95_ms" in v}
@@ -290,12 +335,20 @@ def _answer_frontier(ff, st, S) -> list[str]:
     return out
 
 
-def _expected_findings(se, st, doc, thresholds) -> list[str]:
+def _expected_findings(se, st, doc, thresholds, dec=None) -> list[str]:
     """The seed's expected findings about GRPO vs PPO, checked against the measured numbers (when both ran)."""
     ms = doc["methods"]
     if not {"grpo", "ppo"} <= set(ms):
         return []
     out = []
+    if dec:
+        words = {">": "greater", "<": "smaller", "unresolved": "not resolved"}
+        for q, claim in (("auc", "GRPO needs fewer samples than PPO (AUC)"),
+                         ("stability", "GRPO is more stable than PPO (std of final over seeds)"),
+                         ("final_utility", "GRPO's final utility vs PPO's")):
+            r = DQ.D.pair(dec["questions"][q], "grpo", "ppo")
+            out.append(f"\"{claim}\" — grpo − ppo = {_f(r['diff'])}, two-level 95% CI {DQ.D.fmt_ci(r['ci_two_level'])}, "
+                       f"seeds only {DQ.D.fmt_ci(r['ci_seeds'])}: grpo's value is {words[r['decision']]}.")
     parts = []
     for t in thresholds:
         g, p = se["methods"]["grpo"].get(t["name"]), se["methods"]["ppo"].get(t["name"])
@@ -320,7 +373,7 @@ def _expected_findings(se, st, doc, thresholds) -> list[str]:
     return out
 
 
-def summary_markdown(doc, se, ff, st, ov, figures: dict) -> str:
+def summary_markdown(doc, se, ff, st, ov, figures: dict, dec: dict | None = None) -> str:
     meta = doc["meta"]
     host = meta.get("host", {})
     tab = meta.get("table", {})
@@ -390,17 +443,31 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict) -> str:
     L += [f"- {t['label']}: {t['definition']} ({_reachability(t)})." for t in thresholds]
     L += ["", "\"k held\": seeds that still meet the threshold at the final eval point (the others reached it and fell back).", ""]
 
+    if dec:
+        L += ["## Decisions (`e5_decisions.json`)", "", DQ.conditions_line(dec), "",
+              "Each cell: mean over seeds, [95% CI over seeds only], [95% CI over seeds and val requests (two-level)]. "
+              "Orderings below are decided on the two-level CI of each pair's difference; a *winner* is every method "
+              "not separated from the best. Request sensitivity: std of the method's mean over resamples of the val "
+              "requests with its seeds held fixed.", ""]
+        L += DQ.decisions_table(dec) + [""]
     L += ["## The four key questions, as measured", ""]
     L += ["**1. Which method is most sample-efficient?** (`e5_sample_efficiency.json`, `figures/e5_sample_efficiency.png`)", ""]
-    L += [f"- {s}" for s in _answer_sample_efficiency(se, thresholds, S)] + [""]
+    if dec:
+        L += [f"- {x}" for x in DQ.question_lines(dec, "auc")]
+    L += [f"- {s}" for s in _answer_sample_efficiency(se, thresholds, S, with_auc=not dec)] + [""]
     L += ["**2. Which method is most stable across seeds?** (`e5_stability_analysis.json`, `figures/e5_stability.png`)", ""]
-    L += [f"- {s}" for s in _answer_stability(st, S)] + [""]
+    if dec:
+        L += [f"- {s}" for s in _answer_stability_decided(dec)]
+    L += [f"- {s}" for s in _answer_stability(st, S, with_ranking=not dec)] + [""]
     L += ["**3. What is the overhead cost of each method?** (`e5_training_curves.json` timings"
           + (", `e5_overhead_analysis.json`" if ov else "") + ")", ""]
     L += [f"- {s}" for s in _answer_overhead(doc, ov)] + [""]
     L += ["**4. How do the final frontiers compare?** (`e5_final_frontiers.json`, `figures/e5_final_frontiers.png`)", ""]
-    L += [f"- {s}" for s in _answer_frontier(ff, st, S)] + [""]
-    exp = _expected_findings(se, st, doc, thresholds)
+    if dec:
+        L += [f"- {x}" for x in DQ.question_lines(dec, "final_utility")]
+        L += [f"- {x}" for x in DQ.question_lines(dec, "slo_violation")]
+    L += [f"- {s}" for s in _answer_frontier(ff, st, S, with_ranking=not dec)] + [""]
+    exp = _expected_findings(se, st, doc, thresholds, dec)
     if exp:
         L += ["**The seed's expected findings, checked**", ""] + [f"- {s}" for s in exp] + [""]
 
