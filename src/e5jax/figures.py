@@ -406,30 +406,55 @@ def overhead(ov: dict, path: Path) -> Path | None:
     ax.legend(fontsize=8)
 
     ax = axes[1]
+    comp = {n: {c: float(v) for c, v in (tr[n].get("components") or {}).items()  # never a negative or missing time
+                if isinstance(v, (int, float)) and np.isfinite(v) and v > 0} for n in names}
+    below = {n: tr[n].get("below_resolution") or {} for n in names}
     comps = []
     for n in names:
-        for c in (tr[n].get("components") or {}):
+        for c in [*comp[n], *below[n]]:
             if c not in comps:
                 comps.append(c)
     bottom = np.zeros(len(names))
     cmap = plt.get_cmap("Set2")
+    drawn = []
     for j, c in enumerate(comps):
-        vals = np.array([float((tr[n].get("components") or {}).get(c) or 0.0) for n in names])
-        ax.bar(x, vals, 0.6, bottom=bottom, label=c, color=cmap(j % 8), edgecolor="black", lw=0.4)
+        vals = np.array([comp[n].get(c, 0.0) for n in names])
+        if not np.any(vals > 0):
+            continue
+        ev = c == "evaluation"
+        ax.bar(x, vals, 0.6, bottom=bottom, label="val evaluation (not training)" if ev else c, color=cmap(j % 8),
+               edgecolor="black", lw=0.4, hatch="//" if ev else None)
         bottom += vals
-    tot = np.array([float(tr[n]["total_s"]) if isinstance(tr[n].get("total_s"), (int, float)) else np.nan for n in names])
-    rest = np.where(np.isfinite(tot), np.maximum(tot - bottom, 0), 0)
+        drawn.append(c)
+
+    def pos(v):
+        return float(v) if isinstance(v, (int, float)) and np.isfinite(v) and v > 0 else np.nan
+
+    whole = np.array([pos(tr[n].get("whole_s")) for n in names])  # the run's chunk time (training + evaluations)
+    tot = np.array([pos(tr[n].get("total_s")) for n in names])  # training time, evaluations excluded
+    # an older file without whole_s: the remainder of total_s as "other" (never negative)
+    rest = np.where(np.isfinite(tot) & ~np.isfinite(whole), np.maximum(np.nan_to_num(tot) - bottom, 0), 0)
     if np.any(rest > 1e-9):
         ax.bar(x, rest, 0.6, bottom=bottom, label="other", color="lightgrey", edgecolor="black", lw=0.4)
-    for i, t in enumerate(tot):
-        if np.isfinite(t):
-            ax.annotate(f"{t:.3g} s", (i, max(t, bottom[i])), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+    if np.any(np.isfinite(whole)):
+        ax.scatter(x, whole, marker="_", s=900, color="black", lw=1.5, zorder=4,
+                   label="run's chunk time (training + evaluation)")
+    for i, n in enumerate(names):
+        top = np.nanmax([bottom[i] + rest[i], whole[i] if np.isfinite(whole[i]) else 0.0])
+        lines = [f"train {tot[i]:.3g} s" if np.isfinite(tot[i]) else (
+            f"train < {tr[n]['train_time_resolution_s']:.2g} s"
+            if isinstance(tr[n].get("train_time_resolution_s"), (int, float)) else "")]
+        lines += [f"{c} < {r:.2g} s" for c, r in below[n].items() if isinstance(r, (int, float))]
+        txt = "\n".join(t for t in lines if t)
+        if txt:
+            ax.annotate(txt, (i, top), textcoords="offset points", xytext=(0, 3), ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(0, max(1e-9, float(np.nanmax([*(bottom + rest), *np.nan_to_num(whole)]))) * 1.3)
     ax.set_xticks(x, names)
-    ax.set_ylabel("training time (s)")
-    ax.set_title("Training-time breakdown")
+    ax.set_ylabel("seconds over the run (all seeds)")
+    ax.set_title("Training-time breakdown (\"< r s\": below resolution r, not drawn)", fontsize=9.5)
     ax.grid(alpha=0.3, axis="y")
-    if comps or np.any(rest > 1e-9):
-        ax.legend(fontsize=8)
+    if drawn or np.any(rest > 1e-9) or np.any(np.isfinite(whole)):
+        ax.legend(fontsize=7)
     fig.suptitle("E5 overhead comparison (from e5_overhead_analysis.json)", fontsize=11)
     return _save(fig, path)
 

@@ -11,12 +11,13 @@ After the run's training (the timing programs compiled ahead of time with the tr
 4. times the method's named phases (``collect``, ``learn``; ``phase_components``) on the run's batch sizes (all
    seeds vmapped, as in training): each runs ``n`` times inside one compiled ``fori_loop`` (``n`` calibrated so
    one call lasts about ``target_call_s``), every program once per round for ``repeats`` rounds,
-   ``block_until_ready``; the whole ``update`` is the run's own (its chunk times less their evaluations), or,
-   without a run, compiled and timed as a piece; a piece's seconds in the run = its share of the whole update x
-   the run's update time;
+   ``block_until_ready``; the evaluation is the run's own timing of its compiled ``evaluate``; the whole is the
+   run's chunk time (or, without a run, the ``update`` compiled and timed as a piece); the learning step is the
+   remainder, reported "below resolution" (null) when it lies within the noise of the timings it is derived from,
+   never as a negative number (``remainder``);
 5. counts parameters (PPO's critic included).
 
-``e5_overhead_analysis.json`` (schema ``e5jax/e5_overhead_analysis/v1``) is rewritten atomically after every
+``e5_overhead_analysis.json`` (schema ``e5jax/e5_overhead_analysis/v2``) is rewritten atomically after every
 method. Knobs (no config section; environment variables, see docs/overhead.md): ``E5JAX_OVERHEAD=off`` skips it,
 ``E5JAX_OVERHEAD_DECISIONS`` (1000), ``E5JAX_OVERHEAD_WARMUP`` (200), ``E5JAX_OVERHEAD_JAX_DECISIONS`` (300),
 ``E5JAX_OVERHEAD_REPEATS`` (5), ``E5JAX_OVERHEAD_COMPONENTS=0`` (skip the training pieces).
@@ -45,7 +46,7 @@ from e5jax import export as X
 from e5jax import policy as P
 from e5jax.io import write_json
 
-SCHEMA = "e5jax/e5_overhead_analysis/v1"
+SCHEMA = "e5jax/e5_overhead_analysis/v2"
 FILE = "e5_overhead_analysis.json"
 
 
@@ -343,7 +344,85 @@ def _calibrate_call(fn, args, target_call_s: float, max_n: int = 1000):
 def _summary_ms(per_s) -> dict:
     per = np.asarray(per_s) * 1e3
     return {"median_ms": float(np.median(per)), "p25_ms": float(np.percentile(per, 25)),
-            "p75_ms": float(np.percentile(per, 75))}
+            "p75_ms": float(np.percentile(per, 75)), "min_ms": float(per.min()), "max_ms": float(per.max())}
+
+
+# ----------------------------------------------------------------------------- resolution
+def timing(samples_s, count: int = 1) -> dict:
+    """Repeated timings of one piece (seconds per call, one sample per repeat) as seconds over ``count`` calls:
+    ``value_s`` = median x count, ``spread_s`` = interquartile range x count (its noise), p25/p75/min/max x count."""
+    a = np.asarray(samples_s, np.float64).reshape(-1)
+    if a.size == 0:
+        raise ValueError("no timings")
+    p25, p50, p75 = np.percentile(a, [25, 50, 75])
+    c = float(count)
+    return {"value_s": c * float(p50), "spread_s": c * float(p75 - p25), "p25_s": c * float(p25),
+            "p75_s": c * float(p75), "min_s": c * float(a.min()), "max_s": c * float(a.max()), "repeats": int(a.size),
+            "count": int(count)}
+
+
+def resolve(value_s: float, resolution_s: float) -> dict:
+    """The below-resolution rule for a derived piece (a difference of timings): resolved when its value exceeds its
+    resolution (the noise of the timings it comes from, >= 0); otherwise ``value_s`` is None and ``below_resolution``
+    True. A derived time is never reported negative."""
+    r = max(float(resolution_s), 0.0)
+    ok = bool(np.isfinite(value_s) and value_s > r)
+    return {"value_s": float(value_s) if ok else None, "below_resolution": not ok, "resolution_s": r}
+
+
+def remainder(whole: dict, parts: Sequence[dict]) -> dict:
+    """``whole - sum(parts)`` of ``timing``-like dicts ({value_s, spread_s}) under ``resolve``: its resolution is the
+    whole's spread plus every part's."""
+    d = whole["value_s"] - sum(p["value_s"] for p in parts)
+    return resolve(d, whole["spread_s"] + sum(p["spread_s"] for p in parts))
+
+
+def chunks_whole(chunk_s) -> dict:
+    """The run's training chunks as one whole: ``value_s`` = their sum (measured once: what the run took);
+    ``spread_s`` = chunks x the interquartile range of the chunk times after the first (those do the same work:
+    ``eval_every`` updates and one evaluation), i.e. how far load changes during the run move it (0 with fewer than
+    3 chunks: nothing to estimate it from)."""
+    c = np.asarray(chunk_s, np.float64).reshape(-1)
+    rest = c[1:]
+    spread = c.size * float(np.subtract(*np.percentile(rest, [75, 25]))) if rest.size >= 2 else 0.0
+    return {"value_s": float(c.sum()), "spread_s": spread, "count": int(c.size), "repeats": 1,
+            "what": "the run's training chunks (updates and the val evaluations inside them), summed"}
+
+
+def time_evaluation(evaluate: Callable, states, env: E.EnvParams, repeats: int = 5, target_call_s: float = 0.04) -> dict:
+    """Per-call seconds of the compiled ``evaluate(states, env)`` (the run's greedy val evaluation, all rows):
+    after a warm-up call, ``repeats`` samples, each the mean of n back-to-back calls (n calibrated so a sample lasts
+    about ``target_call_s``; dispatch overlaps execution, as inside a program)."""
+    call, n, first_s = _calibrate_call(evaluate, (states, env), target_call_s)
+    samples = [call(r) for r in range(max(1, repeats))]
+    return {"per_call_s": [float(x) for x in samples], "calls_per_repeat": int(n), "first_call_s": float(first_s),
+            **{k: v for k, v in timing(samples).items() if k in ("value_s", "spread_s", "min_s", "max_s")}}
+
+
+def split_evaluation(chunk_s, updates: Sequence[int], num_chunks: int, eval_timing: dict) -> dict:
+    """Training time without the val evaluations run inside the chunks: the chunks' sum (``chunks_whole``) less
+    their eval points x the separately timed per-evaluation time (``eval_timing["per_call_s"]``), under the
+    below-resolution rule (``remainder``). Returns ``train_time_s`` (None when below resolution),
+    ``train_time_below_resolution``, ``train_time_resolution_s``, ``eval_time_s`` (eval points x median per call),
+    ``eval_points`` and ``train_chunk_s`` (each chunk less its evaluations, floored at 0: the time axis)."""
+    k = evals_per_chunk(updates, num_chunks)
+    ev = timing(eval_timing["per_call_s"], int(k.sum()))
+    d = remainder(chunks_whole(chunk_s), [ev])
+    per_call = ev["value_s"] / max(int(k.sum()), 1)
+    per_chunk = np.maximum(np.asarray(chunk_s, np.float64) - k * per_call, 0.0)
+    return {"train_time_s": d["value_s"], "train_time_below_resolution": d["below_resolution"],
+            "train_time_resolution_s": d["resolution_s"], "eval_time_s": ev["value_s"], "eval_points": int(k.sum()),
+            "train_chunk_s": per_chunk}
+
+
+def train_time_axis(updates: Sequence[int], train_chunk_s, eval_every: int) -> np.ndarray:
+    """[E] cumulative training time (evaluations excluded) at each eval point: whole chunks before it, plus its
+    chunk's time x the fraction of the chunk's updates done (linear in updates within a chunk); 0 at update 0."""
+    u = np.asarray(updates, np.int64)
+    t = np.asarray(train_chunk_s, np.float64)
+    cum = np.concatenate([[0.0], np.cumsum(t)])
+    c = np.minimum(np.maximum(u - 1, 0) // eval_every, t.size - 1)
+    return cum[c] + t[c] * (u - c * eval_every) / eval_every
 
 
 def whole_update_component(method) -> Component:
@@ -361,35 +440,31 @@ def evals_per_chunk(updates: Sequence[int], num_chunks: int) -> np.ndarray:
     return np.bincount((u - 1) // per, minlength=num_chunks)[:num_chunks]
 
 
-def whole_update_from_chunks(train: dict, num_chunks: int, eval_s: float) -> np.ndarray:
-    """Per-update seconds of the run's own training chunks: (chunk time - its eval points x ``eval_s``) / updates
-    per chunk, one value per chunk (the first chunk left out when there are others: it also warms up)."""
-    chunk_s = np.asarray(train["chunk_time_s"], np.float64)
-    n_eval = evals_per_chunk(train["updates"], num_chunks)
-    per_chunk = int(train["updates"][-1]) // num_chunks
-    per = (chunk_s - n_eval * eval_s) / per_chunk
-    return per[1:] if len(per) > 1 else per
+SUM_RULE = ("components add up to the whole: the derived piece is the remainder (whole - the measured pieces); when it "
+            "is below resolution it is null and the whole is the sum of the measured pieces, within its resolution")
 
 
 def time_training_components(name: str, method, states, env: E.EnvParams, num_updates: int,
                              repeats: int = 5, target_call_s: float = 0.04, train: dict | None = None,
                              num_chunks: int | None = None, programs: dict | None = None,
                              evaluate: Callable | None = None) -> dict:
-    """{piece: timing, share of the whole update, seconds over the run} for the final ``states`` (all seeds vmapped).
+    """The training-time breakdown of one method for its final ``states`` (all seeds vmapped): {"whole", "pieces"}.
 
-    The whole update, the reference the pieces are shares of, is the run's own: with ``train`` holding the run's
-    ``chunk_time_s`` and eval-point ``updates`` and ``evaluate`` the run's compiled evaluation, per-update time =
-    (chunk time - its evaluations) / updates per chunk (median over chunks), the evaluation timed here with
-    ``evaluate(states, env)``; otherwise (no run: a benchmark or test) the method's ``update`` compiled as a piece
-    and timed in the same rounds. ``programs``: the pieces compiled ahead of time (``compile_components``).
+    Measured pieces (``timing``: median and spread over ``repeats`` rounds, seconds over the run = median x count):
+    the method's phases (``phase_components``: ``collect`` and any ``learn_without_<part>``), each compiled (or
+    taken from ``programs``, compiled ahead of time) and calibrated in update order (each generation piece's last
+    batch feeds the later ones), then timed once per round, in turn, so load changes hit them alike; and, from a
+    run, the ``evaluation`` (x the run's eval points): the run's own samples (``train["eval_time_per_call"]``, timed
+    right after the method trained) or else the compiled ``evaluate`` timed in the same rounds.
 
-    Every piece is compiled (or taken from ``programs``) and calibrated first, in update order (each generation
-    piece's last batch feeds the later pieces); then ``repeats`` rounds time every program once per round, in
-    turn, so load changes on a shared machine hit all of them alike. ``share_of_update`` = piece / whole update
-    (median over rounds). ``learn`` is derived as whole update - collect; PPO's critic update is the marginal
-    cost of the critic: learn minus the actor-only learn, floored at 0 (separate actor and critic SGD loops would
-    each pay the per-step overhead and overstate it)."""
-    from_run = bool(train is not None and "chunk_time_s" in train and num_chunks and evaluate is not None)
+    The whole: from a run (``train`` with ``chunk_time_s`` and eval-point ``updates``, and ``num_chunks``) the run's
+    chunks (``chunks_whole``); otherwise (a test, a benchmark) the method's ``update`` compiled as a piece, timed in
+    the same rounds, x ``num_updates``. Derived (``remainder``, never negative: null below resolution): ``learn`` =
+    whole - evaluation - collect, and for each ``LEARN_WITHOUT`` part ``<part>_update`` = learn -
+    learn_without_<part> (PPO's critic: the marginal cost of the value loss in its joint SGD), which then replaces
+    ``learn`` as the counted remainder. ``share_of_training`` = piece / (whole - evaluation) when that is resolved."""
+    from_run = bool(train is not None and train.get("chunk_time_s") is not None and num_chunks
+                    and (train.get("eval_time_per_call") or evaluate is not None))
     comps = phase_components(method) + ([] if from_run else [whole_update_component(method)])
     programs = programs or {}
     calls, fixed = {}, {}
@@ -400,50 +475,50 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
         if comp.feeds:
             fixed = {**fixed, **carry}
         calls[comp.name] = (comp, call, n, first_s)
-    if from_run:
+    run_eval = (train.get("eval_time_per_call") or {}).get("per_call_s") if from_run else None
+    if from_run and not run_eval:
         call, n, first_s = _calibrate_call(evaluate, (states, env), target_call_s)
         calls["evaluation"] = (EVALUATION, call, n, first_s)
     per = {k: [] for k in calls}
     for r in range(repeats):
         for k, (_, call, _, _) in calls.items():
             per[k].append(call(r))
-    per = {k: np.asarray(v) for k, v in per.items()}
-    out = {}
-    if from_run:
-        whole_per_chunk = whole_update_from_chunks(train, num_chunks, float(np.median(per["evaluation"])))
-        whole = max(float(np.median(whole_per_chunk)), 1e-12)
-        out["update_whole"] = {**_summary_ms(whole_per_chunk), "chunks": int(len(whole_per_chunk)),
-                               "source": "the run's training chunks: (chunk time - evaluations) / updates per chunk",
-                               "what": "the method's own update() in training (reference: the pieces are shares of it)"}
-    else:
-        whole = per["update_whole"]
-    for k, (comp, _, n, first_s) in calls.items():
-        out[k] = {**_summary_ms(per[k]), "inner_iterations": n, "repeats": repeats, "first_call_s": first_s,
-                  "per": comp.per, "what": comp.what, "share_of_update": float(np.median(per[k] / whole))}
-    out["update_whole"]["in_components"] = False
-    out["update_whole"].setdefault("per", "update")
-    out["update_whole"]["share_of_update"] = 1.0
-
-    ref = "update_whole: the run's median per-update time" if from_run else "update_whole of the same round"
-
-    def derived(name, values, how, what, counted=True):
-        v = np.maximum(values, 0.0)
-        out[name] = {**_summary_ms(v), "repeats": repeats, "per": "update", "share_of_update": float(np.median(v / whole)),
-                     "derived": f"per round: {how} (floored at 0; {ref}); median over rounds", "what": what,
-                     "in_components": counted}
-
-    learn = whole - per["collect"]
-    without = getattr(method, "LEARN_WITHOUT", {})
-    derived("learn", learn, "update_whole - collect", _doc(method.learn), counted=not without)
-    for part in without:  # learn = learn_without_<part> + <part>_update
-        derived(f"{part}_update", learn - per[f"learn_without_{part}"], f"update_whole - collect - learn_without_{part}",
-                f"marginal cost of the {part} in learn()")
     n_evals = int(sum(evals_per_chunk(train["updates"], num_chunks))) if from_run else 0
-    for k, t in out.items():
-        t["count"] = n_evals if k == "evaluation" else int(num_updates)
-        t["seconds_over_run"] = t["median_ms"] / 1e3 * t["count"]
-        t.setdefault("in_components", True)
-    return out
+    pieces = {}
+    for k, (comp, _, n, first_s) in calls.items():
+        pieces[k] = {**_summary_ms(per[k]), **timing(per[k], n_evals if k == "evaluation" else num_updates),
+                     "inner_iterations": n, "first_call_s": first_s, "per": comp.per, "what": comp.what,
+                     "measured": "timed in the analysis' rounds", "in_components": k != "update_whole"}
+    if run_eval:
+        pieces["evaluation"] = {**_summary_ms(run_eval), **timing(run_eval, n_evals), "per": EVALUATION.per,
+                                "what": EVALUATION.what, "in_components": True,
+                                "measured": "timed by the run right after the method trained (eval_time_per_call)"}
+    if from_run:
+        whole = {**chunks_whole(train["chunk_time_s"]), "source": "the run's chunk_time_s"}
+    else:
+        whole = {**{k: v for k, v in pieces["update_whole"].items() if k in ("value_s", "spread_s", "count", "repeats")},
+                 "what": "the method's update() compiled as a piece, x updates", "source": "timed in the analysis' rounds"}
+
+    base = [k for k in ("evaluation", "collect") if k in pieces]
+    without = getattr(method, "LEARN_WITHOUT", {})
+
+    def derived(name_, parts, what, counted):
+        d = remainder(whole, [pieces[p] for p in parts])
+        pieces[name_] = {**d, "count": int(num_updates), "per": "update", "what": what, "in_components": counted,
+                         "derived": "whole - " + " - ".join(parts) + " (the remainder; null below resolution)",
+                         "per_update_ms": None if d["value_s"] is None else d["value_s"] / max(num_updates, 1) * 1e3}
+
+    derived("learn", base, _doc(method.learn), not without)
+    for part in without:
+        derived(f"{part}_update", base + [f"learn_without_{part}"], f"marginal cost of the {part} in learn()", True)
+    train_part = remainder(whole, [pieces["evaluation"]]) if "evaluation" in pieces else resolve(whole["value_s"], 0.0)
+    t = train_part["value_s"]
+    for k, v in pieces.items():
+        v["share_of_training"] = (v["value_s"] / t if (t and t > 0 and v["per"] == "update" and v["value_s"] is not None)
+                                  else None)
+        v["seconds_over_run"] = v["value_s"]
+    whole["training_s"] = t  # whole - evaluation (None below resolution)
+    return {"whole": whole, "pieces": pieces}
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -498,23 +573,26 @@ def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path
         upd = train.get("updates") or [0]
         nu = num_updates if num_updates is not None else int(upd[-1])
         nc = num_chunks if num_chunks is not None else max(1, len(upd) - 1)
-        total = float(train["train_time_s"])
-        tr: dict[str, Any] = {"total_s": total, "per_seed_equivalent_s": total / S, "seeds": S,
-                              "compile_s": train.get("compile_time_s"), "num_updates": nu, "num_chunks": nc,
-                              "components": {}}
+        total = train.get("train_time_s")  # the run's, evaluations excluded; None when below resolution
+        total = None if total is None else float(total)
+        tr: dict[str, Any] = {"total_s": total, "per_seed_equivalent_s": None if total is None else total / S,
+                              "seeds": S, "compile_s": train.get("compile_time_s"), "num_updates": nu,
+                              "num_chunks": nc, "eval_time_s": train.get("eval_time_s"), "components": {}}
+        for k in ("train_time_below_resolution", "train_time_resolution_s"):
+            if k in train:
+                tr[k] = train[k]
         if settings.components:
-            comps = time_training_components(name, method, states, env, nu, settings.repeats, settings.target_call_s,
-                                             train=train, num_chunks=nc, programs=programs, evaluate=evaluate)
-            # each piece's share of the whole update x the run's own update time (from its chunks; without a run's
-            # chunk times: x its whole training time); the evaluation: its own seconds over the run's eval points
-            ref = comps["update_whole"]["seconds_over_run"] if "source" in comps["update_whole"] else total
-            tr["components"] = {k: (v["seconds_over_run"] if v["per"] == "eval point" else v["share_of_update"] * ref)
-                                for k, v in comps.items() if v["in_components"]}
-            tr["components_measured_s"] = {k: v["seconds_over_run"] for k, v in comps.items() if v["in_components"]}
-            tr["update_whole_measured_s"] = comps["update_whole"]["seconds_over_run"]
-            tr["component_timing"] = comps
-            tr["components_sum_s"] = float(sum(tr["components"].values()))
-            tr["other_s"] = total - tr["components_sum_s"]
+            ct = time_training_components(name, method, states, env, nu, settings.repeats, settings.target_call_s,
+                                          train=train, num_chunks=nc, programs=programs, evaluate=evaluate)
+            pieces = ct["pieces"]
+            counted = {k: v for k, v in pieces.items() if v["in_components"]}
+            tr["whole_s"] = ct["whole"]["value_s"]
+            tr["whole"] = ct["whole"]
+            tr["components"] = {k: v["value_s"] for k, v in counted.items()}  # seconds over the run; None: below res.
+            tr["below_resolution"] = {k: v["resolution_s"] for k, v in counted.items() if v.get("below_resolution")}
+            tr["components_sum_s"] = float(sum(v for v in tr["components"].values() if v is not None))
+            tr["sum_rule"] = SUM_RULE
+            tr["component_timing"] = pieces
         res["training"] = tr
     res["files"] = files
     res["analysis_wall_s"] = time.perf_counter() - t_start
@@ -560,9 +638,12 @@ class Recorder:
                 "budgets": [float(b) for b in np.asarray(env.budgets)],
                 "knobs": {k: np.asarray(v).tolist() for k, v in table.knobs.items()},
                 "units": {"decision_ms": "milliseconds per single-request decide() call",
-                          "training.total_s": "training wall time of all seeds together (vmapped, compile excluded)",
+                          "training.total_s": "training wall time of all seeds together (vmapped, compile and the "
+                                              "in-chunk val evaluations excluded; null: below resolution)",
+                          "training.whole_s": "the run's chunk time: training and in-chunk evaluations",
                           "training.components": "seconds over the run: median per-update time (all seeds) x updates "
-                                                 "(val_evaluation: x chunks)"},
+                                                 "(evaluation: x eval points); the derived piece: the remainder, "
+                                                 "null when below resolution (training.below_resolution)"},
                 "notes": "CPU shared with other jobs: read medians/percentiles and ratios, not single numbers.",
                 "analysis_wall_s": 0.0,
             },
@@ -646,8 +727,9 @@ def overhead_table(doc: dict) -> list[dict]:
                "decision_p50_ratio_to_lut": (m.get("decision_ratio_to_lut") or {}).get("p50"),
                "total_training_s": tr.get("total_s"), "per_seed_equivalent_s": tr.get("per_seed_equivalent_s"),
                "num_params": m.get("num_params", {}).get("total")}
-        for col, (meth, parts) in SEED_COLUMNS.items():
-            row[col] = sum(comps[p] for p in parts if p in comps) if name == meth else None
+        for col, (meth, parts) in SEED_COLUMNS.items():  # None: not this method's column, or below resolution
+            vals = [comps[p] for p in parts if p in comps]
+            row[col] = sum(vals) if name == meth and vals and None not in vals else None
         row["components_s"] = dict(comps)
         rows.append(row)
     return rows
@@ -670,5 +752,7 @@ def format_table(doc: dict) -> str:
             f"{r['num_params']:,}" if r["num_params"] is not None else "—",
             g(r["total_training_s"]), g(r["per_seed_equivalent_s"]), g(r["critic_training_s"]),
             g(r["pair_generation_s"]), g(r["group_generation_s"]),
-            ", ".join(f"{k} {v:.3g}" for k, v in r["components_s"].items()) or "—"]) + " |")
+            ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} below resolution "
+                      f"(< {(m['training'].get('below_resolution') or {}).get(k, float('nan')):.2g})"
+                      for k, v in r["components_s"].items()) or "—"]) + " |")
     return "\n".join(L)
