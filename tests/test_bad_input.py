@@ -39,6 +39,7 @@ CONFIGS = [
     ('[run]\nmethods = ["knn_lut"]\n[knn_lut]\nk = 0\n', "k must be >= 1"),
     ('[run]\nmethods = ["ppo"]\n[learner]\nhead = "tree"\n', "head must be one of"),
     ('[run]\nmethods = ["ppo"]\n[learner]\nlr = "fast"\n', "lr must be a number"),
+    ("[run]\noracle_tol = -1e-3\n", "oracle_tol must be a finite number >= 0"),
     ('[run]\nthresholds = "speed=3"\n', "unknown key 'speed'"),
     ("[run\n", "not valid TOML"),
 ]
@@ -91,6 +92,7 @@ def test_bad_cli_values(tmp_path, capsys):
 
 def _edit_csv(text: list[str], column: str, value) -> list[str]:
     """Set ``column`` to ``value`` in every data row (value(row_index, old) if callable)."""
+    _one_line_error(capsys, cli_main(["validate", "--oracle-tol", "-0.1"]), "--oracle-tol must be >= 0")
     hdr = text[0].split(",")
     j = hdr.index(column)
     out = [text[0]]

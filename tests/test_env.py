@@ -125,3 +125,66 @@ def test_default_table_summary_is_contextual():
     for task, rows in s["oracle_diversity"].items():
         assert any(r["distinct_oracle_configs"] > 1 for r in rows[:-1]), task
     assert s["full_config_latency_ms_mean"] > 2 * s["smallest_config_latency_ms_mean"]
+
+
+# ----------------------------------------------------------------------------- the set-valued oracle
+TIE_QUALITY = np.array([
+    [0.8, 0.8, 0.8, 0.8],  # every config equal: all optimal where the latency fits
+    [0.2, 0.4, 0.65, 0.9],  # one best config at each budget
+    [0.5, 0.9, 0.9, 0.7],  # two configs tie at b = 1
+    [0.7, 0.7 + 5e-7, 0.1, 0.1],  # a difference below the tolerance (1e-6) but above float32 resolution
+    [0.1, 0.2, 0.3, 0.4],
+    [0.6, 0.6, 0.6, 0.6],
+])
+TIE_BUDGETS = (0.5, 1.0)
+# lam = 2, latency / baseline = [0.3, 0.5, 0.7, 1.0]: at b = 0.5 configs 2 and 3 lose 0.4 and 1.0
+TIE_SETS = {  # budget -> [R, C] the optimal configs, by hand
+    0.5: [[1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]],
+    1.0: [[1, 1, 1, 1], [0, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1], [1, 1, 1, 1]],
+}
+
+
+def make_tie_table():
+    """6 requests x 4 configs whose optimal sets are known (TIE_SETS): some with one optimal config, some several."""
+    from e5jax.table import ProfileTable
+
+    R = TIE_QUALITY.shape[0]
+    return ProfileTable(
+        knobs={"a": np.array([1, 2]), "b": np.array([1, 2])},
+        request_ids=np.array([f"t{i}" for i in range(R)]),
+        task_types=np.array(["x", "y"] * (R // 2)),
+        split=np.array(["train", "val"] * (R // 2)),
+        feature_names=("f0",),
+        features=np.random.default_rng(0).normal(size=(R, 1)),
+        latency_ms=np.tile([30.0, 50.0, 70.0, 100.0], (R, 1)),
+        quality=TIE_QUALITY,
+        meta={"source": "test: known ties"},
+    )
+
+
+def test_oracle_set_on_a_table_with_known_ties():
+    env = E.make_env_params(make_tie_table(), lam=2.0, budgets=TIE_BUDGETS)
+    req = jnp.arange(TIE_QUALITY.shape[0])
+    for b, want in TIE_SETS.items():
+        got = np.asarray(E.oracle_set(env, req, jnp.full(req.shape, b)))
+        np.testing.assert_array_equal(got, np.asarray(want, bool), err_msg=f"b={b}")
+        # the reference oracle's action is a member, and its reward is the best reward
+        orc = np.asarray(E.oracle_config(env, req, jnp.full(req.shape, b)))
+        assert got[np.arange(len(orc)), orc].all()
+        rm = np.asarray(E.reward_matrix(env, req, jnp.full(req.shape, b)))
+        np.testing.assert_array_equal(rm[np.arange(len(orc)), orc], rm.max(-1))
+    # the tolerance decides request 3: with 0 only the exact best config is optimal
+    env0 = E.make_env_params(make_tie_table(), lam=2.0, budgets=TIE_BUDGETS, oracle_tol=0.0)
+    np.testing.assert_array_equal(np.asarray(E.oracle_set(env0, req[3], 1.0)), [False, True, False, False])
+    assert bool(E.oracle_set(env, req[3], 1.0)[0])
+
+
+def test_oracle_tol_reaches_the_env_from_the_run_config(small_table):
+    import dataclasses
+
+    from e5jax.config import load_config
+
+    run, _ = load_config()
+    assert float(E.env_from_run(run, small_table).oracle_tol) == np.float32(E.ORACLE_TOL)
+    env = E.env_from_run(dataclasses.replace(run, oracle_tol=0.25), small_table)
+    assert float(env.oracle_tol) == 0.25

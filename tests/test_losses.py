@@ -166,3 +166,44 @@ def test_supervised_ce_gradient():
     for gh, zh, th in zip(g, z, heads):
         want = (jax.nn.softmax(zh) - jax.nn.one_hot(th, zh.shape[-1])) / 3  # softmax - onehot, mean over batch
         np.testing.assert_allclose(gh, want, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("sizes", [(5, 4, 5), (12,)])
+def test_supervised_set_loss_is_minus_log_of_the_optimal_sets_probability(sizes):
+    """set_loss = -log sum_{c in set} pi(c), against numpy (softmax per head, outer product over heads)."""
+    n = 6
+    z = _logits(jax.random.PRNGKey(6), n=n, sizes=sizes)
+    C = int(np.prod(sizes))
+    rng = np.random.default_rng(0)
+    optimal = rng.random((n, C)) < 0.3
+    optimal[np.arange(n), rng.integers(0, C, n)] = True  # never empty
+    optimal[0] = True  # a request whose every config is optimal: loss 0
+    probs = np.ones((n, 1))
+    for zh in z:
+        e = np.exp(np.asarray(zh, np.float64) - np.asarray(zh).max(-1, keepdims=True))
+        probs = (probs[:, :, None] * (e / e.sum(-1, keepdims=True))[:, None, :]).reshape(n, -1)
+    want = -np.log((probs * optimal).sum(-1))
+    assert want[0] == pytest.approx(0.0, abs=1e-12) and np.all(want[1:] > 0)
+    np.testing.assert_allclose(supervised.set_loss(z, jnp.asarray(optimal)), want.mean(), rtol=1e-5)
+    # gradient wrt the joint log-probs: pi(c) - pi(c) 1[c in set] / pi(set), mean over the batch (checked through a
+    # joint head, whose logits are the joint log-probs up to a constant)
+    if len(sizes) == 1:
+        g = np.asarray(jax.grad(lambda zz: supervised.set_loss(zz, jnp.asarray(optimal)))(z)[0])
+        p_set = (probs * optimal).sum(-1, keepdims=True)
+        np.testing.assert_allclose(g, (probs - probs * optimal / p_set) / n, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_supervised_set_loss_with_one_member_is_the_cross_entropy(eps):
+    sizes = (5, 4, 5)
+    z = _logits(jax.random.PRNGKey(7), n=4)
+    target = jnp.array([0, 57, 99, 13])
+    one = jax.nn.one_hot(target, 100) > 0
+    np.testing.assert_allclose(supervised.set_loss(z, one, eps), supervised.ce_loss(z, target, sizes, eps), rtol=1e-6)
+    g_set = jax.grad(lambda zz: supervised.set_loss(zz, one, eps))(z)
+    g_ce = jax.grad(lambda zz: supervised.ce_loss(zz, target, sizes, eps))(z)
+    for a, b in zip(g_set, g_ce):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # label smoothing still pulls toward uniform: the smoothed loss differs from the plain one
+    if eps:
+        assert float(supervised.set_loss(z, one, eps)) != pytest.approx(float(supervised.set_loss(z, one)))

@@ -316,3 +316,54 @@ def test_permutation_is_jax_random_permutation_without_the_sort():
     bits = np.random.default_rng(0).integers(0, 7, size=300).astype(np.uint32)  # many ties
     np.testing.assert_array_equal(np.asarray(C.permutation_from_sort_keys(jnp.asarray(bits))),
                                   np.argsort(bits, kind="stable"))
+
+
+def test_supervised_labels_come_from_the_latencies_its_profiling_calls_measured(known_table):
+    """With latency_noise on, a labelled request's C profiling calls draw the env's own noise once; its optimal sets
+    at every budget come from those measured latencies, not from the table means. With noise off they are the
+    mean oracle's sets."""
+    m = METHODS["supervised"]
+    cfg = m.Config(env_steps_per_update=64)  # 5 labelled requests per update (C = 12)
+    table = known_table.replace(latency_std_ms=0.3 * known_table.latency_ms)
+    k_init, k1, k2 = jax.random.split(jax.random.PRNGKey(0), 3)
+    for noise in (False, True):
+        env = E.make_env_params(table, latency_noise=noise)
+        state = m.init(k_init, env, cfg)
+        batch = jax.jit(lambda s, k: m.collect(s, env, k))(state, k1)
+        n = int(batch["n_after"])
+        order = np.asarray(state.extra.order)[:n]
+        stored = np.asarray(batch["latency"])[:n]
+        req, budget, optimal = (np.asarray(batch[k]) for k in ("req", "budget", "optimal"))
+        mean_sets = np.asarray(E.oracle_set(env, jnp.asarray(req), jnp.asarray(budget)))
+        if not noise:
+            np.testing.assert_array_equal(stored, np.asarray(env.latency_norm)[order])
+            np.testing.assert_array_equal(optimal, mean_sets)
+            continue
+        _, want = E.lookup(env, jnp.asarray(order)[:, None], jnp.arange(env.num_configs)[None, :],
+                           jax.random.split(k1, 3)[2])  # the env's noise, with the key collect profiles with
+        np.testing.assert_allclose(stored, np.asarray(want), rtol=1e-6)  # jit vs eager: float32 rounding apart
+        assert not np.allclose(stored, np.asarray(env.latency_norm)[order])
+        row = {int(r): i for i, r in enumerate(order)}
+        lat = stored[[row[int(r)] for r in req]]
+        r = np.asarray(env.quality)[req] - 2.0 * np.maximum(0.0, lat - budget[:, None])
+        np.testing.assert_array_equal(optimal, r >= r.max(-1, keepdims=True) - E.ORACLE_TOL)
+        assert (optimal != mean_sets).any()  # the noisy labels differ from the mean oracle's
+        # each request is measured once: a later update leaves its row as it was
+        upd = jax.jit(lambda s, k: m.update(s, env, k))
+        state, _ = upd(state, k1)
+        np.testing.assert_array_equal(np.asarray(state.extra.latency)[:n], stored)
+        state, _ = upd(state, k2)
+        assert int(state.extra.n_labelled) == 2 * n
+        np.testing.assert_array_equal(np.asarray(state.extra.latency)[:n], stored)
+
+
+def test_supervised_label_accuracy_counts_any_optimal_config(known_table):
+    """On a table where every config is optimal for every request, any greedy choice is a correct label."""
+    flat = known_table.replace(quality=np.full_like(known_table.quality, 0.5),
+                               latency_ms=np.broadcast_to(known_table.latency_ms[:, -1:], known_table.latency_ms.shape).copy())
+    env = E.make_env_params(flat)
+    m = METHODS["supervised"]
+    state = m.init(jax.random.PRNGKey(0), env, m.Config(env_steps_per_update=64))
+    state, met = jax.jit(lambda s, k: m.update(s, env, k))(state, jax.random.PRNGKey(1))
+    assert float(met["label_accuracy"]) == 1.0
+    assert float(met["loss"]) == pytest.approx(0.0, abs=1e-5)  # the optimal set holds all the probability

@@ -210,3 +210,44 @@ def test_cli_validate_default_and_synth(tmp_path):
     assert "context value" in r.stdout and "40 requests" not in r.stderr
     r = subprocess.run(exe + ["synth", "--out", str(tmp_path / "s.txt")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and not (tmp_path / "s.txt").exists()
+
+
+def test_validate_prints_oracle_tie_counts(tmp_path, capsys):
+    """`e5jax validate` on a table with known ties (tests/test_env.py): per budget, the share of requests with one
+    optimal config and the mean optimal-set size, on val and on all requests."""
+    from test_env import TIE_SETS, make_tie_table
+
+    from e5jax.env import EVAL_BUDGETS
+    from e5jax.stats import table_summary
+
+    t = make_tie_table()
+    s = table_summary(t, lam=2.0)
+    # brute force in float64 numpy at every budget
+    lat = t.latency_ms / t.latency_ms[:, -1:]
+    sizes = np.stack([(r >= r.max(-1, keepdims=True) - 1e-6).sum(-1)
+                      for r in (t.quality - 2.0 * np.maximum(0, lat - b) for b in EVAL_BUDGETS)])  # [B, R]
+    val = t.split == "val"
+    for name, m in (("val", val), ("all", np.ones_like(val))):
+        ties = s[f"oracle_ties_{name}"]
+        np.testing.assert_allclose(ties["unique_share"], (sizes[:, m] == 1).mean(-1))
+        np.testing.assert_allclose(ties["mean_set_size"], sizes[:, m].mean(-1))
+        np.testing.assert_allclose(ties["all_optimal_share"], (sizes[:, m] == t.num_configs).mean(-1))
+    # and by hand at b = 0.5 and 1.0 (the hand-written optimal sets)
+    for b, want in TIE_SETS.items():
+        n = np.asarray(want).sum(-1)
+        bi = list(EVAL_BUDGETS).index(b)
+        assert s["oracle_ties_all"]["unique_share"][bi] == pytest.approx((n == 1).mean())
+        assert s["oracle_ties_val"]["mean_set_size"][bi] == pytest.approx(n[val].mean())
+    assert s["oracle_ties_val"]["unique_share"][-1] == pytest.approx(1 / 3)  # val requests 1, 3, 5: sets of 1, 2, 4
+    assert s["oracle_ties_all"]["all_optimal_share"][-1] == pytest.approx(2 / 6)
+    # a larger tolerance merges more: request 3's near-tie is resolved with 0
+    s0 = table_summary(t, lam=2.0, oracle_tol=0.0)
+    assert s0["oracle_ties_all"]["unique_share"][-1] == pytest.approx(3 / 6)
+    # the printed summary
+    path = tmp_path / "ties.npz"
+    t.save(path)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    unique_val = next(line for line in out.splitlines() if line.strip().startswith("unique   val"))
+    assert unique_val.split()[2:2 + len(EVAL_BUDGETS)] == [f"{x:.1%}" for x in s["oracle_ties_val"]["unique_share"]]
+    assert "tie-break" in out and "configs within 1e-06 of the best reward are all optimal" in out

@@ -22,8 +22,10 @@ def _fail(msg: str) -> int:
 def cmd_validate(args) -> int:
     from e5jax.stats import format_summary, table_summary
 
+    if not args.oracle_tol >= 0:  # also refuses nan
+        raise UsageError(f"--oracle-tol must be >= 0 (reward units within which configs tie), got {args.oracle_tol}")
     table = load_table(args.path)
-    s = table_summary(table, lam=args.lam)
+    s = table_summary(table, lam=args.lam, oracle_tol=args.oracle_tol)
     if args.json:
         print(json.dumps(s, indent=2))
     else:
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="generate the calibrated synthetic table")
     s.add_argument("--out", required=True, help="output .csv or .npz")
     s.add_argument("--seed", type=int, default=0)
+    v.add_argument("--oracle-tol", type=float, default=1e-6,
+                   help="configs within this of the best reward count as optimal (as [run] oracle_tol; default 1e-6)")
     s.add_argument("--requests", type=int, default=1200)
     s.set_defaults(func=cmd_synth)
 

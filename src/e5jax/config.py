@@ -7,7 +7,7 @@ import math
 import tomllib
 from pathlib import Path
 
-from e5jax.env import EVAL_BUDGETS
+from e5jax.env import EVAL_BUDGETS, ORACLE_TOL
 from e5jax.methods import METHODS
 from e5jax.methods.common import LearnerConfig
 from e5jax.policy import HEADS
@@ -25,6 +25,7 @@ class RunConfig:
     lam: float = 2.0
     budgets: tuple = EVAL_BUDGETS
     latency_noise: bool = False
+    oracle_tol: float = ORACLE_TOL  # configs within this (absolute, reward units) of the best reward are all optimal
     total_env_steps: int = 204800
     env_steps_per_update: int = 256
     eval_every: int = 40
@@ -128,6 +129,9 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
     learner = dict(raw.get("learner", {}))
     _build(LearnerConfig, learner, "[learner]")  # check keys early
     cfgs = {}
+    if not (math.isfinite(run.oracle_tol) and run.oracle_tol >= 0):
+        raise ConfigError(f"[run] oracle_tol must be a finite number >= 0 (reward units within which configs tie "
+                          f"for the oracle), got {run.oracle_tol!r}")
     for name in run.methods:
         cls = METHODS[name].Config
         vals = {"env_steps_per_update": run.env_steps_per_update}

@@ -23,6 +23,10 @@ from flax import struct
 from e5jax.table import ProfileTable
 
 EVAL_BUDGETS = (0.35, 0.50, 0.70, 0.85, 1.00)
+# Absolute tolerance (reward units) of the set-valued oracle: configs whose reward is within it of the best are all
+# optimal. 1e-6 is ~8 float32 ulps at a reward of 1: it merges configs whose rewards are equal up to float32
+# rounding (equal quality, latency within budget) and nothing a table's quality or latency resolution separates.
+ORACLE_TOL = 1e-6
 
 
 @struct.dataclass
@@ -40,6 +44,7 @@ class EnvParams:
     train_budgets: jax.Array  # [Bt] budgets sampled during training
     lam: jax.Array  # scalar overshoot penalty
     latency_noise: jax.Array  # scalar: 1.0 draws latency noise on profiling calls, 0.0 = table mean
+    oracle_tol: jax.Array  # scalar: configs within this of the best reward are all optimal (``oracle_set``)
     # static (shapes the networks and the programs depend on)
     knob_sizes: tuple = struct.field(pytree_node=False, default=())
     num_tasks: int = struct.field(pytree_node=False, default=0)
@@ -66,8 +71,10 @@ def feature_standardization(table: ProfileTable) -> tuple[np.ndarray, np.ndarray
 
 
 def env_from_run(run, table: ProfileTable) -> EnvParams:
-    """The environment of a run config (``e5jax.config.RunConfig``: lam, budgets, latency_noise) on ``table``."""
-    return make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise)
+    """The environment of a run config (``e5jax.config.RunConfig``: lam, budgets, latency_noise, oracle_tol) on
+    ``table``."""
+    return make_env_params(table, lam=run.lam, budgets=run.budgets, latency_noise=run.latency_noise,
+                           oracle_tol=run.oracle_tol)
 
 
 def make_env_params(
@@ -76,6 +83,7 @@ def make_env_params(
     budgets=EVAL_BUDGETS,
     train_budgets=None,
     latency_noise: bool = False,
+    oracle_tol: float = ORACLE_TOL,
 ) -> EnvParams:
     """Host ProfileTable -> device EnvParams (float32)."""
     train = table.split_indices("train")
@@ -99,6 +107,7 @@ def make_env_params(
         train_budgets=f32(budgets if train_budgets is None else train_budgets),
         lam=f32(lam),
         latency_noise=f32(1.0 if latency_noise else 0.0),
+        oracle_tol=f32(oracle_tol),
         knob_sizes=tuple(int(s) for s in table.knob_sizes),
         num_tasks=len(table.task_names),
     )
@@ -153,8 +162,23 @@ def reward_matrix(env: EnvParams, req, budget):
 
 
 def oracle_config(env: EnvParams, req, budget):
-    """argmax_config reward per (request, budget) (ties -> lowest index, i.e. the cheapest-ordered config)."""
+    """The reference oracle's action: argmax_config reward per (request, budget), ties -> lowest index.
+
+    Its reward is the best reward, which is all the references use (utility, normalized-utility denominators,
+    thresholds). Which config it names where several tie is a tie-break, not a property of the request: the set
+    of optimal configs is ``oracle_set``; nothing should imitate this choice."""
     return jnp.argmax(reward_matrix(env, req, budget), axis=-1)
+
+
+def optimal_set(rewards: jax.Array, tol) -> jax.Array:
+    """[..., C] rewards -> [..., C] bool: the configs whose reward is within ``tol`` of the best (never empty)."""
+    return rewards >= rewards.max(-1, keepdims=True) - tol
+
+
+def oracle_set(env: EnvParams, req, budget) -> jax.Array:
+    """[..., C] bool: every optimal config per (request, budget), i.e. reward >= best reward - ``env.oracle_tol``
+    (table means, no noise). ``oracle_config`` is one member of it."""
+    return optimal_set(reward_matrix(env, req, budget), env.oracle_tol)
 
 
 # ----------------------------------------------------------------------------- evaluation

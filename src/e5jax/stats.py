@@ -31,8 +31,21 @@ def task_budget_lut_actions(env: E.EnvParams, requests=None) -> jnp.ndarray:
     return jnp.take_along_axis(best, env.task[vreq], axis=1)
 
 
-def table_summary(table: ProfileTable, lam: float = 2.0) -> dict:
-    env = E.make_env_params(table, lam=lam)
+def oracle_ties(env: E.EnvParams, requests) -> dict:
+    """How many configs tie for the oracle on ``requests`` [n], per evaluation budget (arrays [B]):
+
+    * ``unique_share``: share of requests with exactly one optimal config (``E.oracle_set``, within env.oracle_tol);
+    * ``mean_set_size``: mean number of optimal configs per request;
+    * ``all_optimal_share``: share of requests for which every config is optimal (the config does not matter).
+    """
+    req = jnp.asarray(requests)
+    n_opt = np.asarray(E.oracle_set(env, req[None, :], env.budgets[:, None]).sum(-1))  # [B, n]
+    return {"unique_share": (n_opt == 1).mean(-1).tolist(), "mean_set_size": n_opt.mean(-1).tolist(),
+            "all_optimal_share": (n_opt == env.num_configs).mean(-1).tolist()}
+
+
+def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.ORACLE_TOL) -> dict:
+    env = E.make_env_params(table, lam=lam, oracle_tol=oracle_tol)
     budgets = [float(b) for b in np.asarray(env.budgets)]
     refs = {k: {m: np.asarray(v).tolist() for m, v in d.items()} for k, d in E.evaluate_references(env).items()}
     lut = {m: np.asarray(v) for m, v in E.evaluate_actions(env, task_budget_lut_actions(env)).items()}
@@ -40,10 +53,13 @@ def table_summary(table: ProfileTable, lam: float = 2.0) -> dict:
     u_o = np.asarray(refs["oracle"]["utility"])
     ctx = A.normalized_utility(lut["utility"], u_r, u_o)
 
-    # oracle diversity within each (task, budget), over all requests of the table
+    # oracle diversity within each (task, budget), over all requests of the table. The first-argmax oracle names
+    # one config where several tie (a tie-break), so coverage is counted on the optimal sets instead.
     R = table.num_requests
     req = jnp.arange(R)
-    orc = np.asarray(E.oracle_config(env, req[None, :], env.budgets[:, None]))  # [B, R]
+    orc = np.asarray(E.oracle_config(env, req[None, :], env.budgets[:, None]))  # [B, R] tie-break choice
+    opt = np.asarray(E.oracle_set(env, req[None, :], env.budgets[:, None]))  # [B, R, C]
+    unique = opt.sum(-1) == 1  # [B, R]
     tasks = table.task_types
     diversity = {}
     for t in table.task_names:
@@ -51,12 +67,17 @@ def table_summary(table: ProfileTable, lam: float = 2.0) -> dict:
         diversity[t] = []
         for bi in range(len(budgets)):
             cnt = Counter(orc[bi, m].tolist())
-            top, n_top = cnt.most_common(1)[0]
-            diversity[t].append({"distinct_oracle_configs": len(cnt), "share_not_modal": 1.0 - n_top / int(m.sum())})
-    hist = []
+            diversity[t].append({"distinct_oracle_configs": len(cnt),  # of the tie-break choice
+                                 "share_not_covered": 1.0 - float(opt[bi, m].mean(0).max())})
+    hist, tie_break = [], []
     for bi in range(len(budgets)):
-        cnt = Counter(orc[bi].tolist())
-        hist.append([[table.config_label(c), n] for c, n in cnt.most_common(5)])
+        c, n = Counter(orc[bi].tolist()).most_common(1)[0]  # the first-argmax oracle's modal config
+        tie_break.append([table.config_label(int(c)), int(n), int(((orc[bi] == c) & unique[bi]).sum())])
+        n_opt = opt[bi].sum(0)  # [C] requests for which the config is optimal
+        n_uni = (opt[bi] & unique[bi][:, None]).sum(0)  # ... for which it is the only optimal config
+        top = np.argsort(-n_opt, kind="stable")[:5]
+        hist.append([[table.config_label(int(c)), int(n_opt[c]), int(n_uni[c])] for c in top if n_opt[c] > 0])
+    val = table.split_indices("val")
 
     smallest = 0
     return {
@@ -75,8 +96,12 @@ def table_summary(table: ProfileTable, lam: float = 2.0) -> dict:
         "references_val": refs,
         "oracle_slo_violation_rate_val": refs["oracle"]["slo_violation_rate"],
         "feasible_share_val": [float((np.asarray(env.latency_norm)[table.split == "val"].min(-1) <= b).mean()) for b in budgets],
+        "oracle_tol": oracle_tol,
+        "oracle_ties_val": oracle_ties(env, val),
+        "oracle_ties_all": oracle_ties(env, req),
         "oracle_diversity": diversity,
         "oracle_histogram_top5": hist,
+        "oracle_tie_break_modal": tie_break,
         "task_budget_lut_normalized_utility_val": ctx.tolist(),
         "context_value": float(ctx.mean()),
     }
@@ -108,10 +133,27 @@ def format_summary(s: dict, source: str = "") -> str:
     L.append("    taskLUT " + "".join(f"{x:8.3f}" for x in s["task_budget_lut_normalized_utility_val"])
              + "   (normalized utility of the perfect-knowledge task x budget LUT)")
     L.append(f"  context value (task x budget LUT normalized utility, mean over budgets): {s['context_value']:.3f}")
-    L.append("  oracle diversity within (task, budget): distinct oracle configs / share of requests not on the modal config")
+    L.append(f"  oracle ties (configs within {s['oracle_tol']:g} of the best reward are all optimal), per budget b:")
+    L.append("    b              " + "".join(f"{b:>8.2f}" for b in s["budgets"]))
+    for split in ("val", "all"):
+        ti = s[f"oracle_ties_{split}"]
+        L.append(f"    unique   {split:5s} " + "".join(f"{x:8.1%}" for x in ti["unique_share"])
+                 + "   (share of requests with exactly one optimal config)")
+        L.append(f"    set size {split:5s} " + "".join(f"{x:8.2f}" for x in ti["mean_set_size"])
+                 + "   (mean number of optimal configs)")
+        L.append(f"    all opt  {split:5s} " + "".join(f"{x:8.1%}" for x in ti["all_optimal_share"])
+                 + "   (share of requests for which every config is optimal)")
+    L.append("  oracle diversity within (task, budget): distinct first-argmax oracle configs (a tie-break where the "
+             "optimal set has several members) / share of requests whose optimal set misses the config optimal "
+             "for the most of them")
     for t, rows in s["oracle_diversity"].items():
-        L.append(f"    {t:12s}" + "".join(f"  {r['distinct_oracle_configs']:3d}/{r['share_not_modal']:4.0%}" for r in rows))
-    L.append("  oracle config histogram per budget (top 5):")
+        L.append(f"    {t:12s}" + "".join(f"  {r['distinct_oracle_configs']:3d}/{r['share_not_covered']:4.0%}" for r in rows))
+    L.append("  configs optimal for the most requests per budget (top 5; all requests): config x requests for which "
+             "it is optimal (of them, the only optimal config)")
     for b, h in zip(s["budgets"], s["oracle_histogram_top5"]):
-        L.append(f"    b={b:.2f}: " + "; ".join(f"{c} x{n}" for c, n in h))
+        L.append(f"    b={b:.2f}: " + "; ".join(f"{c} x{n} ({u} unique)" for c, n, u in h))
+    L.append("  the first-argmax oracle's most frequent config per budget (all requests; where configs tie it names the "
+             "lowest index): config x requests (of them, where it is the only optimal config)")
+    for b, (c, n, u) in zip(s["budgets"], s["oracle_tie_break_modal"]):
+        L.append(f"    b={b:.2f}: {c} x{n} ({u} unique)")
     return "\n".join(L)

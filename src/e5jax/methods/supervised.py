@@ -1,9 +1,13 @@
-"""Supervised controller: cross-entropy to oracle labels, paying for every label.
+"""Supervised controller: maximum likelihood of the optimal set, paying for every label.
 
-Each labelled request costs C env steps (profiling it exhaustively gives its oracle config at every budget).
-Per update the method labels ``env_steps_per_update // C`` new train requests (in a per-seed random order, until
-the train split is exhausted; relabelling is never charged twice because it never happens), then runs the shared
-epochs x minibatches of cross-entropy steps on (request, budget) pairs drawn from everything labelled so far.
+Each labelled request costs C env steps: every config is profiled once (``env.lookup`` with a key, so with
+``latency_noise`` on its latencies are the same noisy draws every other method's profiling calls see), and the
+measured latencies are stored. At any budget the request's label is its *optimal set*: the configs whose reward
+(table quality, measured latency) is within ``env.oracle_tol`` of the best (``env.optimal_set``). Per update the
+method labels ``env_steps_per_update // C`` new train requests (in a per-seed random order, until the train split
+is exhausted; relabelling is never charged twice because it never happens), then runs the shared epochs x
+minibatches of SGD steps on (request, budget) pairs drawn from everything labelled so far, with the loss
+``-log sum_{c in optimal set} pi(c | x)`` (``set_loss``): where configs tie, no tie-break is imitated.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class Config(C.LearnerConfig):
 class Labels:
     order: jax.Array  # [Rt] train request indices in the order they get labelled
     n_labelled: jax.Array  # scalar int32
+    latency: jax.Array  # [Rt, C] measured normalized latency of order[i] (rows >= n_labelled unused)
 
 
 def labels_per_update(cfg: Config, env: E.EnvParams) -> int:
@@ -37,38 +42,86 @@ def labels_per_update(cfg: Config, env: E.EnvParams) -> int:
 def init(key, env: E.EnvParams, cfg: Config = Config()):
     # the policy comes from `key` exactly as in every other learned method; the labelling order from a fold
     order = jax.random.permutation(jax.random.fold_in(key, 1), env.train_idx)
-    return C.init_learner(key, env, cfg, extra=Labels(order, jnp.zeros((), jnp.int32)))
+    latency = jnp.zeros((order.shape[0], env.num_configs), jnp.float32)
+    return C.init_learner(key, env, cfg, extra=Labels(order, jnp.zeros((), jnp.int32), latency))
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
     return labels_per_update(cfg, env) * env.num_configs
 
 
-def ce_loss(logits, target, sizes, label_smoothing: float = 0.0):
-    """Cross-entropy of the oracle config under the policy (sum over heads of per-head CE)."""
-    nll = -P.log_prob(logits, target, sizes)
+def _smoothed(nll, logits, label_smoothing: float):
     if label_smoothing == 0.0:
         return nll.mean()
-    uniform = -sum(jax.nn.log_softmax(z).mean(-1) for z in logits)
+    uniform = -sum(jax.nn.log_softmax(z).mean(-1) for z in logits)  # CE to the uniform distribution, per head
     return ((1 - label_smoothing) * nll + label_smoothing * uniform).mean()
 
 
+def ce_loss(logits, target, sizes, label_smoothing: float = 0.0):
+    """Cross-entropy of one target config under the policy (sum over heads of per-head CE): ``set_loss`` with a
+    one-member set."""
+    return _smoothed(-P.log_prob(logits, target, sizes), logits, label_smoothing)
+
+
+def joint_log_probs(logits: tuple) -> jax.Array:
+    """[..., C] log-probability of every config (row-major): the sum of the heads' log-softmaxes (a joint or
+    autoregressive head has one head of size C)."""
+    lp = jax.nn.log_softmax(logits[0])
+    for z in logits[1:]:
+        lz = jax.nn.log_softmax(z)
+        lp = (lp[..., :, None] + lz[..., None, :]).reshape(lp.shape[:-1] + (-1,))
+    return lp
+
+
+def set_loss(logits, optimal, label_smoothing: float = 0.0):
+    """``-log sum_{c in optimal} pi(c | x)``, mean over the batch: the likelihood of choosing *some* optimal config.
+
+    ``optimal`` [N, C] bool (never empty). With one member it is the cross-entropy ``ce_loss``; with several it
+    leaves the split of probability among them free. ``label_smoothing`` mixes in the CE to the uniform policy as
+    ``ce_loss`` does."""
+    lp = joint_log_probs(logits)
+    nll = -jax.nn.logsumexp(jnp.where(optimal, lp, -jnp.inf), axis=-1)
+    return _smoothed(nll, logits, label_smoothing)
+
+
+def label_next(state: C.LearnerState, env: E.EnvParams, key) -> tuple[jax.Array, jax.Array]:
+    """Profile every config of the next ``labels_per_update`` requests in the order (C env steps each) with the
+    env's own latency noise; returns (n_after, the latency store with their rows written)."""
+    m = labels_per_update(state.cfg, env)
+    ex = state.extra
+    Rt = ex.order.shape[0]
+    pos = ex.n_labelled + jnp.arange(m)
+    valid = pos < Rt
+    req = ex.order[jnp.minimum(pos, Rt - 1)]
+    _, lat = E.lookup(env, req[:, None], jnp.arange(env.num_configs)[None, :], key)  # [m, C]
+    latency = ex.latency.at[jnp.where(valid, pos, Rt)].set(lat, mode="drop")
+    return jnp.minimum(ex.n_labelled + m, Rt), latency
+
+
+def labels(env: E.EnvParams, state: C.LearnerState, pos, budget) -> jax.Array:
+    """[N, C] bool optimal sets of labelled positions ``pos`` [N] (into the order) at ``budget`` [N], from the table's
+    quality and the latencies measured when they were labelled."""
+    req = state.extra.order[pos]
+    rewards = E.reward_from(env, env.quality[req], state.extra.latency[pos], budget[:, None])
+    return E.optimal_set(rewards, env.oracle_tol)
+
+
 def collect(state: C.LearnerState, env: E.EnvParams, key) -> dict:
-    """Label the next requests (C env steps each: their oracle config at every budget becomes known), then draw
-    N (labelled request, training budget) pairs with their oracle configs."""
+    """Label the next requests (``label_next``: C env steps each), then draw N (labelled request, training budget)
+    pairs with their optimal sets."""
     cfg: Config = state.cfg
-    m = labels_per_update(cfg, env)
-    Rt = state.extra.order.shape[0]
     n_before = state.extra.n_labelled
-    n_after = jnp.minimum(n_before + m, Rt)
     N = cfg.env_steps_per_update
-    k_req, k_b, _ = jax.random.split(key, 3)
+    k_req, k_b, k_lat = jax.random.split(key, 3)
+    n_after, latency = label_next(state, env, k_lat)
+    labelled = state.replace(extra=state.extra.replace(n_labelled=n_after, latency=latency))
     pos = jax.random.randint(k_req, (N,), 0, jnp.maximum(n_after, 1))
     req = state.extra.order[pos]
     bidx = jax.random.randint(k_b, (N,), 0, env.train_budgets.shape[0])
     budget = env.train_budgets[bidx]
-    return {"obs": E.observe(env, req, budget), "target": E.oracle_config(env, req, budget), "req": req,
-            "budget": budget, "n_after": n_after, "env_steps": (n_after - n_before) * env.num_configs}
+    return {"obs": E.observe(env, req, budget), "optimal": labels(env, labelled, pos, budget), "req": req,
+            "budget": budget, "n_after": n_after, "latency": latency,
+            "env_steps": (n_after - n_before) * env.num_configs}
 
 
 def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
@@ -78,16 +131,18 @@ def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
 
     def loss_fn(params, mb):
         z = C.policy_logits(state, params, mb["obs"])
-        loss = ce_loss(z, mb["target"], state.sizes, cfg.label_smoothing)
-        return loss, {"label_accuracy": jnp.mean(P.greedy(z, state.sizes) == mb["target"])}
+        loss = set_loss(z, mb["optimal"], cfg.label_smoothing)
+        choice = P.greedy(z, state.sizes)  # label accuracy: the greedy config is optimal
+        return loss, {"label_accuracy": jnp.mean(jnp.take_along_axis(mb["optimal"], choice[:, None], -1))}
 
     obs, req, budget = batch["obs"], batch["req"], batch["budget"]
-    state, sgd = C.sgd_epochs(k_sgd, state, {"obs": obs, "target": batch["target"]}, loss_fn, cfg.env_steps_per_update)
+    state, sgd = C.sgd_epochs(k_sgd, state, {"obs": obs, "optimal": batch["optimal"]}, loss_fn, cfg.env_steps_per_update)
     probs = P.config_probs(C.policy_logits(state, state.params, obs))
     train_utility = jnp.sum(probs * E.reward_matrix(env, req, budget), -1).mean()
     metrics = C.standard_metrics(state, state.params, obs, train_utility, batch["env_steps"], sgd)
     metrics["labelled_requests"] = batch["n_after"].astype(jnp.float32)
-    state = state.replace(step=state.step + 1, extra=state.extra.replace(n_labelled=batch["n_after"]))
+    state = state.replace(step=state.step + 1,
+                          extra=state.extra.replace(n_labelled=batch["n_after"], latency=batch["latency"]))
     return state, metrics
 
 
