@@ -202,7 +202,10 @@ def test_analysis_json_schema_and_report(tmp_path, setup, trained):
     # report.py reads exactly these fields
     ov = R.load_overhead(tmp_path)
     assert ov["methods"]["ppo"]["decision_ms"]["p99"] == ppo["decision_ms"]["p99"]
-    assert ov["methods"]["ppo"]["training"]["components"] == ppo["training"]["components"]
+    # (a piece below resolution is dropped from components and listed with its resolution)
+    assert ov["methods"]["ppo"]["training"]["components"] == {k: v for k, v in ppo["training"]["components"].items()
+                                                              if v is not None}
+    assert ov["methods"]["ppo"]["training"]["below_resolution"] == ppo["training"]["below_resolution"]
     assert "| ppo |" in O.format_table(doc)
 
 
