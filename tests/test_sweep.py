@@ -15,7 +15,7 @@ import pytest
 from conftest import make_known_oracle_table
 from e5jax.cli import main as cli_main
 from e5jax.methods import grpo, ppo
-from e5jax.sweep import draw_trials, lambda_conclusions, load_spec, sweep_rows
+from e5jax.sweep import draw_trials, edge_report, load_spec, sweep_rows, widen
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = """[run]
@@ -48,7 +48,8 @@ def files(tmp_path_factory):
         (d / f"{tag}.toml").write_text(SPEC.format(base=d / "base.toml", phases=ph))
     # the device test: learning rates where PPO trains stably (docs/sweep.md: at lr ~6e-3 the partitioned program's
     # float rounding, amplified by unstable training, makes a row drift)
-    (d / "tune.toml").write_text((d / "tune.toml").read_text().replace("[1e-4, 1e-2]", "[1e-4, 1e-3]"))
+    (d / "tune.toml").write_text((d / "tune.toml").read_text().replace("[1e-4, 1e-2]", "[1e-4, 1e-3]")
+                                 .replace("phases =", "widen_rounds = 0\nphases ="))
     return d
 
 
@@ -111,14 +112,36 @@ def test_sweep_end_to_end_and_rerun_continues(tmp_path, files, capsys):
     assert (out / "figures/sweep_scores.png").is_file() and (out / "figures/lam_robustness.png").is_file()
     t = doc["tune"]["ppo"]
     finals = [x["final_mean"] for x in t["trials"]]
-    assert t["chosen_trial"] == int(np.argmax(finals)) and t["rows"] == 6
+    aucs = [x["auc_mean"] for x in t["trials"]]
+    assert t["chosen_trial"] == {"final": int(np.argmax(finals)), "auc": int(np.argmax(aucs))}
+    assert t["rows"] == 6 * t["rounds"] and len(t["trials"]) == 3 * t["rounds"] and len(t["spaces"]) == t["rounds"]
     assert len(set(np.round(finals, 6))) > 1  # trials differ: their settings reached the program
-    assert set(doc["compare"]["ppo"]) == {"default", "tuned"} and set(doc["compare"]["lut"]) == {"default"}
-    assert doc["compare"]["ppo"]["tuned"]["settings"] == t["chosen"]
+    # a range is widened only while a chosen value sits at its edge, and at most widen_rounds (1) times
+    assert t["rounds"] == 1 + (t["spaces"][-1] != t["spaces"][0]) and t["rounds"] <= 2
+    assert {"default", "tuned_final", "tuned_auc"} <= set(doc["compare"]["ppo"]) and "tuned_final" not in doc["compare"]["lut"]
+    assert doc["compare"]["ppo"]["tuned_final"]["settings"] == t["chosen"]["final"]
+    assert doc["compare"]["ppo"]["tuned_auc"]["settings"] == t["chosen"]["auc"]
+    cost = doc["compare"]["ppo"]["default"]["cost"]
+    assert cost["s_per_update"] > 0 and cost == doc["compare"]["ppo"]["tuned_final"]["cost"]  # same static program
+    ans = doc["answers"]
+    assert set(ans) == {"final_utility", "auc", "slo_violation", "stability"}
+    a = ans["final_utility"]
+    assert a["tuned"]["settings"] == {"lut": "default", "ppo": "tuned_final"} and ans["auc"]["tuned"]["settings"]["ppo"] == "tuned_auc"
+    for res in (a["default"], a["tuned"]):  # every method's two-level CI contains its value; the winner set is not empty
+        assert res["winners"] and res["best"] in res["winners"]
+        for r in res["methods"].values():
+            assert r["ci_two_level"][0] <= r["value"] <= r["ci_two_level"][1]
     lam = doc["lambda"]
     assert lam["lams"] == [1.0, 4.0] and len(lam["methods"]["lut"]["slo"]) == 2
+    assert lam["methods"]["ppo"]["per_lambda"] == [t["chosen"]["final"]] * 2  # the lambda = 2 tuned setting
     assert lam["oracle"]["slo"][0] >= lam["oracle"]["slo"][1]  # a larger penalty: the oracle overshoots less
-    assert "Robustness to lambda" in (out / "summary.md").read_text()
+    c = doc["lambda_conclusions"]
+    v = c["pairs"]["lut vs ppo"]
+    assert v["where"] == {x: c["per_lambda"][x]["pairs"]["lut vs ppo"] for x in ("1", "4")}
+    assert v["verdict"] == ("holds" if len(set(v["where"].values())) == 1 and "unresolved" not in v["where"].values()
+                            else "flips" if set(v["where"].values()) == {">", "<"} else "unresolved")
+    text = (out / "summary.md").read_text()
+    assert "Robustness to lambda" in text and "Winner set per lambda" in text and "s / update" in text
     capsys.readouterr()
     assert _sweep(files, "full.toml", out) == 0  # rerun: everything is on disk, nothing retrains
     assert "continuing" in capsys.readouterr().out
@@ -137,14 +160,22 @@ def test_sweep_rows_compiled_out_beta():
     assert cfg == ppo.Config() and set(hp) == {"lr", "ent_coef"}
 
 
-def test_lambda_conclusions_hold_and_flip():
-    s = lambda v: {"iqm": v}  # noqa: E731
-    lam = {"lams": [1.0, 2.0], "methods": {"a": {"final": [s(0.9), s(0.8)]}, "b": {"final": [s(0.5), s(0.9)]},
-                                            "c": {"final": [s(0.1), s(0.2)]}}}
-    c = lambda_conclusions(lam)
-    assert "a > c" in c["holds_at_every_lambda"] and "b > c" in c["holds_at_every_lambda"]
-    assert len(c["flips"]) == 1 and c["flips"][0].startswith("a vs b")
-    assert c["winner_per_lambda"] == {"1.0": "a", "2.0": "b"}
+def test_edges_widen_until_a_hard_bound():
+    from e5jax.sweep import SweepSpec
+
+    sp = SweepSpec(space={"ppo": {}})
+    space = {"lr": {"log": [1e-4, 1e-2]}, "clip_eps": {"uniform": [0.1, 0.3]}, "ent_coef": {"uniform": [0.0, 0.1]}}
+    chosen = {"final": {"lr": 9e-3, "clip_eps": 0.2, "ent_coef": 0.001}, "auc": {"lr": 1e-3, "clip_eps": 0.11,
+                                                                               "ent_coef": 0.05}}
+    hits = {(h["select"], h["hyperparameter"]): h for h in edge_report(sp, "ppo", space, chosen)}
+    assert set(hits) == {("final", "lr"), ("final", "ent_coef"), ("auc", "clip_eps")}  # 1e-3 is mid-range in log
+    assert hits[("final", "lr")]["edge"] == "high" and hits[("final", "lr")]["widened_to"] == {"log": [1e-4, 1e-1]}
+    assert hits[("final", "ent_coef")]["widened_to"] is None  # 0 is a hard bound: nothing to widen
+    assert hits[("auc", "clip_eps")]["widened_to"] == {"uniform": [0.05, 0.3]}  # clip_eps > 0: halved, not negative
+    grid = edge_report(sp, "ppo", {"clip_eps": [0.1, 0.2, 0.3]}, {"final": {"clip_eps": 0.3}})
+    assert len(grid) == 1 and grid[0]["edge"] == "high" and grid[0]["widened_to"] is None  # a list: reported, not widened
+    assert widen({"uniform": [0.0, 0.3]}, "high", "label_smoothing", False)["uniform"] == pytest.approx([0.0, 0.45])
+    assert widen({"uniform": [0.0, 0.4]}, "high", "label_smoothing", False) == {"uniform": [0.0, 0.49]}  # < 0.5
 
 
 def test_four_fake_devices_identical_to_one(tmp_path, files):

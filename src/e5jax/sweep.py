@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import jax
@@ -39,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from e5jax import analysis as A
+from e5jax import decide as D
 from e5jax import engine
 from e5jax import env as E
 from e5jax.config import ConfigError, RunConfig, load_config, read_toml
@@ -67,7 +69,9 @@ class SweepSpec:
     search: str = "random"  # random | grid
     seeds: int = 5  # tuning seeds per trial (shared by the trials); also the lambda phase's seeds
     final_seeds: int = 10  # fresh seeds for the default-vs-tuned comparison on val
-    select: str = "final"  # final (final normalized utility) | auc (sample-efficiency AUC): the score that chooses
+    widen_rounds: int = 1  # times a range whose chosen value lies within edge_margin of an edge is widened and re-tuned
+    edge_margin: float = 0.1  # of the range (log scale for log ranges)
+    retune: bool = False  # lambda phase: tune at every lambda (rows x lambdas: a GPU job) instead of lambda = run.lam's
     tuning_fraction: float = 0.25  # of the train requests, per task
     tuning_seed: int = 0
     seed: int = 0  # draws of the random search
@@ -90,6 +94,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     bad = sorted(set(vals) - names)
     if bad:
         _fail(f"[sweep] unknown key {bad[0]!r} (known: {', '.join(sorted(names))})")
+    if "select" in vals:
+        _fail("[sweep] select is gone: the sweep chooses by final utility (the frontier question) and by AUC (the "
+              "sample-efficiency question) from the same trials; remove the key")
     vals = {k: tuple(v) if isinstance(v, list) else v for k, v in vals.items()}
     try:
         spec = SweepSpec(**vals, space=dict(raw.get("space", {})))
@@ -106,8 +113,12 @@ def check_spec(spec: SweepSpec, cfgs: dict) -> None:
             _fail(f"[sweep] {k} must be an integer >= 1, got {v!r}")
     if spec.search not in ("random", "grid"):
         _fail(f"[sweep] search must be random or grid, got {spec.search!r}")
-    if spec.select not in ("final", "auc"):
-        _fail(f"[sweep] select must be final or auc, got {spec.select!r}")
+    if not isinstance(spec.widen_rounds, int) or isinstance(spec.widen_rounds, bool) or spec.widen_rounds < 0:
+        _fail(f"[sweep] widen_rounds must be an integer >= 0, got {spec.widen_rounds!r}")
+    if not (isinstance(spec.edge_margin, float) and 0 <= spec.edge_margin < 0.5):
+        _fail(f"[sweep] edge_margin must be a number in [0, 0.5), got {spec.edge_margin!r}")
+    if not isinstance(spec.retune, bool):
+        _fail(f"[sweep] retune must be true or false, got {spec.retune!r}")
     if not (isinstance(spec.tuning_fraction, float) and 0 < spec.tuning_fraction < 1):
         _fail(f"[sweep] tuning_fraction must be a number in (0, 1), got {spec.tuning_fraction!r}")
     bad_phase = [x for x in spec.phases if x not in ("tune", "compare", "lambda")]
@@ -182,16 +193,17 @@ def _dist_values(dist, where: str, search: str) -> list:
     return [float(v) for v in vals]
 
 
-def draw_trials(spec: SweepSpec, method: str, cfg) -> list[dict]:
-    """The method's trials: {hyperparameter: value}. Random search: trial 0 = the base config's values, the others
-    drawn independently (log-uniform, uniform or a choice), seeded by (spec.seed, method). Grid: every point."""
-    space = spec.space[method]
+def draw_trials(spec: SweepSpec, method: str, cfg, space: dict | None = None, round_: int = 0) -> list[dict]:
+    """The method's trials: {hyperparameter: value}. Random search: in round 0 trial 0 = the base config's values,
+    the others drawn independently (log-uniform, uniform or a choice), seeded by (spec.seed, the method's *name*,
+    the round); a widening round (``round_`` > 0, ``space`` widened) draws ``trials`` new ones. Grid: every point."""
+    space = spec.space[method] if space is None else space
     if spec.search == "grid":
         keys = list(space)
         return [dict(zip(keys, map(float, point))) for point in itertools.product(*(space[k] for k in keys))]
-    rng = np.random.default_rng([spec.seed, list(METHODS).index(method)])
-    trials = [{k: float(getattr(cfg, k)) for k in space}]
-    for _ in range(spec.trials - 1):
+    rng = np.random.default_rng([spec.seed, zlib.crc32(method.encode()), round_])
+    trials = [{k: float(getattr(cfg, k)) for k in space}] if round_ == 0 else []
+    for _ in range(spec.trials - len(trials)):
         t = {}
         for k, dist in space.items():
             if isinstance(dist, list):
@@ -250,10 +262,12 @@ def init_rows(name: str, cfg, run: RunConfig, env: E.EnvParams, keys, hp: dict):
 
 
 def train_rows(prepared, n: int, run: RunConfig, env: E.EnvParams, pbar=None, label: str = "") -> dict:
-    """Train every row of a prepared program; per-row eval arrays on the host, padding dropped."""
+    """Train every row of a prepared program; per-row eval arrays on the host, padding dropped (``actions``: the
+    greedy val configs [n, E, B, Rv] at every eval point, for the request-level bootstrap)."""
     tr = train_chunks(prepared, run, env, pbar, label=label)
     ev = {k: np.stack([np.asarray(e[k]) for e in tr.evals], 1)[:n] for k in ("utility", "slo_violation_rate", "quality_mean")}
-    return {"steps": env_steps_axis(tr.step_inc)[:n], **ev, "compile_s": prepared.compile_s,
+    actions = np.stack([np.asarray(e["actions"]) for e in tr.evals], 1)[:n].astype(np.int16)
+    return {"steps": env_steps_axis(tr.step_inc)[:n], **ev, "actions": actions, "compile_s": prepared.compile_s,
             "train_s": float(sum(tr.chunk_s)), "rows": n, "devices": len(jax.devices())}
 
 
@@ -295,6 +309,34 @@ def _summ(x) -> dict:
     return {**A.iqm_ci(x), "std": float(x.std(ddof=1)) if x.size > 1 else float("nan"), "per_seed": x}
 
 
+# ----------------------------------------------------------------------------- per-request results
+PER_REQUEST = "per_request"
+
+
+def save_actions(out: Path, name: str, res: dict) -> str:
+    """A phase's per-row greedy val configs [N, E, B, Rv] and env steps [N, E] -> ``per_request/<name>.npz``."""
+    rel = f"{PER_REQUEST}/{name}.npz"
+    atomic_write(out / rel, lambda f: np.savez_compressed(f, actions=res["actions"], steps=res["steps"]), binary=True)
+    return rel
+
+
+def save_val(out: Path, env: E.EnvParams) -> None:
+    val = np.asarray(env.val_idx)
+    arrays = {"quality": np.asarray(env.quality)[val], "latency_norm": np.asarray(env.latency_norm)[val],
+              "budgets": np.asarray(env.budgets)}
+    atomic_write(out / PER_REQUEST / "val.npz", lambda f: np.savez_compressed(f, **arrays), binary=True)
+
+
+def row_metrics(out: Path, rel: str, rows: slice, lam: float, auc_range: tuple) -> dict:
+    """decide.Metric per question for the rows ``rows`` of a saved phase (their lambda's rewards)."""
+    with np.load(out / PER_REQUEST / "val.npz") as z:
+        q, lat, b = z["quality"], z["latency_norm"], z["budgets"]
+    with np.load(out / rel) as z:
+        acts, steps = z["actions"][rows], z["steps"][rows]
+    rew = D.request_rewards(q, lat, b, lam)
+    return D.run_metrics(acts, rew, q, lat, b, steps, auc_range)
+
+
 # ----------------------------------------------------------------------------- phases
 def _fingerprint(spec: SweepSpec, run: RunConfig, cfgs: dict, table_sha: str) -> str:
     blob = json.dumps({"spec": dataclasses.asdict(spec), "run": dataclasses.asdict(run),
@@ -303,126 +345,297 @@ def _fingerprint(spec: SweepSpec, run: RunConfig, cfgs: dict, table_sha: str) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def phase_tune(spec, run, cfgs, table: ProfileTable, doc, save, pbar):
+HARD = {"label_smoothing": (0.0, 0.49)}  # hard bounds beyond POSITIVE (> 0) and the default (>= 0)
+
+
+def edge_position(dist, v: float) -> float | None:
+    """Where ``v`` lies in a distribution, in [0, 1] (log scale for log ranges; a list of choices: its index over the
+    sorted choices); None for a list of one."""
+    if not isinstance(dist, dict):
+        vals = sorted(float(x) for x in dist)
+        return None if len(vals) < 2 else vals.index(float(v)) / (len(vals) - 1)
+    kind, (lo, hi) = next(iter(dist.items()))
+    if kind == "log":
+        return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return (v - lo) / (hi - lo)
+
+
+def widen(dist, side: str, name: str, positive: bool):
+    """The range extended by half its width (log width for log ranges) on ``side``; None when a hard bound stops it
+    or for a list of choices (the user's grid: not changed)."""
+    if not isinstance(dist, dict):
+        return None
+    kind, (lo, hi) = next(iter(dist.items()))
+    hard_lo, hard_hi = HARD.get(name, (0.0, math.inf))
+    if kind == "log":
+        f = math.sqrt(hi / lo)
+        new = [lo / f, hi] if side == "low" else [lo, min(hi * f, hard_hi)]
+    else:
+        w = (hi - lo) / 2
+        nlo = lo - w
+        if positive and nlo < lo / 2:  # a positive parameter: at most halved, never to 0
+            nlo = lo / 2
+        elif nlo < hard_lo:
+            nlo = hard_lo
+        new = [nlo, hi] if side == "low" else [lo, min(hi + w, hard_hi)]
+    return None if new == [lo, hi] else {kind: new}
+
+
+def edge_report(spec: SweepSpec, method: str, space: dict, chosen: dict) -> list[dict]:
+    """Every chosen value (per selection) within ``edge_margin`` of a range edge, with the widened range (None: at a
+    hard bound or a list of choices)."""
+    hits = []
+    for sel, settings in chosen.items():
+        for k, v in settings.items():
+            pos = edge_position(space[k], v)
+            if pos is None or spec.edge_margin < pos < 1 - spec.edge_margin:
+                continue
+            side = "low" if pos <= spec.edge_margin else "high"
+            positive = k in POSITIVE or (method == "dpo" and k == "beta")
+            hits.append({"select": sel, "hyperparameter": k, "value": v, "position": pos, "edge": side,
+                         "range": space[k], "widened_to": widen(space[k], side, k, positive)})
+    return hits
+
+
+def choose(trials: list[dict]) -> tuple[dict, dict]:
+    """The trial with the best mean final normalized utility and the one with the best mean AUC (tuning split)."""
+    idx = {"final": int(np.nanargmax([t["final_mean"] for t in trials])),
+           "auc": int(np.nanargmax([t["auc_mean"] for t in trials]))}
+    return idx, {k: trials[i]["settings"] for k, i in idx.items()}
+
+
+def phase_tune(spec, run, cfgs, table: ProfileTable, doc, save, pbar, lam: float | None = None, key: str = "tune"):
+    """Tune every method on the tuning split at ``lam`` (default: the run's), choosing by final utility and by AUC
+    from the same trials; a range whose chosen value sits within ``edge_margin`` of an edge is widened and the
+    method re-tuned with fresh trials (up to ``widen_rounds`` times), the choice made over every round's trials."""
     tune_table = table.tuning_split(spec.tuning_fraction, seed=spec.tuning_seed)
-    env = E.env_from_run(run, tune_table)
-    refs = refs_at(env, run.lam)
+    lam = run.lam if lam is None else float(lam)
+    env = E.env_from_run(run, tune_table).replace(lam=jnp.float32(lam))
+    refs = refs_at(env, lam)
     lo, hi = float(run.env_steps_per_update), float(run.total_env_steps)
-    out = doc.setdefault("tune", {})
+    out = doc.setdefault(key, {})
     S = spec.seeds
-    trials = {m: draw_trials(spec, m, cfgs[m]) for m in spec.methods if m not in out}
-    jobs = {}
-    for m, t in trials.items():
-        cfg, hp = sweep_rows(cfgs[m], t, S)
-        jobs[m] = (cfg, row_keys(run.base_seed, S, len(t)), hp, f"tune {m} {len(t)}x{S}")
+    for m in spec.methods:
+        out.setdefault(m, {"lam": lam, "spaces": [spec.space[m]], "trials": [], "rounds": 0, "done": False,
+                           "default": {k: float(getattr(cfgs[m], k)) for k in spec.space[m]}, "train_s": 0.0,
+                           "compile_s": 0.0})
+    while True:
+        todo = {m: draw_trials(spec, m, cfgs[m], out[m]["spaces"][-1], out[m]["rounds"])
+                for m in spec.methods if not out[m]["done"]}
+        if not todo:
+            return
+        jobs = {}
+        for m, t in todo.items():
+            cfg, hp = sweep_rows(cfgs[m], t, S)
+            jobs[m] = (cfg, row_keys(run.base_seed, S, len(t)), hp, f"{key} {m} round {out[m]['rounds']} {len(t)}x{S}")
+        if pbar is not None and any(out[m]["rounds"] > 0 for m in todo):
+            pbar.total += sum(out[m]["rounds"] > 0 for m in todo) * run.num_chunks
+            pbar.refresh()
 
-    def done(m, res):
-        T = len(trials[m])
-        sc = row_scores(res, [refs] * (T * S), lo, hi)
-        per_trial = {k: v.reshape(T, S) for k, v in sc.items()}
-        score = {k: per_trial[k].mean(1) for k in ("final", "auc")}
-        best = int(np.nanargmax(score[spec.select]))
-        out[m] = {"trials": [{"settings": t, "final_mean": float(score["final"][i]), "auc_mean": float(score["auc"][i]),
-                              "final_per_seed": per_trial["final"][i], "auc_per_seed": per_trial["auc"][i]}
-                             for i, t in enumerate(trials[m])],
-                  "chosen": trials[m][best], "chosen_trial": best,
-                  "default": {k: float(getattr(cfgs[m], k)) for k in trials[m][0]},
-                  "rows": res["rows"], "devices": res["devices"], "compile_s": res["compile_s"], "train_s": res["train_s"],
-                  "env_steps_per_row": float(res["steps"][:, -1].mean()),
-                  "env_steps_per_s": float(res["steps"][:, -1].sum() / max(res["train_s"], 1e-9))}
-        save()
+        def done(m, res):
+            T = len(todo[m])
+            o = out[m]
+            sc = row_scores(res, [refs] * (T * S), lo, hi)
+            per_trial = {k: v.reshape(T, S) for k, v in sc.items()}
+            o["trials"] += [{"settings": t, "round": o["rounds"], "final_mean": float(per_trial["final"][i].mean()),
+                             "auc_mean": float(per_trial["auc"][i].mean()), "final_per_seed": per_trial["final"][i],
+                             "auc_per_seed": per_trial["auc"][i]} for i, t in enumerate(todo[m])]
+            o["rounds"] += 1
+            o["chosen_trial"], o["chosen"] = choose(o["trials"])
+            o["edges"] = edge_report(spec, m, o["spaces"][-1], o["chosen"])
+            wid = dict(o["spaces"][-1])
+            for h in o["edges"]:
+                if h["widened_to"] is not None:
+                    wid[h["hyperparameter"]] = h["widened_to"]
+            if wid != o["spaces"][-1] and o["rounds"] <= spec.widen_rounds:
+                o["spaces"].append(wid)  # widen and re-tune with fresh trials
+            else:
+                o["done"] = True
+            o.update(rows=o.get("rows", 0) + res["rows"], devices=res["devices"],
+                     compile_s=o["compile_s"] + res["compile_s"], train_s=o["train_s"] + res["train_s"],
+                     env_steps_per_row=float(res["steps"][:, -1].mean()))
+            o["env_steps_per_s"] = float(o["env_steps_per_row"] * o["rows"] / max(o["train_s"], 1e-9))
+            save()
 
-    run_phase(jobs, run, env, pbar, done)
+        run_phase(jobs, run, env, pbar, done)
 
 
-def phase_compare(spec, run, cfgs, table, doc, save, pbar):
+SETTINGS = ("default", "tuned_final", "tuned_auc")
+
+
+def compared_settings(doc: dict, m: str, key: str = "tune") -> dict:
+    """{setting: traced values or None (= the config's own)} a method is compared at."""
+    t = doc.get(key, {}).get(m)
+    if not t or "chosen" not in t:
+        return {"default": None}
+    return {"default": t["default"], "tuned_final": t["chosen"]["final"], "tuned_auc": t["chosen"]["auc"]}
+
+
+def time_per_update(name: str, cfg, settings: dict, run: RunConfig, env: E.EnvParams, rows: int) -> dict:
+    """Measured seconds per update of each setting's own program (``rows`` rows; settings that compile to the same
+    static config share one measurement): 3 chunks, the minimum of chunks 2-3 divided by the chunk's updates (each
+    chunk ends with one val evaluation, included)."""
+    short = dataclasses.replace(run, total_env_steps=3 * run.eval_every * run.env_steps_per_update, eval_every=run.eval_every)
+    cache, out = {}, {}
+    for s, v in settings.items():
+        c, hp = sweep_rows(cfg, [v] if v else [], rows)
+        sig = repr(c)
+        if sig not in cache:
+            p = compile_method(init_rows(name, c, short, env, engine.seed_keys(0, rows), hp), env)
+            tr = train_chunks(p, short, env)
+            cache[sig] = min(tr.chunk_s[1:]) / run.eval_every
+        out[s] = {"s_per_update": cache[sig], "static_config": sig}
+    return out
+
+
+def phase_compare(spec, run, cfgs, table, doc, save, pbar, out_dir: Path):
     env = E.env_from_run(run, table)
     refs = refs_at(env, run.lam)
     lo, hi = float(run.env_steps_per_update), float(run.total_env_steps)
+    save_val(out_dir, env)
     out = doc.setdefault("compare", {})
     F = spec.final_seeds
     settings, jobs = {}, {}
     for m in run.methods:
         if m in out:
             continue
-        tuned = doc.get("tune", {}).get(m)
-        settings[m] = {"default": None} if tuned is None else {"default": tuned["default"], "tuned": tuned["chosen"]}
+        settings[m] = compared_settings(doc, m)
         keys = row_keys(run.base_seed + 1, F, len(settings[m]))  # fresh seeds: never used by tuning
         cfg, hp = sweep_rows(cfgs[m], [v for v in settings[m].values() if v], F)
         jobs[m] = (cfg, keys, hp, f"compare {m} {len(settings[m])}x{F}")
 
     def done(m, res):
         sc = row_scores(res, [refs] * (len(settings[m]) * F), lo, hi)
-        out[m] = {s: {"settings": v, **{k: _summ(sc[k][i * F:(i + 1) * F]) for k in sc}}
+        out[m] = {s: {"settings": v, "rows": [i * F, (i + 1) * F], **{k: _summ(sc[k][i * F:(i + 1) * F]) for k in sc}}
                   for i, (s, v) in enumerate(settings[m].items())}
+        out[m]["per_request"] = save_actions(out_dir, f"compare_{m}", res)
+        for s in settings[m]:  # each setting's mean with its seed-only and two-level CIs
+            met = row_metrics(out_dir, out[m]["per_request"], slice(*out[m][s]["rows"]), run.lam, (lo, hi))
+            out[m][s]["ci"] = {k: D.compare({m: met[k]}, higher=True)["methods"][m] for k in ("final", "auc", "slo", "quality")}
+        if len(settings[m]) > 1:  # the cost of the settings compared, measured (not assumed)
+            cost = time_per_update(m, cfgs[m], settings[m], run, env, F)
+            for s in settings[m]:
+                out[m][s]["cost"] = cost[s]
         save()
 
     run_phase(jobs, run, env, pbar, done)
 
 
-def phase_lambda(spec, run, cfgs, table, doc, save, pbar):
+def phase_lambda(spec, run, cfgs, table, doc, save, pbar, out_dir: Path):
+    """Every method at each lambda with that lambda's oracle and random references: learned methods at the settings
+    tuned for final utility at lambda = run.lam (recorded), or, with ``retune``, tuned at each lambda on its own."""
     env = E.env_from_run(run, table)
     lams = [float(x) for x in spec.lams]
+    if spec.retune:
+        for x in lams:
+            phase_tune(spec, run, cfgs, table, doc, save, pbar, lam=x, key=f"tune_lam{x:g}")
     refs = [refs_at(env, x) for x in lams]
     lo, hi = float(run.env_steps_per_update), float(run.total_env_steps)
+    save_val(out_dir, env)
     out = doc.setdefault("lambda", {"lams": lams, "methods": {}})
     out["oracle"] = {"slo": [float(r["oracle"]["slo_violation_rate"].mean()) for r in refs],
                      "quality": [float(r["oracle"]["quality_mean"].mean()) for r in refs],
                      "full_config_slo": [float(r["full"]["slo_violation_rate"].mean()) for r in refs]
                      if "full" in refs[0] else None}
     S, L = spec.seeds, len(lams)
-    jobs = {m: (cfgs[m], row_keys(run.base_seed, S, L), {"lam": np.repeat(lams, S)}, f"lambda {m} {L}x{S}")
-            for m in run.methods if m not in out["methods"]}
+    settings, jobs = {}, {}
+    for m in run.methods:
+        if m in out["methods"]:
+            continue
+        per_lam = [compared_settings(doc, m, f"tune_lam{x:g}" if spec.retune else "tune") for x in lams]
+        tuned = [p.get("tuned_final") for p in per_lam]
+        settings[m] = {"setting": ("tuned_final at each lambda" if spec.retune else
+                                   f"tuned_final at lambda = {run.lam:g}") if tuned[0] else "default",
+                       "per_lambda": tuned}
+        cfg, hp = sweep_rows(cfgs[m], tuned if tuned[0] else [], S)
+        hp["lam"] = np.repeat(lams, S)
+        jobs[m] = (cfg, row_keys(run.base_seed, S, L), hp, f"lambda {m} {L}x{S}")
 
     def done(m, res):
         sc = row_scores(res, [r for r in refs for _ in range(S)], lo, hi)
         out["methods"][m] = {k: [_summ(v[i * S:(i + 1) * S]) for i in range(L)] for k, v in sc.items()}
+        out["methods"][m].update(settings[m], per_request=save_actions(out_dir, f"lambda_{m}", res))
         save()
 
     run_phase(jobs, run, env, pbar, done)
 
 
 # ----------------------------------------------------------------------------- conclusions
-def answers(results: dict) -> dict:
-    """{question: {"winner", "ranking"}} from one setting's per-method summaries {method: {final, auc, ...}}."""
-    def rank(key, better):
-        vals = {m: r[key]["iqm"] if better == "high" else r[key]["std"] for m, r in results.items()}
-        order = sorted(vals, key=lambda m: (-vals[m] if better == "high" else vals[m]))
-        out = {"winner": order[0], "ranking": order, "values": vals}
-        if better == "high" and len(order) > 1:  # is the winner's CI clear of the runner-up's?
-            w, r = results[order[0]][key], results[order[1]][key]
-            out["separated_from_runner_up"] = bool(w["ci_low"] > r["ci_high"])
-        return out
-
-    return {"final_utility (frontier)": rank("final", "high"), "sample_efficiency (AUC)": rank("auc", "high"),
-            "stability (std of final over seeds)": rank("final", "low")}
+QUESTIONS = {  # question -> (metric, statistic, higher is better, setting of the learned methods)
+    "final_utility": ("final", "mean", True, "tuned_final"),
+    "auc": ("auc", "mean", True, "tuned_auc"),
+    "slo_violation": ("slo", "mean", False, "tuned_final"),
+    "stability": ("final", "std", False, "tuned_final"),
+}
 
 
-def compare_answers(doc: dict) -> dict:
-    comp = doc.get("compare", {})
-    default = {m: r["default"] for m, r in comp.items()}
-    tuned = {m: r.get("tuned", r["default"]) for m, r in comp.items()}
-    a, b = answers(default), answers(tuned)
-    return {q: {"default": a[q], "tuned": b[q], "winner_changed": a[q]["winner"] != b[q]["winner"],
-                "ranking_changed": a[q]["ranking"] != b[q]["ranking"]} for q in a}
+def _setting_rows(r: dict, setting: str) -> tuple[str, slice]:
+    s = setting if setting in r else "default"
+    return s, slice(*r[s]["rows"])
 
 
-def lambda_conclusions(lam: dict) -> dict:
-    """Pairwise orderings (IQM of final normalized utility) at each lambda: which hold at every lambda, which flip."""
-    ms = list(lam["methods"])
-    val = {m: [x["iqm"] for x in lam["methods"][m]["final"]] for m in ms}
-    holds, flips = [], []
-    for a, b in itertools.combinations(ms, 2):
-        sign = [np.sign(x - y) for x, y in zip(val[a], val[b])]
-        if all(s > 0 for s in sign):
-            holds.append(f"{a} > {b}")
-        elif all(s < 0 for s in sign):
-            holds.append(f"{b} > {a}")
-        else:
-            at = [f"{lmb:g}" for lmb, s in zip(lam["lams"], sign) if s > 0]
-            flips.append(f"{a} vs {b}: {a} ahead at lambda = {', '.join(at) or 'none'}, behind or tied elsewhere")
-    winners = [max(ms, key=lambda m: val[m][i]) for i in range(len(lam["lams"]))]
-    return {"holds_at_every_lambda": holds, "flips": flips, "winner_per_lambda": dict(zip(map(str, lam["lams"]), winners))}
+def compare_answers(doc: dict, out_dir: Path, lam: float, auc_range: tuple) -> dict:
+    """Per question: the decisions with every method at its defaults, and with the learned methods at the setting
+    tuned for that question (final utility -> tuned_final, AUC -> tuned_auc); and, per pair, whether tuning changed
+    the decision (decide.across over the two: holds / flips / unresolved)."""
+    comp = {m: r for m, r in doc.get("compare", {}).items() if "per_request" in r}
+    out = {}
+    for q, (key, stat, higher, setting) in QUESTIONS.items():
+        res = {}
+        for label, st in (("default", "default"), ("tuned", setting)):
+            ms = {m: row_metrics(out_dir, r["per_request"], _setting_rows(r, st)[1], lam, auc_range)[key]
+                  for m, r in comp.items()}
+            res[label] = D.compare(ms, higher=higher, statistic=stat)
+            res[label]["settings"] = {m: _setting_rows(r, st)[0] for m, r in comp.items()}
+        pairs = {k: D.across({"default": res["default"]["pairs"][k]["decision"],
+                              "tuned": res["tuned"]["pairs"][k]["decision"]}) for k in res["default"]["pairs"]}
+        out[q] = {**res, "pairs_default_vs_tuned": pairs,
+                  "winners_changed": set(res["default"]["winners"]) != set(res["tuned"]["winners"])}
+    return out
+
+
+def lambda_conclusions(doc: dict, out_dir: Path, auc_range: tuple) -> dict:
+    """Final normalized utility at each lambda, decided by the rule (two-level CI of each pair's difference), and per
+    pair the verdict across lambdas: holds (resolved the same way at every lambda), flips (resolved in opposite
+    directions somewhere) or unresolved; the winner set per lambda."""
+    lam = doc["lambda"]
+    S = doc["spec"]["seeds"]
+    per = {}
+    for i, x in enumerate(lam["lams"]):
+        ms = {m: row_metrics(out_dir, r["per_request"], slice(i * S, (i + 1) * S), x, auc_range)["final"]
+              for m, r in lam["methods"].items() if "per_request" in r}
+        per[f"{x:g}"] = D.compare(ms, higher=True)
+    first = next(iter(per.values()))
+    verdicts = {k: D.across({x: per[x]["pairs"][k]["decision"] for x in per}) for k in first["pairs"]}
+    return {"per_lambda": {x: {"winners": r["winners"], "best": r["best"],
+                               "pairs": {k: v["decision"] for k, v in r["pairs"].items()},
+                               "methods": {m: {"value": v["value"], "ci_two_level": v["ci_two_level"]}
+                                           for m, v in r["methods"].items()}} for x, r in per.items()},
+            "pairs": verdicts,
+            "holds_at_every_lambda": [_verdict_text(k, v) for k, v in verdicts.items() if v["verdict"] == "holds"],
+            "flips": [_verdict_text(k, v) for k, v in verdicts.items() if v["verdict"] == "flips"],
+            "unresolved": [k for k, v in verdicts.items() if v["verdict"] == "unresolved"],
+            "winner_per_lambda": {x: r["winners"] for x, r in per.items()}}
+
+
+def _verdict_text(pair_key: str, v: dict) -> str:
+    a, b = pair_key.split(" vs ")
+    if v["verdict"] == "holds":
+        return f"{a} > {b}" if v["direction"] == ">" else f"{b} > {a}"
+    where = {">": [], "<": []}
+    for x, d in v["where"].items():
+        if d in where:
+            where[d].append(x)
+    return f"{a} vs {b}: {a} ahead at lambda = {', '.join(where['>'])}, {b} ahead at lambda = {', '.join(where['<'])}"
+
+
+def _cell(r: dict, pct: bool = False) -> str:
+    f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.3f}")
+    v, c = r["value"], r["ci_two_level"]
+    if v is None or not np.isfinite(v):
+        return "—"
+    ok = all(x is not None and np.isfinite(x) for x in c)
+    return f"{f(v)} [{f(c[0])}, {f(c[1])}]" if ok else f(v)
 
 
 def summary_markdown(doc: dict) -> str:
@@ -433,54 +646,101 @@ def summary_markdown(doc: dict) -> str:
          f"row; devices {doc['meta']['devices']}.", ""]
     if doc.get("tune"):
         L += ["## Tuning (tuning split carved from train; never val)", "",
-              f"{spec['trials']} trials x {spec['seeds']} seeds per method ({spec['search']} search, trial 0 = the "
-              f"defaults), same env-step budget; chosen by {spec['select']} (mean over seeds).", "",
-              "| method | default final / AUC | best trial final / AUC | chosen settings | rows | train s | env-steps/s |",
-              "|---|---|---|---|---|---|---|"]
+              f"{spec['trials']} trials x {spec['seeds']} seeds per method and round ({spec['search']} search, trial 0 = "
+              f"the defaults), same env-step budget. Two choices from the same trials: by final normalized utility "
+              f"(answers the frontier question) and by AUC (answers the sample-efficiency question), each the best "
+              f"mean over seeds. A chosen value within {spec['edge_margin']:.0%} of a range edge (log scale for log "
+              f"ranges) widens that range and re-tunes the method with fresh trials (up to {spec['widen_rounds']} "
+              "round(s)); the choice is made over every round's trials.", "",
+              "| method | default final / AUC | chosen by final: final / AUC | settings | chosen by AUC: final / AUC | "
+              "settings | rounds | train s |", "|---|---|---|---|---|---|---|---|"]
         for m, t in doc["tune"].items():
-            d, c = t["trials"][0], t["trials"][t["chosen_trial"]]
-            st = ", ".join(f"{k}={v:.3g}" for k, v in t["chosen"].items())
-            L.append(f"| {m} | {d['final_mean']:.3f} / {d['auc_mean']:.3f} | {c['final_mean']:.3f} / {c['auc_mean']:.3f} | "
-                     f"{st} | {t['rows']} | {t['train_s']:.1f} | {t['env_steps_per_s']:,.0f} |")
+            if "chosen" not in t:
+                continue
+            d = t["trials"][0]
+            cf, ca = t["trials"][t["chosen_trial"]["final"]], t["trials"][t["chosen_trial"]["auc"]]
+            st = lambda c: ", ".join(f"{k}={v:.3g}" for k, v in c["settings"].items())  # noqa: E731
+            L.append(f"| {m} | {d['final_mean']:.3f} / {d['auc_mean']:.3f} | {cf['final_mean']:.3f} / {cf['auc_mean']:.3f} "
+                     f"| {st(cf)} | {ca['final_mean']:.3f} / {ca['auc_mean']:.3f} | {st(ca)} | {t['rounds']} | "
+                     f"{t['train_s']:.1f} |")
+        L.append("")
+        for m, t in doc["tune"].items():
+            if t.get("rounds", 0) > 1:
+                L.append(f"- **{m}**: ranges widened and re-tuned ({t['rounds'] - 1} extra round(s)): "
+                         + "; ".join(f"{k}: {t['spaces'][0][k]} -> {t['spaces'][-1][k]}" for k in t["spaces"][-1]
+                                     if t["spaces"][-1][k] != t["spaces"][0][k]) + ".")
+            for h in t.get("edges", []):
+                L.append(f"- **{m}** (chosen by {h['select']}): {h['hyperparameter']} = {h['value']:.3g} lies at "
+                         f"{h['position']:.0%} of its range {h['range']} ({h['edge']} edge)"
+                         + (" — at a hard bound or a list of choices: not widened" if h["widened_to"] is None else
+                            " — still at the edge after the last widening round: the optimum may lie outside"))
         L += ["", f"![scores vs hyperparameters]({FIG_SCORES})", ""]
     if doc.get("compare"):
         F = spec["final_seeds"]
         L += ["## Default vs tuned (val split, fresh seeds)", "",
-              f"IQM over {F} fresh seeds with a 95% percentile-bootstrap CI.", "",
-              "| method | setting | final norm. utility | AUC | std of final | SLO violation | quality |",
-              "|---|---|---|---|---|---|---|"]
+              f"{F} fresh seeds per setting. Cells: mean over seeds [95% CI over seeds and val requests (two-level "
+              "bootstrap)]. Cost: measured seconds per update of each setting's own program "
+              f"({F} rows; equal when the settings compile to the same program).", "",
+              "| method | setting | final norm. utility | AUC | std of final | SLO violation | quality | s / update |",
+              "|---|---|---|---|---|---|---|---|"]
+        ans = doc.get("answers", {})
         for m, r in doc["compare"].items():
-            for s, v in r.items():
-                f, a = v["final"], v["auc"]
-                L.append(f"| {m} | {s} | {f['iqm']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}] | "
-                         f"{a['iqm']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | {f['std']:.3f} | "
-                         f"{v['slo']['mean']:.1%} | {v['quality']['mean']:.3f} |")
-        L += ["", "Which answers change when the learned methods are tuned:", ""]
-        for q, c in doc["answers"].items():
-            sep = {k: c[k].get("separated_from_runner_up") for k in ("default", "tuned")}
-            ci = "" if sep["tuned"] is None else (
-                f" (tuned winner's 95% CI {'clear of' if sep['tuned'] else 'overlaps'} the runner-up's; default winner's "
-                f"{'clear of' if sep['default'] else 'overlaps'} it)")
-            L.append(f"- **{q}**: default winner {c['default']['winner']}, tuned winner {c['tuned']['winner']} — "
-                     f"{'winner CHANGED' if c['winner_changed'] else 'winner unchanged'}{ci}; ranking "
-                     f"{'changed' if c['ranking_changed'] else 'unchanged'} ({' > '.join(c['tuned']['ranking'])}).")
-        L += ["- **cost**: unchanged by construction: tuned values are traced (same program, same FLOPs per update, "
-              "same env steps); decision cost depends on the head, not on these values.", ""]
+            for s in SETTINGS:
+                if s not in r:
+                    continue
+                v, ci = r[s], r[s].get("ci", {})
+                cell = lambda k, pct=False: _cell(ci[k], pct) if k in ci else "—"  # noqa: E731
+                c = v.get("cost", {}).get("s_per_update")
+                L.append(f"| {m} | {s} | {cell('final')} | {cell('auc')} | {v['final']['std']:.3f} | {cell('slo', True)} | "
+                         f"{cell('quality')} | {'—' if c is None else f'{c * 1e3:.2f} ms'} |")
+        L += ["", "Answers, each decided by the two-level CI of every pair's difference (a *winner* is every method not "
+              "separated from the best); default = every method at its defaults, tuned = the learned methods at the "
+              "setting tuned for that question:", ""]
+        for q, c in ans.items():
+            L.append(f"- **{q}** ({c['tuned']['statistic']} over seeds, {'higher' if c['tuned']['higher_is_better'] else 'lower'} is better): "
+                     f"winners default {{{', '.join(c['default']['winners'])}}}, tuned {{{', '.join(c['tuned']['winners'])}}}"
+                     + (" — the winner set CHANGED" if c["winners_changed"] else " — same winner set") + ".")
+            fl = [k for k, v in c["pairs_default_vs_tuned"].items() if v["verdict"] == "flips"]
+            nowres = [k for k, v in c["pairs_default_vs_tuned"].items()
+                      if v["where"]["default"] == "unresolved" and v["where"]["tuned"] != "unresolved"]
+            lost = [k for k, v in c["pairs_default_vs_tuned"].items()
+                    if v["where"]["default"] != "unresolved" and v["where"]["tuned"] == "unresolved"]
+            L.append(f"  - orderings reversed by tuning (resolved both times, opposite ways): {', '.join(fl) or 'none'}; "
+                     f"resolved only after tuning: {', '.join(nowres) or 'none'}; resolved only at the defaults: "
+                     f"{', '.join(lost) or 'none'}.")
+        costs = {m: {s: r[s]["cost"]["s_per_update"] for s in SETTINGS if s in r and "cost" in r[s]}
+                 for m, r in doc["compare"].items()}
+        cl = [f"{m}: " + ", ".join(f"{s} {v * 1e3:.2f} ms" for s, v in c.items())
+              + (f" (tuned_final / default = {c['tuned_final'] / c['default']:.2f}x)" if "tuned_final" in c else "")
+              for m, c in costs.items() if c]
+        if cl:
+            L.append("- **cost** (measured per update, not assumed): " + "; ".join(cl) + ".")
+        L.append("")
     if doc.get("lambda", {}).get("methods"):
         lam = doc["lambda"]
-        L += ["## Robustness to lambda (val split, default settings)", "",
+        c = doc.get("lambda_conclusions", {})
+        pl = c.get("per_lambda", {})
+        L += ["## Robustness to lambda (val split)", "",
+              "Learned methods: " + "; ".join(sorted({f"{r.get('setting', 'default')}" for r in lam["methods"].values()}))
+              + f" ({spec['seeds']} seeds). Cells: mean final normalized utility [two-level 95% CI] against each "
+              "lambda's own oracle and random, mean SLO violation in parentheses.", "",
               "| method | " + " | ".join(f"lambda={x:g}" for x in lam["lams"]) + " |",
               "|---|" + "---|" * len(lam["lams"])]
         for m, r in lam["methods"].items():
-            L.append(f"| {m} | " + " | ".join(f"{f['iqm']:.3f} (SLO {s['mean']:.0%})" for f, s in zip(r["final"], r["slo"])) + " |")
+            cells = [(_cell(pl[f"{x:g}"]["methods"][m]) if m in pl.get(f"{x:g}", {}).get("methods", {}) else "—")
+                     + f" (SLO {s['mean']:.0%})" for x, s in zip(lam["lams"], r["slo"])]
+            L.append(f"| {m} | " + " | ".join(cells) + " |")
         L.append("| oracle SLO violation | " + " | ".join(f"{x:.0%}" for x in lam["oracle"]["slo"]) + " |")
-        c = doc["lambda_conclusions"]
-        L += ["", "Cells: IQM of final normalized utility (each lambda against its own oracle and random), mean SLO "
-              "violation in parentheses.", "",
-              "Winner per lambda: " + ", ".join(f"{k}: {v}" for k, v in c["winner_per_lambda"].items()) + ".", "",
-              "Orderings that hold at every lambda: " + ("; ".join(c["holds_at_every_lambda"]) or "none") + ".", "",
-              "Orderings that flip: " + ("; ".join(c["flips"]) or "none") + ".", "",
-              f"![lambda robustness]({FIG_LAM})", ""]
+        if c:
+            L += ["", "Winner set per lambda: " + "; ".join(f"{k}: {{{', '.join(v)}}}"
+                                                          for k, v in c["winner_per_lambda"].items()) + ".", "",
+                  "Orderings resolved the same way at every lambda: " + ("; ".join(c["holds_at_every_lambda"]) or "none")
+                  + ".", "",
+                  "Orderings resolved in opposite directions at two lambdas (flips): " + ("; ".join(c["flips"]) or "none")
+                  + ".", "",
+                  f"Unresolved at one lambda or more ({len(c['unresolved'])} pairs): " + (", ".join(c["unresolved"]) or "none")
+                  + "."]
+        L += ["", f"![lambda robustness]({FIG_LAM})", ""]
     return "\n".join(L)
 
 
@@ -527,12 +787,15 @@ def sweep_from_args(args) -> int:
         try:
             if "tune" in spec.phases:
                 phase_tune(spec, run, cfgs, table, doc, save, pbar)
+            rng = (float(run.env_steps_per_update), float(run.total_env_steps))  # the AUC's env-step range
             if "compare" in spec.phases:
-                phase_compare(spec, run, cfgs, table, doc, save, pbar)
-                doc["answers"] = compare_answers(doc)
+                phase_compare(spec, run, cfgs, table, doc, save, pbar, out)
+                doc["answers"] = compare_answers(doc, out, run.lam, rng)
+                save()
             if "lambda" in spec.phases and spec.lams:
-                phase_lambda(spec, run, cfgs, table, doc, save, pbar)
-                doc["lambda_conclusions"] = lambda_conclusions(doc["lambda"])
+                phase_lambda(spec, run, cfgs, table, doc, save, pbar, out)
+                doc["lambda_conclusions"] = lambda_conclusions(doc, out, rng)
+                save()
         except KeyboardInterrupt:
             save()
             print(f"\ninterrupted: finished parts are in {path}; rerun the same command to continue", file=sys.stderr)
