@@ -461,31 +461,38 @@ def overhead(ov: dict, path: Path) -> Path | None:
 
 # ----------------------------------------------------------------------------- sweep (e5jax sweep)
 def sweep_scores(doc: dict, path: Path) -> Path:
-    """Per tuned method (rows) and hyperparameter (columns): each trial's mean final normalized utility on the
-    tuning split vs the value (log axis for log ranges), the default trial and the chosen one marked."""
-    tune = doc["tune"]
-    space = doc["spec"]["space"]
+    """Per tuned method (rows) and hyperparameter (columns): each trial's mean final normalized utility (dots) and
+    AUC (crosses) on the tuning split vs the value (log axis for log ranges); the default trial, the trial chosen by
+    final utility and the one chosen by AUC marked; the last searched range shaded."""
+    tune = {m: t for m, t in doc["tune"].items() if "chosen_trial" in t}
     rows = list(tune)
+    space = {m: tune[m]["spaces"][-1] for m in rows}
     ncol = max(len(space[m]) for m in rows)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(3.2 * ncol, 2.6 * len(rows)), squeeze=False, layout="constrained")
     for i, m in enumerate(rows):
         trials = tune[m]["trials"]
         y = np.array([t["final_mean"] for t in trials], float)
+        ya = np.array([t["auc_mean"] for t in trials], float)
         for j, k in enumerate(space[m]):
             ax = axes[i, j]
             x = np.array([t["settings"][k] for t in trials], float)
-            ax.scatter(x, y, s=14, color=method_color(m, rows))
+            ax.scatter(x, y, s=14, color=method_color(m, rows), label="final")
+            ax.scatter(x, ya, s=14, marker="x", color=method_color(m, rows), alpha=0.6, label="AUC")
             ax.scatter(x[:1], y[:1], s=60, facecolors="none", edgecolors="black", label="default")
-            c = tune[m]["chosen_trial"]
-            ax.scatter(x[c:c + 1], y[c:c + 1], marker="*", s=120, color="black", label="chosen")
-            if isinstance(space[m][k], dict) and "log" in space[m][k]:
+            cf, ca = tune[m]["chosen_trial"]["final"], tune[m]["chosen_trial"]["auc"]
+            ax.scatter(x[cf:cf + 1], y[cf:cf + 1], marker="*", s=120, color="black", label="chosen (final)")
+            ax.scatter(x[ca:ca + 1], ya[ca:ca + 1], marker="P", s=80, color="black", label="chosen (AUC)")
+            d = space[m][k]
+            if isinstance(d, dict):
+                ax.axvspan(*next(iter(d.values())), color="0.9", zorder=-1)
+            if isinstance(d, dict) and "log" in d:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(k)
             if j == 0:
-                ax.set_ylabel(f"{m}\nfinal norm. utility (tuning)")
+                ax.set_ylabel(f"{m}\nscore (tuning split)")
             if i == 0 and j == 0:
-                ax.legend(fontsize=7)
+                ax.legend(fontsize=6)
         for j in range(len(space[m]), ncol):
             axes[i, j].axis("off")
     return _save(fig, path)
@@ -501,18 +508,67 @@ def lam_robustness(doc: dict, path: Path) -> Path:
     for m in names:
         r = lam["methods"][m]
         kw = dict(color=method_color(m, names), marker="o", ms=3, label=m)
-        iq = np.array([v["iqm"] for v in r["final"]], float)
-        axes[0].plot(x, iq, **kw)
-        axes[0].fill_between(x, [v["ci_low"] for v in r["final"]], [v["ci_high"] for v in r["final"]],
-                             color=kw["color"], alpha=0.15)
+        pl = doc.get("lambda_conclusions", {}).get("per_lambda", {})
+        if all(m in pl.get(f"{v:g}", {}).get("methods", {}) for v in x):  # mean with its two-level CI
+            d = [pl[f"{v:g}"]["methods"][m] for v in x]
+            axes[0].plot(x, [e["value"] for e in d], **kw)
+            axes[0].fill_between(x, [np.nan if e["ci_two_level"][0] is None else e["ci_two_level"][0] for e in d],
+                                 [np.nan if e["ci_two_level"][1] is None else e["ci_two_level"][1] for e in d],
+                                 color=kw["color"], alpha=0.15)
+        else:
+            axes[0].plot(x, np.array([v["iqm"] for v in r["final"]], float), **kw)
+            axes[0].fill_between(x, [v["ci_low"] for v in r["final"]], [v["ci_high"] for v in r["final"]],
+                                 color=kw["color"], alpha=0.15)
         axes[1].plot(x, [v["mean"] for v in r["slo"]], **kw)
         axes[2].plot(x, [v["mean"] for v in r["quality"]], **kw)
     axes[1].plot(x, lam["oracle"]["slo"], label="oracle", **REF_STYLE["oracle"])
     axes[2].plot(x, lam["oracle"]["quality"], label="oracle", **REF_STYLE["oracle"])
-    for ax, lab in zip(axes, ("final normalized utility (IQM, 95% CI)", "SLO violation rate", "mean quality")):
+    for ax, lab in zip(axes, ("final normalized utility (mean, two-level 95% CI)", "SLO violation rate", "mean quality")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("lambda (overshoot penalty)")
         ax.set_ylabel(lab)
     axes[1].yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[2].legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def robustness(doc: dict, path: Path) -> Path:
+    """``e5jax robustness``: per question (a panel: final normalized utility, AUC, SLO violation, quality) and table
+    (x), each method's mean over seeds with its two-level 95% CI; a filled marker = in that table's winner set (not
+    separated from the best), hollow = separated from it."""
+    qs = [q for q in ("final_utility", "auc", "slo_violation", "quality") if q in doc["questions"]]
+    tables = list(doc["tables"])
+    names = list(doc["meta"]["methods"])
+    ncol = 2 if len(qs) > 1 else 1
+    nrow = -(-len(qs) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(6.0, 1.6 * len(tables) + 2.5) * ncol / 1.3, 3.4 * nrow),
+                             squeeze=False, layout="constrained")
+    width = 0.8 / max(1, len(names))
+    for ax, q in zip(axes.flat, qs):
+        r = doc["questions"][q]
+        for j, m in enumerate(names):
+            x = np.arange(len(tables)) - 0.4 + width * (j + 0.5)
+            v = np.array([np.nan if r["methods"][t][m]["value"] is None else r["methods"][t][m]["value"]
+                          for t in tables], float)
+            ci = np.array([[np.nan if c is None else c for c in r["methods"][t][m]["ci_two_level"]] for t in tables],
+                          float)
+            err = np.abs(np.stack([v - ci[:, 0], ci[:, 1] - v]))
+            col = method_color(m, names)
+            ax.errorbar(x, v, yerr=np.nan_to_num(err), fmt="none", ecolor=col, elinewidth=1.2, capsize=2)
+            win = np.array([m in r["winners"][t] for t in tables])
+            ax.scatter(x[win], v[win], s=28, color=col, edgecolors=col, zorder=3, label=m)
+            ax.scatter(x[~win], v[~win], s=28, facecolors="white", edgecolors=col, zorder=3,
+                       label=None if win.any() else m)
+        ax.set_xticks(np.arange(len(tables)))
+        q_kind = ["" if doc["tables"][t].get("quality_measured") else "\n(quality not measured)" for t in tables]
+        ax.set_xticklabels([t + k for t, k in zip(tables, q_kind)], fontsize=8)
+        ax.set_ylabel(r["label"] + (" (lower is better)" if not r["higher_is_better"] else ""), fontsize=8)
+        if q == "slo_violation":
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(qs):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, ncol=2, title="filled: in the table's winner set", title_fontsize=7)
+    fig.suptitle(f"Mean over {doc['meta']['seeds']} seeds with two-level 95% CI (seeds, then val requests); "
+                 f"λ = {doc['meta']['lam']}, default settings", fontsize=9)
     return _save(fig, path)
