@@ -355,8 +355,8 @@ def edge_position(dist, v: float) -> float | None:
         vals = sorted(float(x) for x in dist)
         return None if len(vals) < 2 else vals.index(float(v)) / (len(vals) - 1)
     kind, (lo, hi) = next(iter(dist.items()))
-    if kind == "log":
-        return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    if kind == "log":  # a value <= 0 (e.g. GRPO's default beta = 0, outside a log range) sits below its low edge
+        return 0.0 if v <= 0 else (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
     return (v - lo) / (hi - lo)
 
 
