@@ -1,4 +1,4 @@
-"""Command line: ``e5jax {validate,synth,run,report}``.
+"""Command line: ``e5jax {validate,synth,run,report,sweep,robustness}``.
 
 Bad input -> one line on stderr naming the problem, exit code 2, nothing written.
 """
@@ -65,6 +65,12 @@ def cmd_sweep(args) -> int:
     return sweep_from_args(args)
 
 
+def cmd_robustness(args) -> int:
+    from e5jax.robustness import robustness_from_args
+
+    return robustness_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="e5jax", description="E5 training-strategy comparison lab (JAX).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -112,6 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--overwrite", action="store_true", help="start over in --out instead of continuing its sweep")
     sw.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     sw.set_defaults(func=cmd_sweep)
+
+    rb = sub.add_parser("robustness", help="run the E5 comparison on several tables and report, per question and "
+                                           "pair of methods, whether the answer holds on every table, flips or is "
+                                           "unresolved",
+                        description="Run the E5 comparison (e5jax run) on each table into OUT/<table>/ and report, "
+                                    "per question and pair of methods, the decision on each table and the verdict "
+                                    "across tables (holds / flips / unresolved), and each table's winner set "
+                                    "(OUT/robustness.json, OUT/summary.md, OUT/figures/robustness.png; "
+                                    "docs/robustness.md). A rerun with the same tables and config skips the finished "
+                                    "tables.")
+    rb.add_argument("--tables", default=None,
+                    help="comma-separated [NAME=]SOURCE, SOURCE = a .npz/.csv path, default, synth:SEED[:REQUESTS] "
+                         "or a built-in name (default, synth_seed1, h100, easyvqa: the default list)")
+    rb.add_argument("--spec", default=None, help="TOML spec instead of --tables: [tables] NAME = \"SOURCE\" (in "
+                                                 "order), optional [robustness] config, seeds, methods")
+    rb.add_argument("--config", default=None, help="run config TOML (default: the built-in default protocol)")
+    rb.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the config)")
+    rb.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    rb.add_argument("--out", default="artifacts/robustness", help="output directory (default: artifacts/robustness)")
+    rb.add_argument("--overwrite", action="store_true", help="start over in --out instead of continuing its run")
+    rb.add_argument("--no-progress", action="store_true", help="disable the progress bars")
+    rb.set_defaults(func=cmd_robustness)
     return p
 
 
@@ -131,7 +159,7 @@ def enable_compilation_cache() -> None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.cmd in ("run", "validate"):
+    if args.cmd in ("run", "validate", "robustness"):
         enable_compilation_cache()
     try:
         return args.func(args)
