@@ -362,7 +362,7 @@ def _expected_findings(se, st, doc, thresholds, dec=None) -> list[str]:
             parts.append(f"{t['label']}: grpo {_steps(g['env_steps_mean'])} vs ppo {_steps(p['env_steps_mean'])} env steps")
     out.append("\"GRPO needs fewer samples than PPO\" — " + "; ".join(parts) + ".")
     g, p = st["methods"]["grpo"]["final_utility_norm"]["std"], st["methods"]["ppo"]["final_utility_norm"]["std"]
-    if g["std"] is not None and p["std"] is not None and np.isfinite(g["std"]) and np.isfinite(p["std"]):
+    if not dec and g["std"] is not None and p["std"] is not None and np.isfinite(g["std"]) and np.isfinite(p["std"]):
         ovl = _overlap(g["ci_low"], g["ci_high"], p["ci_low"], p["ci_high"])
         verdict = ("lower" if g["std"] < p["std"] else "higher") + (" but the std CIs overlap (not resolved)" if ovl else "")
         out.append(f"\"GRPO is more stable than PPO\" — final std grpo {_f(g['std'])} vs ppo {_f(p['std'])}: {verdict}.")
@@ -419,7 +419,9 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict, dec: dict | None = None
         mob = ff["methods"][n]["mean_over_budgets"]
         m = doc["methods"][n]
         tt, ct = A.num(m.get("train_time_s")), A.num(m.get("compile_time_s"))
-        ttxt = "—" if tt is None else f"{tt:.3g} s" + ("" if ct is None else f" (+{ct:.3g} s compile)")
+        res = A.num(m.get("train_time_resolution_s")) if m.get("train_time_below_resolution") else None
+        ttxt = (("—" if res is None else f"< {res:.2g} s (below resolution)") if tt is None else f"{tt:.3g} s") + (
+            "" if ct is None else f" (+{ct:.3g} s compile)")
         if ov and n in ov["methods"] and ov["methods"][n]["decision_ms"].get("p50") is not None:
             d = ov["methods"][n]["decision_ms"]
             otxt = f"{d['p50']:.3g} ms p50 / {_f(d['p95'], 3)} ms p95"
