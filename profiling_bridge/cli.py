@@ -250,7 +250,7 @@ def cmd_refresh(args, argv) -> int:
     table = load_table(args.table)
     check_grid_names(table.knobs)
     grid = {k: tuple(int(x) for x in v) for k, v in table.knobs.items()}
-    requests = from_table(table, args.table)
+    requests = from_table(table, args.table, args.output_tokens)
     runner = _runner(args)
     check_levels(runner.model, grid)
     _check_positions(runner, requests, grid)
@@ -264,6 +264,9 @@ def cmd_refresh(args, argv) -> int:
         quality_is_placeholder=bool(old.get("quality_is_placeholder", False)),
         refreshed_from=dict(path=args.table, meta=old),
     )
+    if args.output_tokens is not None:
+        meta["output_tokens"] = (f"{args.output_tokens} for every request, from --output-tokens (the input table has "
+                                 "no expected_output_tokens column)")
     _save(table.replace(latency_ms=res.latency_ms, latency_std_ms=res.latency_std_ms, meta=meta), out)
     return 0
 
@@ -440,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     _measure_args(rf)
     rf.add_argument("--table", required=True, help="input table (.csv or .npz)")
     rf.add_argument("--out", required=True, help="output table (.csv or .npz)")
+    rf.add_argument("--output-tokens", type=int, default=None, metavar="N",
+                    help="every request's output length, for a table without an expected_output_tokens column")
     rf.set_defaults(func=cmd_refresh)
 
     qu = sub.add_parser("quality", help="run the quality harness on a JSONL dataset for every config")

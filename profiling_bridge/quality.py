@@ -228,21 +228,21 @@ def prompt_ids(tokenizer, question: str, vision_tokens: int, image_token_id: int
 def requests_from_dataset(items: list[QAItem], tokenizer, model, source: str) -> Requests:
     """Request shapes of a dataset: text prompt tokens, and the first reference's tokens + EOS as output.
 
-    Features: ``prompt_tokens, expected_output_tokens`` and the items' own ``features``; a column with the same
-    value for every item (e.g. one-word answers under a word tokenizer) tells a controller nothing and is dropped.
+    Features: ``prompt_tokens, expected_output_tokens`` and the items' own ``features``, every column kept: a column
+    with the same value for every item (e.g. ``expected_output_tokens`` with one-word answers under a word tokenizer)
+    is uninformative to a controller (``e5jax validate`` notes it) but ``refresh`` needs the output length.
     """
     tc = model.config.text_config
     prompt = np.array([len(prompt_ids(tokenizer, it.question, 0, model.config.image_token_id, tc.bos_token_id)) for it in items])
     output = np.array([len(tokenizer.encode(it.answers[0])) + 1 for it in items])
     names = FEATURE_NAMES + tuple(n for n, _ in items[0].features)
     columns = np.column_stack([prompt, output, np.array([[v for _, v in it.features] for it in items]).reshape(len(items), -1)])
-    keep = [j for j in range(columns.shape[1]) if len(items) < 2 or np.any(columns[:, j] != columns[0, j])]
     return Requests(
         ids=np.array([it.id for it in items]),
         task_types=np.array([it.task_type for it in items]),
         split=np.array([it.split for it in items]),
-        feature_names=tuple(names[j] for j in keep),
-        features=columns[:, keep].astype(np.float64),
+        feature_names=names,
+        features=columns.astype(np.float64),
         prompt_tokens=prompt.astype(np.int64),
         output_tokens=output.astype(np.int64),
         source=source,

@@ -38,13 +38,25 @@ class Requests:
         return len(self.ids)
 
 
-def from_table(table: ProfileTable, source: str) -> Requests:
+def from_table(table: ProfileTable, source: str, output_tokens: int | None = None) -> Requests:
+    """The table's requests. ``output_tokens``: the output length of every request, for a table without an
+    ``expected_output_tokens`` column (e.g. one whose constant column an earlier bridge dropped); refused when the
+    table has the column."""
     names = list(table.feature_names)
+    have_output = "expected_output_tokens" in names
+    if output_tokens is not None and have_output:
+        raise BridgeError(f"--output-tokens {output_tokens}: {source} has an expected_output_tokens column; the flag "
+                          "is only for a table without one")
+    if output_tokens is not None and output_tokens < 1:
+        raise BridgeError(f"--output-tokens must be at least 1, got {output_tokens}")
     for need in FEATURE_NAMES:
-        if need not in names:
-            raise BridgeError(f"{source}: table has no feature {need!r} (features: {', '.join(names) or 'none'})")
+        if need not in names and not (need == "expected_output_tokens" and output_tokens is not None):
+            hint = ("; give every request's output length with --output-tokens N" if need == "expected_output_tokens"
+                    else "")
+            raise BridgeError(f"{source}: table has no feature {need!r} (features: {', '.join(names) or 'none'}){hint}")
     prompt = np.rint(table.features[:, names.index("prompt_tokens")]).astype(np.int64)
-    output = np.rint(table.features[:, names.index("expected_output_tokens")]).astype(np.int64)
+    output = (np.rint(table.features[:, names.index("expected_output_tokens")]).astype(np.int64) if have_output
+              else np.full(len(prompt), output_tokens, dtype=np.int64))
     return Requests(
         ids=table.request_ids,
         task_types=table.task_types,

@@ -182,3 +182,53 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, tmp_pat
 def test_bad_out_extension_is_rejected_before_measuring(shapes, tmp_path, capsys):
     rc = main(["profile", "--arch", "tiny", "--requests", str(shapes), "--out", str(tmp_path / "t.txt")])
     assert rc == 2 and "use a .csv or .npz" in capsys.readouterr().err
+
+
+def test_one_task_and_constant_output_length_are_kept_and_refresh_works(tmp_path, capsys):
+    """A dataset of one task whose answers all have the same length: profile keeps the constant
+    expected_output_tokens column (it used to be dropped, which left refresh without output lengths), the lab
+    accepts the table and notes both, and refresh re-measures it."""
+    data = write_toy_dataset(tmp_path / "ds", n=4)
+    items = [json.loads(line) for line in data.read_text().splitlines()]
+    for it in items:  # every item: the counting question, one-token answer "1" (+ EOS: 2 output tokens)
+        it.update(question="How many squares are there?", answers=["1", "one", "1"], task_type="counting",
+                  metric="exact_match")
+    data.write_text("".join(json.dumps(it) + "\n" for it in items))
+    table = tmp_path / "one_task.npz"
+    assert main(["profile", "--arch", "tiny", "--requests", str(data), "--out", str(table), "--quality-harness",
+                 "--max-new-tokens", "2", "--validate-samples", "2", *GRID, *FAST]) == 0
+    t = load_table(table)
+    assert t.feature_names == ("prompt_tokens", "expected_output_tokens") and set(t.task_types) == {"counting"}
+    assert np.all(t.features[:, 1] == 2)
+    res = _validate(table)
+    assert res.returncode == 0, res.stderr
+    assert "note: 1 task type ('counting'): the task LUT is a per-budget LUT" in res.stdout
+    assert "note: feature expected_output_tokens is constant on train (2): uninformative" in res.stdout
+    out = tmp_path / "refreshed.npz"
+    assert main(["refresh", "--table", str(table), "--arch", "tiny", "--out", str(out), "--validate-samples", "2",
+                 *FAST]) == 0
+    r = load_table(out)
+    np.testing.assert_array_equal(r.quality, t.quality)
+    np.testing.assert_array_equal(r.features, t.features)
+    assert not np.array_equal(r.latency_ms, t.latency_ms) and _validate(out).returncode == 0
+
+
+def test_refresh_of_a_table_without_output_lengths_takes_them_from_the_flag(profiled, tmp_path, capsys):
+    """A table without expected_output_tokens (as the bridge wrote when it dropped constant columns): refresh
+    names --output-tokens; with it, every request gets that output length, recorded in meta."""
+    src = load_table(profiled)
+    t = src.replace(feature_names=("prompt_tokens",), features=src.features[:, :1])
+    path = tmp_path / "no_output.npz"
+    t.save(path)
+    out = tmp_path / "r.npz"
+    rc = main(["refresh", "--table", str(path), "--arch", "tiny", "--out", str(out), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "no feature 'expected_output_tokens'" in err[0] and "--output-tokens N" in err[0]
+    assert not out.exists()
+    rc = main(["refresh", "--table", str(profiled), "--arch", "tiny", "--out", str(out), "--output-tokens", "2", *FAST])
+    assert rc == 2 and "has an expected_output_tokens column" in capsys.readouterr().err and not out.exists()
+    assert main(["refresh", "--table", str(path), "--arch", "tiny", "--out", str(out), "--output-tokens", "2",
+                 "--validate-samples", "2", *FAST]) == 0
+    r = load_table(out)
+    assert r.feature_names == ("prompt_tokens",) and r.meta["output_tokens"].startswith("2 for every request")
+    assert all(s["output_tokens"] == 2 for s in r.meta["latency"]["validation"]["samples"])

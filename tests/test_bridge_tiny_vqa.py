@@ -91,7 +91,7 @@ def test_train_tiny_checkpoint_profile_and_validate(tmp_path, capsys):
     t = load_table(table_path)
     assert t.quality.shape == (16, 8) and set(np.unique(t.quality)) <= {0.0, 1.0}
     assert {"prompt_tokens", "edge_density", "colour_count", "fg_fraction"} <= set(t.feature_names)
-    assert "expected_output_tokens" not in t.feature_names  # one-word answers: constant, dropped
+    assert "expected_output_tokens" in t.feature_names  # kept even when constant (one-word answers): refresh needs it
     assert not t.meta["quality_is_placeholder"] and set(t.task_types) <= set(tv.TASK_TYPES)
 
 

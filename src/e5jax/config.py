@@ -42,6 +42,22 @@ class RunConfig:
         return max(1, -(-(self.total_env_steps // self.env_steps_per_update) // self.eval_every))
 
 
+def _check_schedule(run: RunConfig) -> None:
+    """Refuse a schedule whose whole chunks of ``eval_every`` updates would train past ``total_env_steps``."""
+    updates = run.total_env_steps // run.env_steps_per_update
+    if updates % run.eval_every == 0:
+        return
+    over = run.num_updates
+    divisors = [d for d in range(1, updates + 1) if updates % d == 0]
+    near = sorted(divisors, key=lambda d: (abs(d - run.eval_every), d))[:2]
+    raise ConfigError(
+        f"[run] eval_every ({run.eval_every}) does not divide the {updates} updates of total_env_steps "
+        f"({run.total_env_steps}) / env_steps_per_update ({run.env_steps_per_update}): whole chunks would train "
+        f"{over} updates ({over * run.env_steps_per_update:,} env steps, over the budget); use an eval_every that "
+        f"divides {updates} (e.g. {' or '.join(map(str, sorted(near)))}) or total_env_steps = "
+        f"{over * run.env_steps_per_update}")
+
+
 def _build(cls, values: dict, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -110,8 +126,12 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
     if run.total_env_steps < run.env_steps_per_update or run.total_env_steps % run.env_steps_per_update:
         raise ConfigError(f"[run] total_env_steps ({run.total_env_steps}) must be a positive multiple of "
                           f"env_steps_per_update ({run.env_steps_per_update})")
+    _check_schedule(run)
     if not (math.isfinite(run.lam) and run.lam >= 0):
         raise ConfigError(f"[run] lam must be a finite number >= 0 (the overshoot penalty), got {run.lam!r}")
+    if not (math.isfinite(run.oracle_tol) and run.oracle_tol >= 0):
+        raise ConfigError(f"[run] oracle_tol must be a finite number >= 0 (reward units within which configs tie "
+                          f"for the oracle), got {run.oracle_tol!r}")
     if not run.budgets:
         raise ConfigError("[run] budgets is empty: give at least one budget fraction in (0, 1]")
     if any(not isinstance(b, (int, float)) or isinstance(b, bool) or not (0 < b <= 1) for b in run.budgets):
@@ -129,9 +149,6 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
     learner = dict(raw.get("learner", {}))
     _build(LearnerConfig, learner, "[learner]")  # check keys early
     cfgs = {}
-    if not (math.isfinite(run.oracle_tol) and run.oracle_tol >= 0):
-        raise ConfigError(f"[run] oracle_tol must be a finite number >= 0 (reward units within which configs tie "
-                          f"for the oracle), got {run.oracle_tol!r}")
     for name in run.methods:
         cls = METHODS[name].Config
         vals = {"env_steps_per_update": run.env_steps_per_update}
@@ -141,6 +158,8 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
         cfg = _build(cls, vals, f"[{name}]")
         if getattr(cfg, "group_size", 2) < 2:
             raise ConfigError(f"[{name}]: group_size must be >= 2 (samples compared per request), got {cfg.group_size}")
+        if getattr(cfg, "pairing", "ranks") not in ("ranks", "best_worst"):
+            raise ConfigError(f"[{name}]: pairing must be ranks or best_worst, got {cfg.pairing!r}")
         if getattr(cfg, "k", 1) < 1:
             raise ConfigError(f"[{name}]: k must be >= 1 (neighbours), got {cfg.k}")
         if isinstance(cfg, LearnerConfig) and cfg.head not in HEADS:

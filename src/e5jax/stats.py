@@ -13,7 +13,7 @@ import numpy as np
 
 from e5jax import analysis as A
 from e5jax import env as E
-from e5jax.table import ProfileTable
+from e5jax.table import ProfileTable, table_notes
 
 
 def task_budget_lut_actions(env: E.EnvParams, requests=None) -> jnp.ndarray:
@@ -104,6 +104,7 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
         "oracle_tie_break_modal": tie_break,
         "task_budget_lut_normalized_utility_val": ctx.tolist(),
         "context_value": float(ctx.mean()),
+        "notes": table_notes(table),
     }
 
 
@@ -114,6 +115,7 @@ def format_summary(s: dict, source: str = "") -> str:
         L.append(f"  {split:5s}: {sum(d.values()):5d} requests  " + "  ".join(f"{t}={n}" for t, n in d.items()))
     L.append(f"  grid: {s['num_configs']} configs  " + "  ".join(f"{k}={v}" for k, v in s["grid"].items()))
     L.append(f"  features: {', '.join(s['features'])}")
+    L.extend(f"  note: {n}" for n in s.get("notes", []))
     lo, hi = s["latency_ms_range"]
     ql, qh = s["quality_range"]
     L.append(f"  latency_ms in [{lo:.2f}, {hi:.2f}]  quality in [{ql:.3f}, {qh:.3f}]")

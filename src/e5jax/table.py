@@ -225,15 +225,6 @@ def validate(t: ProfileTable) -> None:
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise TableError(f"request {str(t.request_ids[i])!r}, column feat_{t.feature_names[j]}: non-finite value")
-    if R > 1:
-        const = [j for j in range(t.features.shape[1]) if np.all(t.features[:, j] == t.features[0, j])]
-        if const:
-            raise TableError(f"column feat_{t.feature_names[const[0]]}: the same value ({t.features[0, const[0]]:g}) for "
-                             "every request, so it tells a controller nothing; drop the column")
-    tasks = np.unique(t.task_types)
-    if len(tasks) < 2:
-        raise TableError(f"task_type: every request has task {str(tasks[0])!r}; the task LUT baselines need at least 2 "
-                         "task types (split the workload, e.g. by question type)")
     arrays = [("latency_ms", t.latency_ms), ("quality", t.quality)]
     if t.latency_std_ms is not None:
         arrays.append(("latency_std_ms", t.latency_std_ms))
@@ -258,6 +249,24 @@ def validate(t: ProfileTable) -> None:
             i, c = np.argwhere(bad)[0]
             a = getattr(t, col)
             raise TableError(f"request {str(t.request_ids[i])!r}, config {levels[c]}, column {col}: {float(a[i, c])!r} {what}")
+
+
+def table_notes(t: ProfileTable) -> list[str]:
+    """What is legitimate but worth knowing about a table (``e5jax validate`` prints these lines).
+
+    One task type: the task LUT baselines (lut, heuristic, the task x budget LUT) are per-budget LUTs. A feature
+    constant on the train split: uninformative to every controller (its standardized value is constant: the
+    environment maps a train std of 0 to 1, ``env.feature_standardization``)."""
+    notes = []
+    tasks = t.task_names
+    if len(tasks) == 1:
+        notes.append(f"1 task type ({tasks[0]!r}): the task LUT is a per-budget LUT")
+    train = t.features[t.split == "train"]
+    for j, name in enumerate(t.feature_names):
+        if np.all(train[:, j] == train[0, j]):
+            varies = "" if np.all(t.features[:, j] == train[0, j]) else " (it varies on val)"
+            notes.append(f"feature {name} is constant on train ({train[0, j]:g}): uninformative{varies}")
+    return notes
 
 
 def _levels(t: ProfileTable) -> list[str]:

@@ -1,7 +1,11 @@
 """Online DPO (Rafailov et al. 2023; online variant as in TRL OnlineDPOTrainer / RLHFlow Online-RLHF).
 
 Per update: N/G training requests, G configs sampled per request from the current policy (every sample is an
-env step), the best vs the worst by reward form one preference pair, pairs with |delta r| < tau are dropped.
+env step). ``pairing = "ranks"`` (default): the G samples sorted by reward form G//2 disjoint preference pairs,
+rank i vs rank G-1-i (the best vs the worst first), so every sample enters one pair and the N samples of an update
+are split into ``minibatches`` minibatches of N/minibatches samples, as in PPO and GRPO (REFERENCES: same
+minibatch size). ``pairing = "best_worst"``: only the best vs the worst (RLHFlow's online DPO), N/G pairs per
+update. Pairs with |delta r| < tau are dropped.
 Loss on h = [log pi(w) - log pi_ref(w)] - [log pi(l) - log pi_ref(l)]: ``sigmoid`` -(1-eps) log s(beta h)
 - eps log s(-beta h) (eps = label smoothing, cDPO), or ``ipo`` (h - 1/(2 beta))^2. The reference is the initial
 policy, optionally an EMA of the policy (``ref_ema`` > 0).
@@ -28,6 +32,7 @@ class Config(C.LearnerConfig):
     loss: str = "sigmoid"  # sigmoid | ipo (REFERENCES: with deterministic labels sigmoid-DPO has no KL anchor; ipo keeps one)
     label_smoothing: float = 0.0
     tau: float = 0.01  # drop pairs whose reward gap is below tau
+    pairing: str = "ranks"  # ranks: G//2 disjoint pairs per group (rank i vs G-1-i) | best_worst: one pair per group
     ref_ema: float = 0.0  # 0: reference = initial policy
     TRACED: ClassVar[tuple] = C.LearnerConfig.TRACED + ("beta", "label_smoothing", "tau")
 
@@ -49,25 +54,44 @@ def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
     return (cfg.env_steps_per_update // cfg.group_size) * cfg.group_size
 
 
+PAIRINGS = ("ranks", "best_worst")
+
+
+def pairs_per_group(cfg: Config) -> int:
+    return cfg.group_size // 2 if cfg.pairing == "ranks" else 1
+
+
+def pair_indices(rewards, pairing: str):
+    """[n, P] winner and loser sample indices of each group's pairs. ``ranks``: the samples sorted by reward
+    (stable, best first), rank i vs rank G-1-i for i < G//2 (disjoint); ``best_worst``: argmax vs argmin."""
+    if pairing == "best_worst":
+        return jnp.argmax(rewards, -1)[:, None], jnp.argmin(rewards, -1)[:, None]
+    if pairing != "ranks":
+        raise ValueError(f"dpo pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
+    order = jnp.argsort(-rewards, axis=-1, stable=True)
+    P_ = rewards.shape[-1] // 2
+    return order[:, :P_], order[:, ::-1][:, :P_]
+
+
 def collect(state: C.LearnerState, env: E.EnvParams, key) -> dict:
-    """N/G requests x G sampled configs (env steps); the best vs the worst by reward is the pair, masked when
-    its reward gap is below tau."""
+    """N/G requests x G sampled configs (env steps); the preference pairs of each group (``pair_indices``),
+    flattened to [N/G * P], each masked when its reward gap is below tau."""
     cfg: Config = state.cfg
     G = cfg.group_size
     k_req, k_act, k_env, _ = jax.random.split(key, 4)
     obs, _, actions, rewards = C.sample_groups(state, env, (k_req, k_act, k_env), cfg.env_steps_per_update // G, G)
-    best, worst = jnp.argmax(rewards, -1), jnp.argmin(rewards, -1)
-    take = lambda a, i: jnp.take_along_axis(a, i[:, None], -1)[:, 0]  # noqa: E731
-    gap = take(rewards, best) - take(rewards, worst)
-    return {"obs": obs, "win": take(actions, best), "lose": take(actions, worst),
-            "valid": (gap >= state.hp["tau"]).astype(jnp.float32), "train_utility": rewards.mean()}
+    win, lose = pair_indices(rewards, cfg.pairing)
+    take = lambda a, i: jnp.take_along_axis(a, i, -1).reshape(-1)  # noqa: E731
+    gap = take(rewards, win) - take(rewards, lose)
+    return {"obs": jnp.repeat(obs, win.shape[1], axis=0), "win": take(actions, win), "lose": take(actions, lose),
+            "valid": (gap >= state.hp["tau"]).astype(jnp.float32), "group_obs": obs, "train_utility": rewards.mean()}
 
 
 def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
     """epochs x minibatches SGD on the DPO loss over the valid pairs (reference forward included)."""
     cfg: Config = state.cfg
     hp = state.hp
-    n = cfg.env_steps_per_update // cfg.group_size
+    n = (cfg.env_steps_per_update // cfg.group_size) * pairs_per_group(cfg)  # pairs
     *_, k_sgd = jax.random.split(key, 4)
     pairs = {k: batch[k] for k in ("obs", "win", "lose", "valid")}
 
@@ -86,7 +110,7 @@ def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
     state, sgd = C.sgd_epochs(k_sgd, state, pairs, loss_fn, n)
     if cfg.ref_ema > 0:
         state = state.replace(ref_params=optax.incremental_update(state.params, state.ref_params, cfg.ref_ema))
-    metrics = C.standard_metrics(state, state.params, batch["obs"], batch["train_utility"], steps_per_update(cfg, env), sgd)
+    metrics = C.standard_metrics(state, state.params, batch["group_obs"], batch["train_utility"], steps_per_update(cfg, env), sgd)
     metrics["valid_pair_fraction"] = batch["valid"].mean()
     return state.replace(step=state.step + 1), metrics
 
