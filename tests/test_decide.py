@@ -117,3 +117,16 @@ def test_a_decision_between_methods_not_both_run_is_refused():
     res = D.compare({"a": D.Metric.per_seed([1.0, 2.0]), "b": D.Metric.per_seed([1.0, 2.5])}, n=100)
     with pytest.raises(D.DecisionError, match="ppo was not run"):
         D.pair(res, "a", "ppo")
+
+
+def test_one_seed_and_a_json_round_trip_stay_unresolved_for_the_std():
+    import json
+
+    from e5jax.io import to_jsonable
+
+    res = D.compare({"a": _metric(np.ones((1, 5))), "b": _metric(np.zeros((1, 5)))}, higher=False, statistic="std",
+                    n=50)
+    back = json.loads(json.dumps(to_jsonable(res)))  # NaN -> null
+    r = D.pair(back, "b", "a")
+    assert r["decision"] == "unresolved" and r["diff"] is None and r["ci_two_level"] == [None, None]
+    assert back["winners"] == []  # no method has a std with one seed: nobody wins

@@ -203,10 +203,11 @@ def pair(result: dict, a: str, b: str) -> dict:
         if k in result["pairs"]:
             row = dict(result["pairs"][k])
             if k.startswith(f"{b} vs "):
-                row["diff"] = -row["diff"]
+                neg = lambda x: None if x is None else -x  # noqa: E731  (None: NaN after a JSON round trip)
+                row["diff"] = neg(row["diff"])
                 for lv in LEVELS:
                     lo, hi = row[f"ci_{lv}"]
-                    row[f"ci_{lv}"] = [-hi, -lo]
+                    row[f"ci_{lv}"] = [neg(hi), neg(lo)]
                 flip = {">": "<", "<": ">", "unresolved": "unresolved"}
                 row["decision"] = flip[row["decision"]]
                 row["decision_seeds"] = flip[row["decision_seeds"]]

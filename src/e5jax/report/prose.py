@@ -373,6 +373,27 @@ def _expected_findings(se, st, doc, thresholds, dec=None) -> list[str]:
     return out
 
 
+def _early_stops(doc) -> list[str]:
+    """One bullet naming every method whose final env steps fall short of the budget, and why (its own env steps per
+    update; a method whose env steps stop growing has labelled or profiled its whole train split)."""
+    run = doc["meta"].get("run", {})
+    total, per = run.get("total_env_steps"), run.get("env_steps_per_update")
+    parts = []
+    for n, m in doc["methods"].items():
+        steps = A.arr(m["env_steps"])
+        if total is None or not steps.size or steps[-1] >= total:
+            continue
+        own = m.get("env_steps_per_update")
+        why = []
+        if own is not None and per is not None and own != per:
+            why.append(f"{own} env steps per update instead of {per} (whole requests of C env steps each)")
+        if steps.size > 2 and steps[-1] == steps[-2]:
+            why.append("its env steps stop growing (every train request labelled or profiled)")
+        parts.append(f"{n} ends at {_steps(steps[-1])} of {_steps(total)} env steps"
+                     + (f": {'; '.join(why)}" if why else ""))
+    return [f"- **Early stops**: " + "; ".join(parts) + "."] if parts else []
+
+
 def summary_markdown(doc, se, ff, st, ov, figures: dict, dec: dict | None = None) -> str:
     meta = doc["meta"]
     host = meta.get("host", {})
@@ -389,6 +410,7 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict, dec: dict | None = None
         f"- **Run**: `{meta.get('command', '?')}` ({meta.get('created', '?')}); methods {', '.join(names)}; "
         f"{S} seeds ({meta.get('seed_keys', '')}); up to {_steps(run.get('total_env_steps'))} env steps per method and seed, "
         f"{run.get('env_steps_per_update', '?')} per update, evaluated every {run.get('eval_every', '?')} updates.",
+        *_early_stops(doc),
         f"- **Reward**: {meta.get('reward', 'quality − λ·overshoot')}; **λ = {meta['lam']}**; "
         f"**budgets** {meta['budgets']} × baseline.",
         f"- **Table**: {tab.get('source', '?')} `{tab.get('path', '?')}` (sha256 {tab.get('sha256_16', '?')}), "
