@@ -740,6 +740,16 @@ def summary_markdown(doc: dict) -> str:
                   + ".", "",
                   f"Unresolved at one lambda or more ({len(c['unresolved'])} pairs): " + (", ".join(c["unresolved"]) or "none")
                   + "."]
+            spread = {}
+            for m in lam["methods"]:
+                v = [pl[x]["methods"][m]["value"] for x in pl if m in pl[x]["methods"]]
+                v = [x for x in v if x is not None and np.isfinite(x)]
+                if len(v) > 1:
+                    spread[m] = max(v) - min(v)
+            if spread:
+                L += ["", "Sensitivity to lambda (max - min over lambda of the mean final normalized utility; a stability "
+                      "measure that is meaningful for deterministic methods too): "
+                      + ", ".join(f"{m} {v:.3f}" for m, v in sorted(spread.items(), key=lambda kv: kv[1])) + "."]
         L += ["", f"![lambda robustness]({FIG_LAM})", ""]
     return "\n".join(L)
 
