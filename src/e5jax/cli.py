@@ -78,14 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a profile table (.csv/.npz) and print its summary")
     v.add_argument("path", nargs="?", default=str(default_table_path()), help="table file (default: embedded default)")
     v.add_argument("--lam", type=float, default=2.0, help="overshoot penalty λ used for the oracle/reference numbers")
+    v.add_argument("--oracle-tol", type=float, default=1e-6,
+                   help="configs within this of the best reward count as optimal (as [run] oracle_tol; default 1e-6)")
     v.add_argument("--json", action="store_true", help="print the summary as JSON")
     v.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("synth", help="generate the calibrated synthetic table")
     s.add_argument("--out", required=True, help="output .csv or .npz")
     s.add_argument("--seed", type=int, default=0)
-    v.add_argument("--oracle-tol", type=float, default=1e-6,
-                   help="configs within this of the best reward count as optimal (as [run] oracle_tol; default 1e-6)")
     s.add_argument("--requests", type=int, default=1200)
     s.set_defaults(func=cmd_synth)
 
