@@ -65,7 +65,7 @@ def load_env(table_path=None):
 
 def normalized(u_per_budget: np.ndarray, refs) -> np.ndarray:
     """[S, B] utilities -> [S] normalized utility, mean over budgets."""
-    return A.normalized_utility(np.asarray(u_per_budget, np.float64), *refs).mean(-1)
+    return A.mean_over_budgets(A.normalized_utility(np.asarray(u_per_budget, np.float64), *refs))
 
 
 def lab_init(method, cfg, keys, env):

@@ -7,6 +7,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from e5jax import analysis as A
 from e5jax import env as E
@@ -22,9 +23,12 @@ def test_normalized_utility_maps_random_to_0_and_oracle_to_1():
     np.testing.assert_allclose(A.normalized_utility(np.array([0.5, 0.0]), u_r, u_o), [0.75, 0.5])
     np.testing.assert_allclose(A.normalized_utility(np.array([[0.2, -1.0]]), u_r, u_o), [[0.0, -0.5]])  # broadcasts
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a zero gap gives NaN/inf, never a warning
-        z = A.normalized_utility(np.array([0.1, 0.3]), np.array([0.3, 0.3]), np.array([0.3, 0.3]))
-    assert np.isinf(z[0]) and np.isnan(z[1])
+        warnings.simplefilter("error")  # no gap to close (0, or float32 rounding): NaN, never a warning
+        z = A.normalized_utility(np.array([0.1, 0.3, 0.3]), np.array([0.3, 0.3, 0.3]), np.array([0.3, 0.3, 0.3000002]))
+        assert np.isnan(z).all()
+        # the mean over budgets leaves such a budget out (a constant-quality table at b = 1)
+        assert A.mean_over_budgets(np.array([[1.0, 0.5, np.nan]])) == pytest.approx([0.75])
+        assert np.isnan(A.mean_over_budgets(np.array([np.nan, np.nan])))
     assert float(A.normalized_utility(jnp.float32(0.4), 0.2, 0.6)) == np.float32(0.5)  # JAX arrays too
 
 

@@ -50,11 +50,26 @@ def num(x):
     return x if math.isfinite(x) else None
 
 
+GAP_TOL = 1e-5  # reward units: an oracle-vs-random gap this small is float32 rounding, not a gap to close
+
+
 def normalized_utility(u, u_random, u_oracle):
     """(U - U_random) / (U_oracle - U_random): the fraction of the oracle gap closed (1 = oracle, 0 = a uniformly
-    random config), elementwise on numpy or JAX arrays; NaN/inf without a warning where the gap is 0."""
+    random config), elementwise on numpy arrays. NaN where the gap is at most ``GAP_TOL`` (a budget at which every
+    config is as good as the oracle, e.g. a table whose quality is constant at b = 1: nothing to close); averages
+    over budgets leave those out (``mean_over_budgets``)."""
+    u, u_random, u_oracle = (np.asarray(x, np.float64) for x in (u, u_random, u_oracle))
+    gap = u_oracle - u_random
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (u - u_random) / (u_oracle - u_random)
+        return np.where(np.abs(gap) > GAP_TOL, (u - u_random) / np.where(gap == 0, 1.0, gap), np.nan)
+
+
+def mean_over_budgets(x, axis: int = -1):
+    """Mean over the budget axis ignoring NaN budgets (no gap to close); NaN when every budget is NaN."""
+    x = np.asarray(x, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
 
 
 # --------------------------------------------------------------------------------------------- thresholds

@@ -41,6 +41,8 @@ import zlib
 
 import numpy as np
 
+from e5jax.analysis import GAP_TOL
+
 CONFIDENCE = 0.95
 N_BOOT = 2000
 SEED = 0
@@ -64,8 +66,13 @@ class Metric:
         if num.ndim != 3 or den.shape != num.shape[1:]:
             raise ValueError(f"Metric: num must be [S, B, R] and den [B, R], got {num.shape} and {den.shape}")
         keep = np.isfinite(num).all((1, 2))  # a seed without a value (e.g. an AUC with no eval point) is dropped
-        object.__setattr__(self, "num", num[keep])
-        object.__setattr__(self, "den", den)
+        # a budget with no gap to close (oracle no better than random: mean denominator <= GAP_TOL) is left out,
+        # as in analysis.normalized_utility's averages
+        bud = np.abs(den.mean(1)) > GAP_TOL
+        if not bud.any():
+            bud[:] = True
+        object.__setattr__(self, "num", num[keep][:, bud])
+        object.__setattr__(self, "den", den[bud])
 
     @classmethod
     def per_seed(cls, x) -> "Metric":

@@ -233,7 +233,7 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     ev_norm = A.normalized_utility(ev["utility"], np.asarray(refs["random"]["per_budget"]["utility"]),
                                    np.asarray(refs["oracle"]["per_budget"]["utility"]))
     curves = {f"val_{k}": seed_stats(v.mean(-1)) for k, v in ev.items()}
-    curves["val_utility_norm"] = seed_stats(ev_norm.mean(-1))
+    curves["val_utility_norm"] = seed_stats(A.mean_over_budgets(ev_norm))
     per_budget = {f"val_{k}": seed_stats(v) for k, v in ev.items()}
     per_budget["val_utility_norm"] = seed_stats(ev_norm)
 

@@ -103,7 +103,7 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
         "oracle_histogram_top5": hist,
         "oracle_tie_break_modal": tie_break,
         "task_budget_lut_normalized_utility_val": ctx.tolist(),
-        "context_value": float(ctx.mean()),
+        "context_value": float(A.mean_over_budgets(ctx)),
         "notes": table_notes(table),
     }
 

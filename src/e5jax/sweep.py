@@ -298,7 +298,7 @@ def row_scores(res: dict, refs: list[dict], lo: float, hi: float) -> dict:
     ``refs[i]``: row i's references (its lambda's random and oracle utility per budget)."""
     u_r = np.stack([r["random"]["utility"] for r in refs])[:, None, :]
     u_o = np.stack([r["oracle"]["utility"] for r in refs])[:, None, :]
-    curve = A.normalized_utility(res["utility"], u_r, u_o).mean(-1)  # [N, E]
+    curve = A.mean_over_budgets(A.normalized_utility(res["utility"], u_r, u_o))  # [N, E]
     auc = np.array([A.auc_log_steps(res["steps"][i], curve[i], lo, hi) for i in range(len(curve))])
     return {"final": curve[:, -1], "auc": auc, "slo": res["slo_violation_rate"][:, -1].mean(-1),
             "quality": res["quality_mean"][:, -1].mean(-1)}
