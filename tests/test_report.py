@@ -425,3 +425,18 @@ def test_report_usage_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("e5jax: error: ") for line in err)
     assert not (tmp_path / "summary.md").exists()
+
+
+def test_decide_command_prints_a_pair_and_refuses_a_method_not_run(run_dir, capsys):
+    from e5jax.cli import main as cli_main
+
+    d, _ = run_dir
+    before = sorted(p.name for p in d.iterdir())
+    assert cli_main(["decide", str(d), "grpo", "ppo"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Conditions") and len(out) == 1 + 5  # one line per question
+    assert all(ln.split("-> ")[1].split()[0] in (">", "<", "unresolved") for ln in out[1:])
+    assert cli_main(["decide", str(d), "grpo", "dqn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'dqn' was not run" in err[0]
+    assert sorted(p.name for p in d.iterdir()) == before  # nothing written

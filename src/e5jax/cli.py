@@ -59,6 +59,12 @@ def cmd_report(args) -> int:
     return report_from_args(args)
 
 
+def cmd_decide(args) -> int:
+    from e5jax.report.decisions import decide_from_args
+
+    return decide_from_args(args)
+
+
 def cmd_sweep(args) -> int:
     from e5jax.sweep import sweep_from_args
 
@@ -108,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir", help="run output directory")
     rep.add_argument("--thresholds", default=None, help="as for run (default: the ones the run was made with)")
     rep.set_defaults(func=cmd_report)
+
+    de = sub.add_parser("decide", help="print the decision between two methods of a finished run, per question "
+                                       "(from its e5_decisions.json; docs/decisions.md)")
+    de.add_argument("dir", help="run output directory (with e5_decisions.json: e5jax run, or e5jax report DIR)")
+    de.add_argument("a", help="a method of the run")
+    de.add_argument("b", help="another method of the run")
+    de.set_defaults(func=cmd_decide)
 
     sw = sub.add_parser("sweep", help="tune every learned method with the same budget, compare default vs tuned, "
                                       "and check the comparison across lambda (one compile per method and phase)")

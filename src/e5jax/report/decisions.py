@@ -169,3 +169,34 @@ def decisions_table(dec: dict) -> list[str]:
         sd = dec["questions"]["final_utility"]["methods"][m]["request_sd"]
         L.append(f"| {m} | " + " | ".join(cells) + (f" | {sd:.4f} |" if _fin(sd) else " | — |"))
     return L
+
+
+def decide_from_args(args) -> int:
+    """`e5jax decide DIR A B`: every question's decision between two methods of a finished run (reads only)."""
+    import json
+
+    from e5jax.errors import UsageError
+    from e5jax.io import read_json
+
+    p = Path(args.dir) / DECISIONS
+    if not p.is_file():
+        raise UsageError(f"{args.dir}: no {DECISIONS} (run `e5jax report {args.dir}` to derive it)")
+    try:
+        dec = read_json(p)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{p}: not valid JSON ({e})") from None
+    run = list(dec["questions"]["final_utility"]["methods"])
+    for m in (args.a, args.b):
+        if m not in run:
+            raise UsageError(f"decide: {m!r} was not run in {args.dir} (its methods: {', '.join(run)})")
+    if args.a == args.b:
+        raise UsageError("decide: give two different methods")
+    print(conditions_line(dec))
+    for q, res in dec["questions"].items():
+        r = D.pair(res, args.a, args.b)
+        better = "higher" if res["higher_is_better"] else "lower"
+        diff = "—" if r["diff"] is None else f"{r['diff']:+.4f}"
+        print(f"{q:14s} {res['statistic']} ({better} is better): {args.a} − {args.b} = {diff}, two-level CI "
+              f"{D.fmt_ci(r['ci_two_level'], 4)}, seeds only {D.fmt_ci(r['ci_seeds'], 4)} -> {r['decision']}"
+              + (f" ({r['better']} better)" if r["better"] else ""))
+    return 0
