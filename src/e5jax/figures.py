@@ -556,9 +556,8 @@ def robustness(doc: dict, path: Path) -> Path:
             col = method_color(m, names)
             ax.errorbar(x, v, yerr=np.nan_to_num(err), fmt="none", ecolor=col, elinewidth=1.2, capsize=2)
             win = np.array([m in r["winners"][t] for t in tables])
-            ax.scatter(x[win], v[win], s=28, color=col, edgecolors=col, zorder=3, label=m)
-            ax.scatter(x[~win], v[~win], s=28, facecolors="white", edgecolors=col, zorder=3,
-                       label=None if win.any() else m)
+            ax.scatter(x[win], v[win], s=28, color=col, edgecolors=col, zorder=3)
+            ax.scatter(x[~win], v[~win], s=28, facecolors="white", edgecolors=col, zorder=3)
         ax.set_xticks(np.arange(len(tables)))
         q_kind = ["" if doc["tables"][t].get("quality_measured") else "\n(quality not measured)" for t in tables]
         ax.set_xticklabels([t + k for t, k in zip(tables, q_kind)], fontsize=8)
@@ -568,7 +567,13 @@ def robustness(doc: dict, path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(qs):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, ncol=2, title="filled: in the table's winner set", title_fontsize=7)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="none", marker="o", color=method_color(m, names), label=m) for m in names]
+    handles += [Line2D([], [], ls="none", marker="o", color="grey", label="in the winner set"),
+                Line2D([], [], ls="none", marker="o", color="grey", markerfacecolor="white",
+                       label="separated from the best")]
+    axes.flat[0].legend(handles=handles, fontsize=7, ncol=3)
     fig.suptitle(f"Mean over {doc['meta']['seeds']} seeds with two-level 95% CI (seeds, then val requests); "
                  f"λ = {doc['meta']['lam']}, default settings", fontsize=9)
     return _save(fig, path)

@@ -158,7 +158,7 @@ def table_conditions(table: ProfileTable) -> dict:
                 "quality_measured": False, "latency_measured": False, "generator_seed": gen.get("seed")}
     if m.get("source") == "profiling_bridge":
         dev = m.get("device", {}) if isinstance(m.get("device"), dict) else {}
-        where = dev.get("name") or dev.get("type") or "unknown device"
+        where = dev.get("name") or (f"{dev['type']} ({dev.get('machine')})" if dev.get("type") else "unknown device")
         method = (m.get("latency") or {}).get("method") if isinstance(m.get("latency"), dict) else None
         lat = f"measured on {where}" + (f" (--method {method})" if method else "")
         qs = str(m.get("quality_source", ""))
@@ -167,10 +167,11 @@ def table_conditions(table: ProfileTable) -> dict:
         elif "e5jax.synth" in qs:
             q, qm = f"SYNTHETIC ({qs})", False
         elif qs:
-            q, qm = f"measured ({qs.split(' from `')[0]})", True
+            q, qm = f"measured ({qs.split(' (')[0].split(' of ')[0]})", True
         else:
             q, qm = "unknown (no quality_source in the table's meta)", None
-        return {"latency": lat, "quality": q, "quality_measured": qm, "latency_measured": True, "generator_seed": None}
+        return {"latency": lat, "quality": q, "quality_measured": qm, "latency_measured": True, "generator_seed": None,
+                "quality_source": qs}
     return {"latency": f"unknown (source: {m.get('source')})", "quality": f"unknown (source: {m.get('source')})",
             "quality_measured": None, "latency_measured": None, "generator_seed": gen.get("seed")}
 
@@ -284,6 +285,13 @@ def summary_markdown(doc: dict) -> str:
                  + ("" if not r["same_winner_set_on_every_table"] else " (the same winner set on every table)")
                  + f"; orderings that hold on every table ({len(held)} of {len(r['pairs'])} pairs): "
                  + (", ".join(held) or "none") + (f"; flips: {', '.join(r['flips'])}" if r["flips"] else "") + ".")
+        if r["statistic"] == "std":  # a deterministic method's std is 0 by construction: not robustness
+            det = {m: [t for t in names if r["methods"][t][m]["deterministic"]] for m in r["methods"][names[0]]}
+            det = {m: ts for m, ts in det.items() if ts}
+            if det:
+                L.append("  Deterministic (identical results for every seed: a std of 0 by construction, which says "
+                         "nothing about robustness): " + "; ".join(f"{m} on {', '.join(ts)}" for m, ts in det.items())
+                         + ".")
     L += ["", "## Winner set per question and table", "",
           "Winner set = every method not separated (two-level 95% CI of the difference) from the best point "
           "estimate, best first.", "",
