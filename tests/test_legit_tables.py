@@ -60,8 +60,9 @@ def test_validate_prints_the_notes(tmp_path, capsys, kind):
     assert want in [line.strip() for line in out.splitlines()], out[:600]
 
 
-def test_every_method_runs_to_finite_results(tmp_path, capsys):
+def test_every_method_runs_to_finite_results(tmp_path, capsys, monkeypatch):
     """One run on a table with both: one task type and a constant feature column (one compile of every method)."""
+    monkeypatch.setenv("E5JAX_OVERHEAD", "off")  # the timing analysis is tested in test_overhead.py
     t = one_task()
     t = t.replace(features=np.stack([t.features[:, 0], np.full(t.num_requests, 3.0)], 1))
     table = tmp_path / "t.npz"
