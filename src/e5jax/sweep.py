@@ -638,7 +638,7 @@ def _cell(r: dict, pct: bool = False) -> str:
     return f"{f(v)} [{f(c[0])}, {f(c[1])}]" if ok else f(v)
 
 
-def summary_markdown(doc: dict) -> str:
+def summary_markdown(doc: dict, out_dir: Path | None = None) -> str:
     spec = doc["spec"]
     L = [f"# E5 sweep — {doc['meta']['created']}", "",
          f"Base protocol: {doc['meta']['base_config'] or 'built-in default'}; table {doc['meta']['table']}; "
@@ -693,7 +693,17 @@ def summary_markdown(doc: dict) -> str:
                 c = v.get("cost", {}).get("s_per_update")
                 L.append(f"| {m} | {s} | {cell('final')} | {cell('auc')} | {v['final']['std']:.3f} | {cell('slo', True)} | "
                          f"{cell('quality')} | {'—' if c is None else f'{c * 1e3:.2f} ms'} |")
-        L += ["", "Answers, each decided by the two-level CI of every pair's difference (a *winner* is every method not "
+        some = next(iter(ans.values()), None) if ans else None
+        vp = None if out_dir is None else Path(out_dir) / PER_REQUEST / "val.npz"
+        R = "the val requests"
+        if vp is not None and vp.is_file():
+            with np.load(vp) as z:
+                R = f"{z['quality'].shape[0]} val requests"
+        L += ["", f"Conditions of these answers: table {doc['meta']['table']}; lambda = {doc['meta']['lam']}; policy head(s) "
+              f"{', '.join(doc['meta'].get('heads', [])) or 'of the base config'}; {F} fresh seeds per setting; "
+              f"resolution: 95% two-level bootstrap over the seeds and {R}"
+              + ("" if some else " (no answers computed)") + ".", "",
+              "Answers, each decided by the two-level CI of every pair's difference (a *winner* is every method not "
               "separated from the best); default = every method at its defaults, tuned = the learned methods at the "
               "setting tuned for that question:", ""]
         for q, c in ans.items():
@@ -782,6 +792,7 @@ def sweep_from_args(args) -> int:
                "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
                         "fingerprint": fp, "base_config": spec.config, "table": str(table_path), "lam": run.lam,
                         "total_env_steps": run.total_env_steps, "devices": [str(d) for d in jax.devices()],
+                        "heads": sorted({c.head_kind for c in cfgs.values() if isinstance(c, LearnerConfig)}),
                         "seed_keys": {"tune, lambda": f"fold_in(PRNGKey({run.base_seed}), i)",
                                       "compare": f"fold_in(PRNGKey({run.base_seed + 1}), i) (fresh)"}}}
     out.mkdir(parents=True, exist_ok=True)
@@ -819,7 +830,7 @@ def sweep_from_args(args) -> int:
         Fg.sweep_scores(doc, out / FIG_SCORES)
     if doc.get("lambda", {}).get("methods"):
         Fg.lam_robustness(doc, out / FIG_LAM)
-    text = summary_markdown(doc)
+    text = summary_markdown(doc, out)
     atomic_write(out / SUMMARY, lambda f: f.write(text + "\n"))
     print(text)
     return 0
