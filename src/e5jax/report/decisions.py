@@ -173,18 +173,14 @@ def decisions_table(dec: dict) -> list[str]:
 
 def decide_from_args(args) -> int:
     """`e5jax decide DIR A B`: every question's decision between two methods of a finished run (reads only)."""
-    import json
-
     from e5jax.errors import UsageError
-    from e5jax.io import read_json
+    from e5jax.report.load import ReportError, read_checked
 
-    p = Path(args.dir) / DECISIONS
-    if not p.is_file():
-        raise UsageError(f"{args.dir}: no {DECISIONS} (run `e5jax report {args.dir}` to derive it)")
     try:
-        dec = read_json(p)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{p}: not valid JSON ({e})") from None
+        dec = read_checked(Path(args.dir) / DECISIONS, f"{args.dir}: no {DECISIONS} (run `e5jax report {args.dir}` to "
+                                                       "derive it)")
+    except ReportError as e:
+        raise UsageError(str(e)) from None
     run = list(dec["questions"]["final_utility"]["methods"])
     for m in (args.a, args.b):
         if m not in run:

@@ -28,18 +28,24 @@ class ReportError(ValueError):
     """The run directory or its JSON cannot be reported on (one line)."""
 
 
+def read_checked(p: Path, missing: str):
+    """The JSON at ``p``; ReportError(``missing``) when there is no such file, a one-line ReportError when it is not
+    valid JSON."""
+    if not p.is_file():
+        raise ReportError(missing)
+    try:
+        return read_json(p)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{p}: not valid JSON ({e})") from None
+
+
 def load_curves(out: Path) -> dict:
     """Read and sanity-check ``out/e5_training_curves.json``; ReportError with a one-line reason otherwise."""
     out = Path(out)
     if not out.is_dir():
         raise ReportError(f"{out}: no such directory")
     p = out / CURVES
-    if not p.is_file():
-        raise ReportError(f"{out}: no {CURVES} (not an e5jax run directory)")
-    try:
-        doc = read_json(p)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{p}: not valid JSON ({e})") from None
+    doc = read_checked(p, f"{out}: no {CURVES} (not an e5jax run directory)")
     if not isinstance(doc, dict) or doc.get("schema") != schema(CURVES):
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise ReportError(f"{p}: schema is {got!r}, expected {schema(CURVES)!r}")
