@@ -585,10 +585,14 @@ def compare_answers(doc: dict, out_dir: Path, lam: float, auc_range: tuple) -> d
         for label, st in (("default", "default"), ("tuned", setting)):
             ms = {m: row_metrics(out_dir, r["per_request"], _setting_rows(r, st)[1], lam, auc_range)[key]
                   for m, r in comp.items()}
-            res[label] = D.compare(ms, higher=higher, statistic=stat)
-            res[label]["settings"] = {m: _setting_rows(r, st)[0] for m, r in comp.items()}
+            det = [m for m, x in ms.items() if x.deterministic] if stat == "std" else []
+            # a deterministic method's std is 0 by construction: the std question is asked of the others only
+            res[label] = D.compare({m: x for m, x in ms.items() if m not in det}, higher=higher, statistic=stat)
+            res[label]["settings"] = {m: _setting_rows(r, st)[0] for m, r in comp.items() if m not in det}
+            res[label]["deterministic"] = det
         pairs = {k: D.across({"default": res["default"]["pairs"][k]["decision"],
-                              "tuned": res["tuned"]["pairs"][k]["decision"]}) for k in res["default"]["pairs"]}
+                              "tuned": res["tuned"]["pairs"][k]["decision"]})
+                 for k in res["default"]["pairs"] if k in res["tuned"]["pairs"]}
         out[q] = {**res, "pairs_default_vs_tuned": pairs,
                   "winners_changed": set(res["default"]["winners"]) != set(res["tuned"]["winners"])}
     return out
@@ -707,6 +711,9 @@ def summary_markdown(doc: dict, out_dir: Path | None = None) -> str:
               "separated from the best); default = every method at its defaults, tuned = the learned methods at the "
               "setting tuned for that question:", ""]
         for q, c in ans.items():
+            if c["tuned"].get("deterministic"):
+                L.append(f"- **{q}**: deterministic (std 0 by construction, left out of this question): "
+                         + ", ".join(c["tuned"]["deterministic"]) + ".")
             L.append(f"- **{q}** ({c['tuned']['statistic']} over seeds, {'higher' if c['tuned']['higher_is_better'] else 'lower'} is better): "
                      f"winners default {{{', '.join(c['default']['winners'])}}}, tuned {{{', '.join(c['tuned']['winners'])}}}"
                      + (" — the winner set CHANGED" if c["winners_changed"] else " — same winner set") + ".")
