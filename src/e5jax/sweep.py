@@ -569,6 +569,13 @@ QUESTIONS = {  # question -> (metric, statistic, higher is better, setting of th
 }
 
 
+def _have_per_request(out_dir: Path, results) -> bool:
+    """Whether every result's per-request file is on disk (a copy of sweep.json without ``per_request/``, e.g. the
+    committed one, keeps the decisions it was written with instead of failing to recompute them)."""
+    return (Path(out_dir) / PER_REQUEST / "val.npz").is_file() and all(
+        (Path(out_dir) / r["per_request"]).is_file() for r in results if "per_request" in r)
+
+
 def _setting_rows(r: dict, setting: str) -> tuple[str, slice]:
     s = setting if setting in r else "default"
     return s, slice(*r[s]["rows"])
@@ -818,11 +825,13 @@ def sweep_from_args(args) -> int:
             rng = (float(run.env_steps_per_update), float(run.total_env_steps))  # the AUC's env-step range
             if "compare" in spec.phases:
                 phase_compare(spec, run, cfgs, table, doc, save, pbar, out)
-                doc["answers"] = compare_answers(doc, out, run.lam, rng)
+                if _have_per_request(out, doc["compare"].values()) or "answers" not in doc:
+                    doc["answers"] = compare_answers(doc, out, run.lam, rng)
                 save()
             if "lambda" in spec.phases and spec.lams:
                 phase_lambda(spec, run, cfgs, table, doc, save, pbar, out)
-                doc["lambda_conclusions"] = lambda_conclusions(doc, out, rng)
+                if _have_per_request(out, doc["lambda"]["methods"].values()) or "lambda_conclusions" not in doc:
+                    doc["lambda_conclusions"] = lambda_conclusions(doc, out, rng)
                 save()
         except KeyboardInterrupt:
             save()
