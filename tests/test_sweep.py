@@ -197,3 +197,20 @@ def test_four_fake_devices_identical_to_one(tmp_path, files):
     for m in ("lut", "ppo"):
         for a, b in zip(res[1]["lambda"]["methods"][m]["final"], res[4]["lambda"]["methods"][m]["final"]):
             np.testing.assert_allclose(a["per_seed"], b["per_seed"], rtol=1e-5, atol=1e-6)
+
+
+def test_retune_tunes_at_every_lambda(tmp_path, files):
+    """retune = true: a tune phase per lambda (its own scores), and the lambda phase uses each lambda's choice."""
+    spec = (files / "full.toml").read_text().replace('phases = ["tune", "compare", "lambda"]',
+                                                     'retune = true\nwiden_rounds = 0\nphases = ["tune", "lambda"]')
+    (tmp_path / "retune.toml").write_text(spec)
+    out = tmp_path / "rt"
+    assert cli_main(["sweep", "--config", str(tmp_path / "retune.toml"), "--table", str(files / "t.npz"), "--out",
+                     str(out), "--no-progress"]) == 0
+    doc = json.loads((out / "sweep.json").read_text())
+    t1, t4 = doc["tune_lam1"]["ppo"], doc["tune_lam4"]["ppo"]
+    assert (t1["lam"], t4["lam"]) == (1.0, 4.0)
+    assert [x["settings"] for x in t1["trials"]] == [x["settings"] for x in t4["trials"]]  # same trials ...
+    assert [x["final_mean"] for x in t1["trials"]] != [x["final_mean"] for x in t4["trials"]]  # ... scored at its lambda
+    m = doc["lambda"]["methods"]["ppo"]
+    assert m["setting"] == "tuned_final at each lambda" and m["per_lambda"] == [t1["chosen"]["final"], t4["chosen"]["final"]]
