@@ -202,9 +202,15 @@ def auc_log_steps(steps, values, lo: float, hi: float) -> float:
             v[i] = v[i - 1]
     if x[0] > lo or not np.isfinite(v[np.searchsorted(x, lo, side="right") - 1]):
         return float("nan")
-    edges = np.append(np.log(np.clip(x, lo, hi)), np.log(hi))
-    w = np.diff(edges)
+    w = auc_widths(x, lo, hi)
     return float(np.sum(w[w > 0] * v[w > 0]) / np.log(hi / lo))
+
+
+def auc_widths(steps, lo: float, hi: float) -> np.ndarray:
+    """[E] the log-env-step width over which each eval point's value holds in [lo, hi] (<= 0: none), so that
+    ``auc_log_steps`` = sum of width x value over the positive widths / log(hi / lo)."""
+    x = arr(steps).reshape(-1)
+    return np.diff(np.append(np.log(np.clip(x, lo, hi)), np.log(hi)))
 
 
 # ------------------------------------------------------------------------------------- IQM and bootstrap

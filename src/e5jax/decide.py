@@ -41,7 +41,7 @@ import zlib
 
 import numpy as np
 
-from e5jax.analysis import GAP_TOL
+from e5jax.analysis import GAP_TOL, auc_widths
 
 CONFIDENCE = 0.95
 N_BOOT = 2000
@@ -280,8 +280,7 @@ def auc_weights(steps, lo: float, hi: float) -> np.ndarray:
     x = np.asarray(steps, np.float64).reshape(-1)
     if x.size == 0 or x[0] > lo:
         return np.full(x.size, np.nan)
-    edges = np.append(np.log(np.clip(x, lo, hi)), np.log(hi))
-    w = np.diff(edges)
+    w = auc_widths(x, lo, hi)
     return np.where(w > 0, w, 0.0) / np.log(hi / lo)
 
 

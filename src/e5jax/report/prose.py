@@ -313,12 +313,12 @@ def _answer_frontier(ff, st, S, with_ranking: bool = True) -> list[str]:
         if vals:
             n = max(vals, key=vals.get)
             per_b.append(f"b={bud:g}: {n} {vals[n]:.3f} (oracle {A.arr(ref['oracle']['per_budget']['utility'])[k]:.3f})")
-    if per_b:
+    if per_b and with_ranking:  # with decisions, orderings come from the decision rule only
         out.append("Highest mean utility per budget (point estimates, not decided per budget): " + "; ".join(per_b) + ".")
     mob = {n: ff["methods"][n]["mean_over_budgets"] for n in ff["methods"]}
     q = {n: v["quality_mean"]["mean"] for n, v in mob.items() if "quality_mean" in v}
     lat = {n: v["latency_p95_ms"]["mean"] for n, v in mob.items() if "latency_p95_ms" in v}
-    if q and lat:
+    if q and lat and with_ranking:  # with decisions, the quality question is decided instead
         hq, ll = max(q, key=q.get), min(lat, key=lat.get)
         o = ref["oracle"]["mean_over_budgets"]
         f = ref["full"]["mean_over_budgets"]
@@ -490,6 +490,7 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict, dec: dict | None = None
     if dec:
         L += [f"- {x}" for x in DQ.question_lines(dec, "final_utility")]
         L += [f"- {x}" for x in DQ.question_lines(dec, "slo_violation")]
+        L += [f"- {x}" for x in DQ.question_lines(dec, "quality")]
     L += [f"- {s}" for s in _answer_frontier(ff, st, S, with_ranking=not dec)] + [""]
     exp = _expected_findings(se, st, doc, thresholds, dec)
     if exp:
