@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from e5jax import decide as D
-from e5jax.report.analyses import auc_range, report_meta
+from e5jax.report.analyses import auc_range, report_meta, sample_efficiency_auc
 from e5jax.report.load import DECISIONS, schema
 
 ACTIONS = "e5_val_actions.npz"
@@ -49,12 +49,11 @@ def method_metrics(doc: dict, acts: dict | None) -> tuple[dict, str]:
     from e5jax import analysis as A
 
     out = {"final": {}, "auc": {}, "slo": {}, "quality": {}}
-    lo, hi = auc_range(doc)
+    auc = sample_efficiency_auc(doc)["methods"]
     for n, m in doc["methods"].items():
         c = m["curves"]
         out["final"][n] = D.Metric.per_seed(A.arr(c["val_utility_norm"]["per_seed"])[:, -1])
-        steps, vals = A.arr(m["env_steps_per_seed"]), A.arr(c["val_utility_norm"]["per_seed"])
-        out["auc"][n] = D.Metric.per_seed([A.auc_log_steps(steps[i], vals[i], lo, hi) for i in range(len(vals))])
+        out["auc"][n] = D.Metric.per_seed(auc[n]["per_seed"])
         out["slo"][n] = D.Metric.per_seed(A.arr(c["val_slo_violation_rate"]["per_seed"])[:, -1])
         out["quality"][n] = D.Metric.per_seed(A.arr(c["val_quality_mean"]["per_seed"])[:, -1])
     return out, "seeds"
