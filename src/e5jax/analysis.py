@@ -58,15 +58,15 @@ def normalized_utility(u, u_random, u_oracle):
     random config), elementwise on numpy arrays. NaN where the gap is at most ``GAP_TOL`` (a budget at which every
     config is as good as the oracle, e.g. a table whose quality is constant at b = 1: nothing to close); averages
     over budgets leave those out (``mean_over_budgets``)."""
-    u, u_random, u_oracle = (np.asarray(x, np.float64) for x in (u, u_random, u_oracle))
+    u, u_random, u_oracle = (np.asarray(x) for x in (u, u_random, u_oracle))  # their own dtype: same arithmetic
     gap = u_oracle - u_random
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(np.abs(gap) > GAP_TOL, (u - u_random) / np.where(gap == 0, 1.0, gap), np.nan)
+        return np.where(np.abs(gap) > GAP_TOL, (u - u_random) / gap, np.nan)
 
 
 def mean_over_budgets(x, axis: int = -1):
     """Mean over the budget axis ignoring NaN budgets (no gap to close); NaN when every budget is NaN."""
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x)  # its own dtype: without NaN budgets the same arithmetic as x.mean(axis)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(x, axis=axis)
