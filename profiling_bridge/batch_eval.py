@@ -19,6 +19,7 @@ from tqdm import tqdm
 from profiling_bridge.archs import BridgeError
 from profiling_bridge.knobs import KnobConfig, applied, select_image_features
 from profiling_bridge.runner import MLLMRunner
+from profiling_bridge.vqa import METRIC_FNS, prompt_ids
 
 
 @torch.inference_mode()
@@ -63,8 +64,6 @@ def generate_batch(runner: MLLMRunner, cfg: KnobConfig, prompt_ids: torch.Tensor
 def evaluate_batched(runner: MLLMRunner, items, configs: list[KnobConfig], tokenizer, processor,
                      max_new_tokens: int = 16, batch_size: int = 256, progress: bool = True) -> dict:
     """Like :func:`profiling_bridge.quality.evaluate` (same return value), batched."""
-    from profiling_bridge.quality import METRIC_FNS, prompt_ids
-
     if runner.selection != "uniform":
         raise BridgeError("the batched harness supports --selection uniform only (use --batch-size 1)")
     model = runner.model

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from e5jax.io import atomic_write
 from e5jax.table import ProfileTable, TableError, load_table
 from profiling_bridge import quality as qh
+from profiling_bridge import tiny_vqa
 from profiling_bridge.archs import ARCHS, BridgeError, build_model, describe, get_arch
+from profiling_bridge.knob_effects import format_effects, knob_effects
 from profiling_bridge.knobs import KNOB_NAMES, SELECTION_RULES, check_grid_names, check_levels, grid_configs, parse_grid
 from profiling_bridge.measure import MeasureSettings
 from profiling_bridge.request_shapes import Requests, from_table, load_requests
@@ -45,6 +46,11 @@ def _warn(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- shared setup
+def _write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=1)
+    atomic_write(path, lambda f: f.write(text))
+
+
 def _check_out(path: str, suffixes=(".csv", ".npz")) -> Path:
     out = Path(path)
     if out.suffix.lower() not in suffixes:
@@ -299,7 +305,7 @@ def cmd_quality(args, argv) -> int:
         mean_by_config=res["scores"].mean(0).tolist(),
         random_weights=args.weights is None, provenance=provenance(args, runner, argv),
     )
-    _atomic_write_text(out, json.dumps(report, indent=1))
+    _write_json(out, report)
     best = int(np.argmax(report["mean_by_config"]))
     print(f"wrote {out}: {len(items)} items x {len(configs)} configs; best mean score "
           f"{report['mean_by_config'][best]:.3f} at {configs[best].label()}")
@@ -307,8 +313,6 @@ def cmd_quality(args, argv) -> int:
 
 
 def cmd_easy_vqa(args, argv) -> int:
-    from profiling_bridge import tiny_vqa
-
     if not 0 < args.val_fraction < 1:
         raise BridgeError("--val-fraction must be in (0, 1)")
     path = tiny_vqa.write_requests(args.out, requests=args.requests, seed=args.seed, val_fraction=args.val_fraction)
@@ -318,8 +322,6 @@ def cmd_easy_vqa(args, argv) -> int:
 
 def cmd_train_tiny(args, argv) -> int:
     import torch
-
-    from profiling_bridge import tiny_vqa
 
     if args.steps < 1 or args.batch_size < 1:
         raise BridgeError("--steps and --batch-size must be at least 1")
@@ -348,15 +350,13 @@ def cmd_eval_tiny(args, argv) -> int:
 
 def _tiny_summary(args, argv, meta: dict) -> int:
     """Test accuracy of a trained tiny-llava-olmoe checkpoint (full config, per knob level, majority baselines)."""
-    from profiling_bridge import tiny_vqa
-
     weights = str(getattr(args, "weights", None) or args.out)
     runner = MLLMRunner(build_model(tiny_vqa.ARCH, weights=weights))
     acc = tiny_vqa.test_accuracy(runner, weights, progress=not args.no_progress, limit=args.test_limit)
     summary = dict(command="e5jax-bridge " + " ".join(argv), checkpoint=weights, train=meta, test=acc,
                    model_info=describe(runner.model), versions=versions(), device=device_info("cpu"))
     if args.summary:
-        _atomic_write_text(Path(args.summary), json.dumps(summary, indent=1))
+        _write_json(Path(args.summary), summary)
     print(f"test accuracy of the full config {acc['full_config']} on {acc['test_questions']} easy-vqa test questions: "
           f"{acc['full_accuracy']:.4f} (majority answer {acc['majority_answer']!r}: {acc['majority_accuracy']:.4f}, "
           f"per-question majority: {acc['question_majority_accuracy']:.4f})")
@@ -364,14 +364,12 @@ def _tiny_summary(args, argv, meta: dict) -> int:
 
 
 def cmd_knob_effects(args, argv) -> int:
-    from profiling_bridge.knob_effects import format_effects, knob_effects
-
     report = {}
     for path in args.table:
         report[path] = knob_effects(load_table(path))
         print(format_effects(path, report[path]))
     if args.out:
-        _atomic_write_text(Path(args.out), json.dumps(report, indent=1))
+        _write_json(Path(args.out), report)
     return 0
 
 
@@ -379,19 +377,6 @@ def cmd_archs(args, argv) -> int:
     for name, spec in ARCHS.items():
         print(f"{name}: {spec.description}\n  default grid: {dict(spec.grid)}")
     return 0
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- parser

@@ -11,6 +11,11 @@ import argparse
 import json
 from pathlib import Path
 
+from e5jax.io import atomic_write
+from e5jax.stats import table_summary
+from e5jax.table import load_table
+from profiling_bridge.knob_effects import knob_effects
+
 
 def e5_results(run: str) -> dict:
     st = json.loads((Path(run) / "e5_stability_analysis.json").read_text())
@@ -27,11 +32,6 @@ def e5_results(run: str) -> dict:
 
 
 def main(argv=None) -> int:
-    from e5jax.stats import table_summary
-    from e5jax.table import load_table
-    from profiling_bridge.cli import _atomic_write_text
-    from profiling_bridge.knob_effects import knob_effects
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--measured", default="artifacts/tables/cpu_tiny_llava_olmoe_easyvqa.npz")
     p.add_argument("--default", default="src/e5jax/data/default_table.npz")
@@ -50,7 +50,8 @@ def main(argv=None) -> int:
                          oracle_diversity=s["oracle_diversity"], knob_effects=knob_effects(t), e5=e5_results(run))
     train = json.loads(Path(args.train_summary).read_text())
     res["tiny_model"] = dict(train_seconds=train["train"]["train_seconds"], **train["test"])
-    _atomic_write_text(Path(args.out), json.dumps(res, indent=1))
+    text = json.dumps(res, indent=1)
+    atomic_write(Path(args.out), lambda f: f.write(text))
     print(f"wrote {args.out}")
     return 0
 

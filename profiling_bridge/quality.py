@@ -1,4 +1,4 @@
-"""Quality harness: a JSONL VQA dataset, the standard VQA accuracy and exact match, run per config.
+"""Quality harness: a JSONL VQA dataset scored per config (metrics and prompt: :mod:`profiling_bridge.vqa`).
 
 Dataset format, one JSON object per line (image paths relative to the JSONL file)::
 
@@ -7,8 +7,7 @@ Dataset format, one JSON object per line (image paths relative to the JSONL file
      "split": "train", "metric": "vqa"}
 
 ``split`` defaults to ``train``, ``metric`` to ``vqa`` (``vqa`` or ``exact_match``). Prompts follow
-LLaVA-1.5: ``USER: <image>\\n{question} ASSISTANT:`` with the ``<image>`` placeholder repeated
-vision_tokens times; answers are greedy, up to ``max_new_tokens`` or EOS.
+LLaVA-1.5 (:func:`profiling_bridge.vqa.prompt_ids`); answers are greedy, up to ``max_new_tokens`` or EOS.
 
 With random weights the scores are meaningless (the mechanics are real): every output records
 whether the weights were random.
@@ -17,7 +16,6 @@ whether the weights were random.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +25,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from profiling_bridge.archs import BridgeError
+from profiling_bridge.batch_eval import evaluate_batched
 from profiling_bridge.knobs import KnobConfig
 from profiling_bridge.request_shapes import FEATURE_NAMES, Requests
 from profiling_bridge.runner import MLLMRunner
-
-METRICS = ("vqa", "exact_match")
-PROMPT = ("USER: ", "\n{question} ASSISTANT:")  # text before and after the image placeholders
+from profiling_bridge.vqa import METRIC_FNS, METRICS, prompt_ids
 
 
 # --------------------------------------------------------------------------- dataset
@@ -115,61 +112,6 @@ def write_toy_dataset(directory: str | Path, n: int = 8, image_size: int = 56, s
     return path
 
 
-# --------------------------------------------------------------------------- metrics
-_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
-_NUMBERS = dict(none="0", zero="0", one="1", two="2", three="3", four="4", five="5", six="6", seven="7",
-                eight="8", nine="9", ten="10")
-_ARTICLES = {"a", "an", "the"}
-# The common part of the official contraction table (written without apostrophe -> with).
-_CONTRACTIONS = {
-    "arent": "aren't", "cant": "can't", "couldnt": "couldn't", "didnt": "didn't", "doesnt": "doesn't",
-    "dont": "don't", "hadnt": "hadn't", "hasnt": "hasn't", "havent": "haven't", "hes": "he's", "im": "i'm",
-    "isnt": "isn't", "itll": "it'll", "ive": "i've", "lets": "let's", "shes": "she's", "shouldnt": "shouldn't",
-    "thats": "that's", "theres": "there's", "theyre": "they're", "wasnt": "wasn't", "werent": "weren't",
-    "whats": "what's", "wont": "won't", "wouldnt": "wouldn't", "youre": "you're", "youve": "you've",
-}
-
-
-def normalize_vqa(text: str) -> str:
-    """The official VQA answer normalization (punctuation, number words, articles, contractions)."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    out = text
-    for p in _PUNCT:
-        if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    out = _PERIOD_STRIP.sub("", out)
-    words = [_NUMBERS.get(w, w) for w in out.lower().split()]
-    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
-
-
-def vqa_accuracy(prediction: str, answers) -> float:
-    """Standard VQA accuracy: mean over leave-one-out subsets of min(1, #matches / 3).
-
-    That is the official formula for VQAv2's 10 references (used from 4 references on). With fewer than
-    4 references a unanimous answer could never score 1, so there it is min(1, #matches / n).
-    """
-    pred = normalize_vqa(prediction)
-    gts = [normalize_vqa(a) for a in answers]
-    matches = sum(g == pred for g in gts)
-    if len(gts) < 4:
-        return min(1.0, matches / len(gts))
-    return float(np.mean([min(1.0, (matches - (g == pred)) / 3.0) for g in gts]))
-
-
-def exact_match(prediction: str, answers) -> float:
-    """1.0 if the prediction equals any reference after lower-casing, trimming and collapsing spaces."""
-    def norm(s):
-        return " ".join(s.lower().strip().rstrip(".").split())
-    return float(norm(prediction) in {norm(a) for a in answers})
-
-
-METRIC_FNS = dict(vqa=vqa_accuracy, exact_match=exact_match)
-
-
 # --------------------------------------------------------------------------- tokenizer / images
 class ByteTokenizer:
     """Stand-in tokenizer for random-weight archs (no hub): UTF-8 bytes at ids offset..offset+255."""
@@ -219,12 +161,6 @@ def image_processor(model, weights: str | None = None):
 
 
 # --------------------------------------------------------------------------- harness
-def prompt_ids(tokenizer, question: str, vision_tokens: int, image_token_id: int, bos: int | None) -> list[int]:
-    before, after = PROMPT
-    head = [bos] if bos is not None else []
-    return head + tokenizer.encode(before) + [image_token_id] * vision_tokens + tokenizer.encode(after.format(question=question))
-
-
 def requests_from_dataset(items: list[QAItem], tokenizer, model, source: str) -> Requests:
     """Request shapes of a dataset: text prompt tokens, and the first reference's tokens + EOS as output.
 
@@ -264,8 +200,6 @@ def evaluate(
     ``batch_size > 1``: the batched harness (:mod:`profiling_bridge.batch_eval`), same prompts and decoding.
     """
     if batch_size > 1:
-        from profiling_bridge.batch_eval import evaluate_batched
-
         return evaluate_batched(runner, items, configs, tokenizer, processor, max_new_tokens, batch_size, progress)
     model = runner.model
     tc = model.config.text_config

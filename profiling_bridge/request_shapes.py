@@ -40,8 +40,7 @@ class Requests:
 
 def from_table(table: ProfileTable, source: str, output_tokens: int | None = None) -> Requests:
     """The table's requests. ``output_tokens``: the output length of every request, for a table without an
-    ``expected_output_tokens`` column (e.g. one whose constant column an earlier bridge dropped); refused when the
-    table has the column."""
+    ``expected_output_tokens`` column; refused when the table has the column."""
     names = list(table.feature_names)
     have_output = "expected_output_tokens" in names
     if output_tokens is not None and have_output:

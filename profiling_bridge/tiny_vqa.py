@@ -32,9 +32,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from e5jax.io import atomic_write
 from profiling_bridge.archs import BridgeError, build_model, get_arch
+from profiling_bridge.batch_eval import evaluate_batched
 from profiling_bridge.knobs import KnobConfig, language_model, routers, select_image_features
-from profiling_bridge.quality import PROMPT, HFTokenizer, QAItem, image_processor, load_tokenizer, prompt_ids
+from profiling_bridge.quality import HFTokenizer, QAItem, image_processor, load_tokenizer
+from profiling_bridge.vqa import PROMPT, prompt_ids
 
 ARCH = "tiny-llava-olmoe"
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0..3, matching the arch's pad / eos / bos ids
@@ -116,10 +119,9 @@ def write_requests(out: str | Path, requests: int = 1500, seed: int = 0, val_fra
         lines.append(dict(id=it.id, image=str(it.image.resolve()), question=it.question, answers=list(it.answers),
                           task_type=it.task_type, split="val" if image_id(it) in val else "train",
                           metric=it.metric, features=stats[image_id(it)]))
-    from profiling_bridge.cli import _atomic_write_text  # the bridge's atomic text write (cli imports us lazily)
-
     path = Path(out) / "requests.jsonl"
-    _atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in lines))
+    text = "".join(json.dumps(x) + "\n" for x in lines)
+    atomic_write(path, lambda f: f.write(text))
     return path
 
 
@@ -403,8 +405,6 @@ def knob_sweep_configs(grid: dict[str, tuple[int, ...]]) -> list[KnobConfig]:
 
 def test_accuracy(runner, weights: str, batch_size: int = 512, progress: bool = True, limit: int | None = None) -> dict:
     """Exact-match accuracy on easy-vqa's test split: full config, each knob level (others full), per question type."""
-    from profiling_bridge.batch_eval import evaluate_batched
-
     spec = get_arch(ARCH)
     test = load_easy_vqa("test", limit=limit)
     configs = knob_sweep_configs(spec.grid)

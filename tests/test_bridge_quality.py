@@ -15,15 +15,13 @@ from profiling_bridge.knobs import grid_configs  # noqa: E402
 from profiling_bridge.quality import (  # noqa: E402
     ByteTokenizer,
     evaluate,
-    exact_match,
     image_processor,
     load_dataset,
-    normalize_vqa,
     requests_from_dataset,
-    vqa_accuracy,
     write_toy_dataset,
 )
 from profiling_bridge.runner import MLLMRunner  # noqa: E402
+from profiling_bridge.vqa import exact_match, normalize_vqa, vqa_accuracy  # noqa: E402
 
 GRID = dict(vision_tokens=(4, 16), top_k=(1, 4), active_blocks=(2, 4))
 

@@ -16,6 +16,7 @@ from profiling_bridge.archs import build_model  # noqa: E402
 from profiling_bridge.cli import main as bridge  # noqa: E402
 from profiling_bridge.knobs import grid_configs  # noqa: E402
 from profiling_bridge.runner import MLLMRunner  # noqa: E402
+from profiling_bridge.vqa import exact_match  # noqa: E402
 
 
 def test_easy_vqa_loader_few_items():
@@ -44,10 +45,10 @@ def test_tokenizer_and_majority_baseline():
 
 
 def test_exact_match_on_known_answers():
-    assert qh.exact_match("Red.", ["red"]) == 1.0
-    assert qh.exact_match(" circle ", ["circle"]) == 1.0
-    assert qh.exact_match("circles", ["circle"]) == 0.0
-    assert qh.exact_match("", ["no"]) == 0.0
+    assert exact_match("Red.", ["red"]) == 1.0
+    assert exact_match(" circle ", ["circle"]) == 1.0
+    assert exact_match("circles", ["circle"]) == 0.0
+    assert exact_match("", ["no"]) == 0.0
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +68,7 @@ def test_batched_harness_matches_one_by_one(tmp_path):
     np.testing.assert_array_equal(batched["scores"], one["scores"])
     # known answers: references set to the model's own greedy answers score 1 everywhere
     for it, preds in zip(items, one["predictions"]):
-        assert qh.exact_match(preds[0], [preds[0]]) == 1.0
+        assert exact_match(preds[0], [preds[0]]) == 1.0
 
 
 def test_train_tiny_checkpoint_profile_and_validate(tmp_path, capsys):
