@@ -291,7 +291,7 @@ def test_lam_rows_match_envs_with_that_lam(known_table):
 
 
 def test_init_in_blocks_equals_one_init(known_table):
-    from e5jax.run import init_in_blocks
+    from e5jax.loop import init_in_blocks
 
     env = E.make_env_params(known_table)
     m = METHODS["supervised"]

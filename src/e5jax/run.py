@@ -1,37 +1,34 @@
 """`e5jax run`: every method, every seed at once, every budget -> artifacts/<run>/.
 
-Host loop: for each method, compile the chunk program ahead of time (compile time measured apart), evaluate the
-initial policy, then run chunks of ``eval_every`` updates with a progress bar, pulling the bounded metrics of
-each chunk to the host. ``e5_training_curves.json`` is rewritten atomically after every method, so an
-interrupted run keeps every finished method (``"complete": false`` until the end).
+Every method's chunk program is compiled ahead of time (compile time measured apart), the initial policy
+evaluated, then chunks of ``eval_every`` updates run with a progress bar, the bounded metrics of each chunk pulled
+to the host (the host loop: ``e5jax.loop``). ``e5_training_curves.json`` is rewritten atomically after every
+method, so an interrupted run keeps every finished method (``"complete": false`` until the end).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from e5jax import analysis as A
-from e5jax import engine
 from e5jax import env as E
 from e5jax import policy as P
-from e5jax.checkpoint import MethodCheckpointer, ResumeError, f32_tree, fingerprint
+from e5jax.checkpoint import MethodCheckpointer, ResumeError, fingerprint
 from e5jax.config import ConfigError, RunConfig, load_config
 from e5jax.errors import UsageError
 from e5jax.host import host_description
 from e5jax.io import atomic_write, read_json, write_json
+from e5jax.loop import Prepared, compile_pool, env_steps_axis, init_method, prepare_method, train_chunks
 from e5jax.methods import METHODS
 from e5jax.overhead import recorder_from_env, split_evaluation, time_evaluation, train_time_axis
 from e5jax.table import ProfileTable, default_table_path, load_table
@@ -89,127 +86,6 @@ def references_block(env: E.EnvParams) -> dict:
     levels = np.stack(np.unravel_index(np.arange(env.num_configs), env.knob_sizes), -1)
     out["fixed_configs"] = {"level_index": levels, "per_budget": fixed}
     return out
-
-
-@dataclasses.dataclass
-class Prepared:
-    """A method ready to train: its initial states and its compiled chunk program (one for every eval mask)."""
-
-    trainer: engine.Trainer
-    keys: jax.Array
-    states: object
-    chunk: object
-    masks: list
-    compile_s: float
-    evaluate: object = None  # the compiled evaluation (before training), when compiled ahead of time
-
-
-INIT_BLOCK = 32
-
-
-def init_in_blocks(trainer: engine.Trainer, keys, env: E.EnvParams, hp: dict | None, block: int = INIT_BLOCK):
-    """``trainer.init`` on blocks of at most ``block`` rows, concatenated (row i's state depends only on its key and
-    hp, so the result is the same). Why: initialising 80 supervised rows in one program never returned on this
-    2-core CPU (jax 0.10.2; 40 rows did, as did the 80-row training chunks) — reproducible, cause not found."""
-    n = keys.shape[0]
-    if n <= block:
-        return trainer.init(keys, env, hp)
-    parts = [trainer.init(keys[i:i + block], env, None if not hp else {k: v[i:i + block] for k, v in hp.items()})
-             for i in range(0, n, block)]
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
-
-
-def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
-    """Initialise every row (in the calling thread: it executes a program). Rows are the run's seeds unless
-    ``keys`` ([N] PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise."""
-    trainer = engine.make_train(METHODS[name], cfg, run.eval_every)
-    keys = engine.seed_keys(run.base_seed, run.seeds) if keys is None else keys
-    t0 = time.perf_counter()
-    # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
-    # the shardings it was lowered with, and each chunk returns row-sharded states
-    states = jax.tree_util.tree_map(engine.shard_seeds, init_in_blocks(trainer, keys, env, hp))
-    jax.block_until_ready(states)
-    masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
-    return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0)
-
-
-def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
-    """Compile the chunk program ahead of time (one program for every eval mask). Lowering and compiling execute
-    nothing, so several methods can compile at once in threads (XLA compiles outside the GIL); executing programs
-    from several threads at once deadlocked XLA's CPU runtime here (a sweep hung with every thread in a futex
-    wait), so everything that runs a program stays in the main thread."""
-    t0 = time.perf_counter()
-    chunk = p.trainer.chunk_eval.lower(p.states, p.keys, env, p.masks[0]).compile()
-    evaluate = p.trainer.evaluate.lower(p.states, env).compile()
-    return dataclasses.replace(p, chunk=chunk, evaluate=evaluate, compile_s=p.compile_s + time.perf_counter() - t0)
-
-
-def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
-    """``init_method`` then ``compile_method``."""
-    return compile_method(init_method(name, cfg, run, env, keys, hp), env)
-
-
-@dataclasses.dataclass
-class Trace:
-    """What training leaves on the host: the final states and, per eval point, the greedy evaluation ([N] or
-    [N, B] per key), the chunk's train metrics (None at intra-chunk points), the env steps since the previous
-    point, the wall time and the update count."""
-
-    states: object
-    evals: list
-    trains: list
-    step_inc: list
-    wall: list
-    chunk_s: list
-    updates: list
-
-    def progress(self) -> dict:
-        return {"evals": self.evals, "trains": self.trains, "step_inc": self.step_inc, "wall": self.wall,
-                "chunk_s": self.chunk_s, "updates": self.updates}
-
-
-def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, checkpointer=None, label: str = "") -> Trace:
-    """Run every chunk of a prepared method (from its latest checkpoint when ``checkpointer`` has one)."""
-    states, keys = p.states, p.keys
-    tr = Trace(states, [jax.device_get((p.evaluate or p.trainer.evaluate)(states, env))], [], [], [0.0], [], [0])
-    start = 0
-    got = checkpointer.latest(states) if checkpointer is not None else None
-    if got is not None:
-        start, states, prog = got
-        tr = Trace(states, [f32_tree(e) for e in prog["evals"]], [f32_tree(t) for t in prog["trains"]],
-                   [f32_tree(x) for x in prog["step_inc"]], list(prog["wall"]), list(prog["chunk_s"]),
-                   [int(u) for u in prog["updates"]])
-        if pbar is not None:
-            pbar.update(start)
-    for c in range(start, run.num_chunks):
-        mask = p.masks[min(c, 1)]
-        t = time.perf_counter()
-        states, m = p.chunk(states, engine.chunk_keys(keys, c), env, mask)
-        m = jax.device_get(m)  # blocks until the chunk is done
-        tr.chunk_s.append(time.perf_counter() - t)
-        cum = np.cumsum(np.asarray(m["env_steps_per_update"]), axis=1)  # [N, U]
-        prev = 0
-        for u in np.flatnonzero(mask):  # intra-chunk points first, the chunk's end last
-            tr.evals.append({k: np.asarray(v)[:, u] for k, v in m["eval_points"].items()})
-            tr.trains.append(m["train"] if u == len(mask) - 1 else None)
-            tr.step_inc.append(cum[:, u] - (cum[:, prev - 1] if prev else 0))
-            prev = u + 1
-            tr.updates.append(c * run.eval_every + int(u) + 1)
-            # wall time at an intra-chunk point: interpolated linearly in updates within the chunk
-            tr.wall.append(sum(tr.chunk_s[:-1]) + tr.chunk_s[-1] * (u + 1) / len(mask))
-        if pbar is not None:
-            pbar.set_postfix_str(f"{label} chunk {c + 1}/{run.num_chunks} {tr.chunk_s[-1]:.2f}s")
-            pbar.update(1)
-        if checkpointer is not None and c + 1 < run.num_chunks and checkpointer.due(c + 1):
-            checkpointer.save(c + 1, states, tr.progress())
-    tr.states = states
-    return tr
-
-
-def env_steps_axis(step_inc: list) -> np.ndarray:
-    """[N, E] cumulative env steps per row at every eval point (0 at the initial evaluation)."""
-    n = np.asarray(step_inc[0]).shape[0]
-    return np.concatenate([np.zeros((n, 1)), np.cumsum(np.stack(step_inc, 1), 1)], 1)
 
 
 def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pbar=None, on_done=None,
@@ -360,29 +236,16 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     # there), each as soon as the method is initialised, the overhead analysis' timing programs after them; training
     # starts when every compile is done, so every method trains (and is timed) on a CPU with no compiler running,
     # and runs in this thread, method by method; the overhead analysis runs after all training.
-    workers = max(1, min(len(todo) or 1, os.cpu_count() or 1))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        try:
-            inits, futures = {}, {}
+    timing = None if overhead is None else (lambda name, p: overhead.compile(name, METHODS[name], p.states))
+    with compile_pool(todo, lambda name: init_method(name, cfgs[name], run, env), env, also=timing) as compiled:
+        compiled.wait(progress)
+        with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
             for name in todo:
-                inits[name] = init_method(name, cfgs[name], run, env)  # executes: this thread
-                futures[name] = pool.submit(compile_method, inits[name], env)
-            timing = [pool.submit(overhead.compile, name, METHODS[name], inits[name].states)
-                      for name in todo] if overhead is not None else []
-            with tqdm(total=len(todo) + len(timing), desc="e5 compile", unit="program", disable=not progress,
-                      file=sys.stderr) as pbar:
-                for _ in concurrent.futures.as_completed([*futures.values(), *timing]):
-                    pbar.update(1)
-            with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
-                for name in todo:
-                    run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished,
-                               prepared=futures[name].result(), checkpointer=ckpts[name])
-        except BaseException:  # interrupted: do not wait for compiles that have not started
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+                run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished, prepared=compiled[name],
+                           checkpointer=ckpts[name])
     if overhead is not None:
         for name, (method, states, result) in trained.items():
-            overhead(name, method, states, result, evaluate=futures[name].result().evaluate)
+            overhead(name, method, states, result, evaluate=compiled[name].evaluate)
         overhead.finish()
         doc["meta"]["overhead_analysis_s"] = overhead.doc["meta"]["analysis_wall_s"]
     doc["complete"] = True

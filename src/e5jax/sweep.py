@@ -22,13 +22,11 @@ table and base config skips what is there):
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
 import json
 import math
-import os
 import sys
 import time
 import zlib
@@ -46,10 +44,11 @@ from e5jax import env as E
 from e5jax.config import ConfigError, RunConfig, load_config, read_toml
 from e5jax.errors import UsageError
 from e5jax.io import atomic_write, read_json, write_json
+from e5jax.loop import compile_method, compile_pool, env_steps_axis, init_method, train_chunks
 from e5jax.methods import METHODS
 from e5jax.methods import common as C
 from e5jax.methods.common import LearnerConfig
-from e5jax.run import compile_method, env_steps_axis, init_method, table_provenance, train_chunks
+from e5jax.run import table_provenance
 from e5jax.table import ProfileTable, default_table_path, load_table
 
 SCHEMA = "e5jax/sweep/v1"
@@ -272,20 +271,16 @@ def train_rows(prepared, n: int, run: RunConfig, env: E.EnvParams, pbar=None, la
 
 
 def run_phase(jobs: dict, run: RunConfig, env: E.EnvParams, pbar, on_done) -> None:
-    """``jobs``: {method: (cfg, keys, hp, label)}. Every method is initialised in this thread, its program compiled
-    in a thread pool (compiles only: ``run.compile_method``), and trained here, method by method, as soon as its
-    program is ready; ``on_done(method, result)`` after each."""
-    if not jobs:
-        return
-    inits = {m: init_rows(m, cfg, run, env, keys, hp) for m, (cfg, keys, hp, _) in jobs.items()}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        futures = {m: pool.submit(compile_method, inits[m], env) for m in jobs}
-        try:
-            for m, (_, keys, _, label) in jobs.items():
-                on_done(m, train_rows(futures[m].result(), keys.shape[0], run, env, pbar, label))
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    """``jobs``: {method: (cfg, keys, hp, label)}. Every method is initialised in this thread, then its program
+    compiled in a thread pool (compiles only: ``loop.compile_pool``), and trained here, method by method, as soon as
+    its program is ready; ``on_done(method, result)`` after each."""
+    def init(m):
+        cfg, keys, hp, _ = jobs[m]
+        return init_rows(m, cfg, run, env, keys, hp)
+
+    with compile_pool(list(jobs), init, env, init_first=True) as compiled:
+        for m, (_, keys, _, label) in jobs.items():
+            on_done(m, train_rows(compiled[m], keys.shape[0], run, env, pbar, label))
 
 
 def refs_at(env: E.EnvParams, lam: float) -> dict:
