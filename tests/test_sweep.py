@@ -15,7 +15,8 @@ import pytest
 from conftest import make_known_oracle_table
 from e5jax.cli import main as cli_main
 from e5jax.methods import grpo, ppo
-from e5jax.sweep import draw_trials, edge_report, load_spec, sweep_rows, widen
+from e5jax.sweep.phases import sweep_rows
+from e5jax.sweep.spec import draw_trials, edge_report, load_spec, widen
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = """[run]
@@ -161,7 +162,7 @@ def test_sweep_rows_compiled_out_beta():
 
 
 def test_edges_widen_until_a_hard_bound():
-    from e5jax.sweep import SweepSpec
+    from e5jax.sweep.spec import SweepSpec
 
     sp = SweepSpec(space={"ppo": {}})
     space = {"lr": {"log": [1e-4, 1e-2]}, "clip_eps": {"uniform": [0.1, 0.3]}, "ent_coef": {"uniform": [0.0, 0.1]}}

@@ -1,4 +1,4 @@
-"""Command line: ``e5jax {validate,synth,run,report,sweep,robustness}``.
+"""Command line: ``e5jax {validate,synth,run,report,decide,sweep,robustness}``.
 
 Bad input -> one line on stderr naming the problem, exit code 2, nothing written.
 """
