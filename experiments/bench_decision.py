@@ -26,7 +26,7 @@ import jax  # noqa: E402
 from e5jax import engine  # noqa: E402
 from e5jax import env as E  # noqa: E402
 from e5jax import export as X  # noqa: E402
-from e5jax import overhead as O  # noqa: E402
+from e5jax import timing as T  # noqa: E402
 from e5jax.cli import enable_compilation_cache  # noqa: E402
 from e5jax.config import load_config  # noqa: E402
 from e5jax.io import read_json, write_json  # noqa: E402
@@ -91,10 +91,10 @@ def main(argv=None) -> int:
     prep_s = time.perf_counter() - t0
 
     reqs = X.val_requests(table, env)
-    res = O.time_decisions_interleaved({n: [c.decide for c in cs] for n, cs in ctrls.items()}, reqs,
+    res = T.time_decisions_interleaved({n: [c.decide for c in cs] for n, cs in ctrls.items()}, reqs,
                                        a.decisions, a.warmup, a.block)
     if a.jax:
-        jres = O.time_decisions_interleaved({n: [c.jax_batch1() for c in cs] for n, cs in ctrls.items()}, reqs,
+        jres = T.time_decisions_interleaved({n: [c.jax_batch1() for c in cs] for n, cs in ctrls.items()}, reqs,
                                             max(200, a.decisions // 5), max(20, a.warmup // 5), a.block)
     base = res["lut"]
     methods = {}
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         "schema": SCHEMA,
         "meta": {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                 "host": O.host_meta(), "source": source, "table": str(table_path),
+                 "host": T.host_meta(), "source": source, "table": str(table_path),
                  "requests": f"{len(reqs)} (val requests x evaluation budgets), prime stride, round-robin over seeds",
                  "interleaving": f"blocks of {a.block} decisions per method, methods in turn",
                  "decisions": a.decisions, "warmup": a.warmup, "prepare_s": prep_s},

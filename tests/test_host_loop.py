@@ -1,7 +1,10 @@
-"""The host loop (e5jax.loop): the compile pool's order and cancellation."""
+"""The host loop (e5jax.loop): the compile pool's order and cancellation, and the run kept apart from the overhead
+analysis (imported only when it runs)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -57,3 +60,8 @@ def test_compile_pool_cancels_compiles_not_started(monkeypatch):
     assert compiled.futures["b"].cancelled() and compiled.futures["c"].cancelled()
     assert [e[1] for e in log if e[0] == "compile"] == ["a"]
 
+
+def test_run_does_not_import_the_overhead_analysis():
+    code = "import sys, e5jax.run; assert 'e5jax.overhead' not in sys.modules, 'e5jax.run imported e5jax.overhead'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -15,6 +15,7 @@ from e5jax import env as E
 from e5jax import export as X
 from e5jax import overhead as O
 from e5jax import report as R
+from e5jax import timing as T
 from e5jax.methods import METHODS
 
 SEEDS = 2
@@ -138,21 +139,21 @@ def test_time_decisions_percentiles(setup, trained):
     m, states = trained["dpo"]
     ctrls = X.export_controllers("dpo", m, states, table, env)
     reqs = X.val_requests(table, env)
-    d = O.time_decisions([c.decide for c in ctrls], reqs, n=1000, warmup=50)
+    d = T.time_decisions([c.decide for c in ctrls], reqs, n=1000, warmup=50)
     assert d["n"] == 1000 and d["warmup"] == 50
     assert 0 < d["min"] <= d["p50"] <= d["p95"] <= d["p99"] <= d["max"]
     lut = X.export_controllers("lut", *trained["lut"], table, env)
-    both = O.time_decisions_interleaved({"lut": [c.decide for c in lut], "dpo": [c.decide for c in ctrls]},
+    both = T.time_decisions_interleaved({"lut": [c.decide for c in lut], "dpo": [c.decide for c in ctrls]},
                                         reqs, n=300, warmup=20, block=50)
     assert set(both) == {"lut", "dpo"} and all(v["n"] == 300 for v in both.values())
     assert all(0 < v["p50"] <= v["p95"] <= v["p99"] for v in both.values())
     with pytest.raises(ValueError):
-        O.time_decisions([], reqs)
+        T.time_decisions([], reqs)
 
 
 def test_analysis_json_schema_and_report(tmp_path, setup, trained):
     table, env = setup
-    settings = O.Settings(decisions=200, warmup=20, jax_decisions=20, repeats=3, target_call_s=0.02)
+    settings = T.Settings(decisions=200, warmup=20, jax_decisions=20, repeats=3, target_call_s=0.02)
     rec = O.Recorder(tmp_path, table, env, None, settings)
     for name in ("lut", "ppo"):
         m, states = trained[name]
@@ -241,42 +242,42 @@ def assert_breakdown(tr: dict) -> None:
 def test_below_resolution_rule():
     """A derived piece (whole - parts) from synthetic repeated timings: clearly positive -> its value; within the
     timings' noise -> below resolution; negative -> below resolution (never a negative number)."""
-    whole = O.timing([1.00, 1.01, 0.99, 1.02, 0.98])  # median 1.00, IQR 0.02
+    whole = T.timing([1.00, 1.01, 0.99, 1.02, 0.98])  # median 1.00, IQR 0.02
     assert whole["value_s"] == pytest.approx(1.0) and whole["spread_s"] == pytest.approx(0.02)
-    part = O.timing([0.0040, 0.0041, 0.0039, 0.0042, 0.0038], count=100)  # 100 calls: median 0.40, IQR 0.02
+    part = T.timing([0.0040, 0.0041, 0.0039, 0.0042, 0.0038], count=100)  # 100 calls: median 0.40, IQR 0.02
     assert part["value_s"] == pytest.approx(0.40) and part["spread_s"] == pytest.approx(0.02)
-    r = O.remainder(whole, [part])
+    r = T.remainder(whole, [part])
     assert r == {"value_s": pytest.approx(0.60), "below_resolution": False, "resolution_s": pytest.approx(0.04)}
-    near = O.timing([0.0097, 0.0098, 0.0099, 0.0100, 0.0101], count=100)  # 0.99: within 0.02 + 0.02 of the whole
-    r = O.remainder(whole, [near])
+    near = T.timing([0.0097, 0.0098, 0.0099, 0.0100, 0.0101], count=100)  # 0.99: within 0.02 + 0.02 of the whole
+    r = T.remainder(whole, [near])
     assert r["value_s"] is None and r["below_resolution"] and r["resolution_s"] == pytest.approx(0.04)
-    big = O.timing([0.012, 0.013, 0.011, 0.012, 0.012], count=100)  # 1.2 > the whole: the difference is negative
-    r = O.remainder(whole, [big])
+    big = T.timing([0.012, 0.013, 0.011, 0.012, 0.012], count=100)  # 1.2 > the whole: the difference is negative
+    r = T.remainder(whole, [big])
     assert r["value_s"] is None and r["below_resolution"]
-    assert O.resolve(0.5, 0.0)["value_s"] == 0.5 and O.resolve(0.0, 0.0)["below_resolution"]
-    assert O.resolve(float("nan"), 0.1)["below_resolution"] and O.resolve(-1.0, -5.0)["resolution_s"] == 0.0
+    assert T.resolve(0.5, 0.0)["value_s"] == 0.5 and T.resolve(0.0, 0.0)["below_resolution"]
+    assert T.resolve(float("nan"), 0.1)["below_resolution"] and T.resolve(-1.0, -5.0)["resolution_s"] == 0.0
     # the run's chunks as a whole: their sum, spread = chunks x IQR of the chunks after the first
-    w = O.chunks_whole([5.0, 1.0, 1.2, 1.1, 0.9])
+    w = T.chunks_whole([5.0, 1.0, 1.2, 1.1, 0.9])
     assert w["value_s"] == pytest.approx(9.2) and w["spread_s"] == pytest.approx(5 * 0.15)
-    assert O.chunks_whole([5.0, 1.0])["spread_s"] == 0.0
+    assert T.chunks_whole([5.0, 1.0])["spread_s"] == 0.0
 
 
 def test_split_evaluation_and_time_axis():
     """3 chunks of 4 updates; eval points after updates 1, 2, 4 (first chunk), 8, 12. Training time = chunks - eval
     points x the per-call evaluation time; the time axis is cumulative training time, linear within a chunk."""
     updates = [0, 1, 2, 4, 8, 12]
-    np.testing.assert_array_equal(O.evals_per_chunk(updates, 3), [3, 1, 1])
+    np.testing.assert_array_equal(T.evals_per_chunk(updates, 3), [3, 1, 1])
     ev = {"per_call_s": [0.1, 0.1, 0.1]}
-    sp = O.split_evaluation([1.3, 0.5, 0.9], updates, 3, ev)
+    sp = T.split_evaluation([1.3, 0.5, 0.9], updates, 3, ev)
     assert sp["eval_time_s"] == pytest.approx(0.5) and sp["eval_points"] == 5
     assert sp["train_time_s"] == pytest.approx(2.2) and not sp["train_time_below_resolution"]
     np.testing.assert_allclose(sp["train_chunk_s"], [1.0, 0.4, 0.8])
-    np.testing.assert_allclose(O.train_time_axis(updates, sp["train_chunk_s"], 4), [0, 0.25, 0.5, 1.0, 1.4, 2.2])
+    np.testing.assert_allclose(T.train_time_axis(updates, sp["train_chunk_s"], 4), [0, 0.25, 0.5, 1.0, 1.4, 2.2])
     # evaluation dominating (the separately timed evaluation exceeds the chunks): below resolution, not negative
-    sp = O.split_evaluation([0.2, 0.05, 0.05], updates, 3, {"per_call_s": [0.10, 0.11, 0.12]})
+    sp = T.split_evaluation([0.2, 0.05, 0.05], updates, 3, {"per_call_s": [0.10, 0.11, 0.12]})
     assert sp["train_time_s"] is None and sp["train_time_below_resolution"] and sp["train_time_resolution_s"] > 0
     assert np.all(sp["train_chunk_s"] >= 0)
-    assert np.all(np.diff(O.train_time_axis(updates, sp["train_chunk_s"], 4)) >= 0)
+    assert np.all(np.diff(T.train_time_axis(updates, sp["train_chunk_s"], 4)) >= 0)
 
 
 def _tiny_knn_run(tmp_path, setup):
@@ -314,7 +315,7 @@ def test_knn_lut_evaluation_dominates(tmp_path, setup):
     else:
         assert res["train_time_s"] == pytest.approx(chunks.sum() - res["eval_time_s"])
         assert res["train_time_s"] <= wall[-1] + 1e-12  # the axis floors a chunk at 0, never below
-    settings = O.Settings(decisions=20, warmup=2, jax_decisions=0, repeats=3, target_call_s=0.005)
+    settings = T.Settings(decisions=20, warmup=2, jax_decisions=0, repeats=3, target_call_s=0.005)
     a = O.analyze_method("knn_lut", m, states, table, env, None, res, settings, num_updates=run.num_updates,
                          num_chunks=run.num_chunks)
     tr = a["training"]
@@ -325,7 +326,7 @@ def test_knn_lut_evaluation_dominates(tmp_path, setup):
     # forced: every chunk shorter than one evaluation
     per_call = float(np.median(res["eval_time_per_call"]["per_call_s"]))
     forced = dict(res, chunk_time_s=[per_call * 0.5] * 3)
-    forced.update({k: v for k, v in O.split_evaluation(forced["chunk_time_s"], res["updates"], run.num_chunks,
+    forced.update({k: v for k, v in T.split_evaluation(forced["chunk_time_s"], res["updates"], run.num_chunks,
                                                        res["eval_time_per_call"]).items() if k.startswith("train_time")})
     assert forced["train_time_s"] is None and forced["train_time_below_resolution"]
     b = O.analyze_method("knn_lut", m, states, table, env, None, forced, settings, num_updates=run.num_updates,
@@ -345,11 +346,11 @@ def test_run_path_components_from_chunks_and_ahead_of_time_programs(setup, train
     the same rounds; the components are >= 0 or below resolution and add up to the whole."""
     table, env = setup
     m, states = trained["ppo"]
-    programs = O.compile_components(m, states, env)
+    programs = T.compile_components(m, states, env)
     assert set(programs) == {"collect", "learn_without_critic"}
     ev = jax.jit(jax.vmap(lambda s, e: engine.evaluate(e, m.policy(s)), in_axes=(0, None)))
     train = {"train_time_s": 0.5, "compile_time_s": 1.0, "updates": [0, 1, 2, 4, 8, 12], "chunk_time_s": [0.3, 0.1, 0.1]}
-    res = O.analyze_method("ppo", m, states, table, env, None, train, O.Settings(decisions=20, warmup=2, jax_decisions=0,
+    res = O.analyze_method("ppo", m, states, table, env, None, train, T.Settings(decisions=20, warmup=2, jax_decisions=0,
                            repeats=2, target_call_s=0.005), num_updates=12, num_chunks=3, programs=programs, evaluate=ev)
     tr = res["training"]
     ct = tr["component_timing"]
@@ -381,8 +382,8 @@ def test_recorder_compiles_shared_phases_once(tmp_path, setup, trained):
         O.compile_components = real
     assert calls == ["e5jax.methods.lut", "e5jax.methods.grpo"]
     assert rec.programs["heuristic"] is rec.programs["lut"] and rec.programs["grpo"] is not rec.programs["lut"]
-    assert O.timing_signature(*trained["lut"]) == O.timing_signature(*trained["heuristic"])
-    assert O.timing_signature(*trained["lut"]) != O.timing_signature(*trained["knn_lut"])
+    assert T.timing_signature(*trained["lut"]) == T.timing_signature(*trained["heuristic"])
+    assert T.timing_signature(*trained["lut"]) != T.timing_signature(*trained["knn_lut"])
 
 
 def test_joint_head_controller(setup):

@@ -3,7 +3,8 @@
 Every method's chunk program is compiled ahead of time (compile time measured apart), the initial policy
 evaluated, then chunks of ``eval_every`` updates run with a progress bar, the bounded metrics of each chunk pulled
 to the host (the host loop: ``e5jax.loop``). ``e5_training_curves.json`` is rewritten atomically after every
-method, so an interrupted run keeps every finished method (``"complete": false`` until the end).
+method, so an interrupted run keeps every finished method (``"complete": false`` until the end). The overhead
+analysis (``e5jax.overhead``) runs after all training and is imported only then.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from e5jax.host import host_description
 from e5jax.io import atomic_write, read_json, write_json
 from e5jax.loop import Prepared, compile_pool, env_steps_axis, init_method, prepare_method, train_chunks
 from e5jax.methods import METHODS
-from e5jax.overhead import recorder_from_env, split_evaluation, time_evaluation, train_time_axis
 from e5jax.table import ProfileTable, default_table_path, load_table
+from e5jax.timing import Settings, split_evaluation, time_evaluation, train_time_axis
 
 SCHEMA = "e5jax/e5_training_curves/v1"
 EVAL_KEYS = ("utility", "quality_mean", "latency_p95_ms", "latency_p95_norm", "latency_mean_norm", "slo_violation_rate", "utility_sampled")
@@ -98,7 +99,7 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
     tr = train_chunks(p, run, env, pbar, checkpointer, label=name)
     states, evals, trains, wall, chunk_s, updates = tr.states, tr.evals, tr.trains, tr.wall, tr.chunk_s, tr.updates
     # training time without the val evaluations inside the chunks: eval points x the compiled evaluate's time per
-    # call, timed now (right after training); null when below resolution (overhead.split_evaluation)
+    # call, timed now (right after training); null when below resolution (timing.split_evaluation)
     eval_t = time_evaluation(p.evaluate or p.trainer.evaluate, states, env)
     split = split_evaluation(chunk_s, updates, run.num_chunks, eval_t)
     wall = train_time_axis(updates, split["train_chunk_s"], run.eval_every)
@@ -216,7 +217,11 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     todo = [n for n in run.methods if n not in doc["methods"]]
     total = len(todo) * run.num_chunks
     # eager decision timing + training-cost breakdown after all training (E5JAX_OVERHEAD=off skips it)
-    overhead = recorder_from_env(out, table, env, run)
+    settings, overhead = Settings.from_env(), None
+    if settings is not None:
+        from e5jax.overhead import Recorder  # the analysis is imported only when it runs
+
+        overhead = Recorder(out, table, env, run, settings)
     ckpts = {n: MethodCheckpointer(out / "checkpoints" / n, fps[n], run.checkpoint_every_chunks, run.checkpoint_every_s)
              for n in todo}
 
