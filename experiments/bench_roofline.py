@@ -171,7 +171,7 @@ def analytic_flops(name: str, cfg, env, eval_every: int) -> dict:
 def sgd_epochs_unrolled(key, state, batch, loss_fn, num_items):
     """``common.sgd_epochs`` with Python loops instead of scans (same math): for XLA's FLOP count only."""
     cfg = state.cfg
-    tx = C.make_optimizer(cfg)
+    tx = C.make_optimizer(cfg, state.hp["lr"])
     mb = num_items // cfg.minibatches
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     params, opt_state = state.params, state.opt_state
@@ -188,7 +188,7 @@ def sgd_epochs_unrolled(key, state, batch, loss_fn, num_items):
 def sgd_epochs_flat(key, state, batch, loss_fn, num_items):
     """``common.sgd_epochs`` with one scan over epochs x minibatches steps (same keys, same math)."""
     cfg = state.cfg
-    tx = C.make_optimizer(cfg)
+    tx = C.make_optimizer(cfg, state.hp["lr"])
     mb = num_items // cfg.minibatches
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -209,7 +209,7 @@ def sgd_epochs_flat(key, state, batch, loss_fn, num_items):
 def sgd_epochs_no_shuffle(key, state, batch, loss_fn, num_items):
     """``common.sgd_epochs`` with contiguous minibatches (no permutation, slices instead of gathers)."""
     cfg = state.cfg
-    tx = C.make_optimizer(cfg)
+    tx = C.make_optimizer(cfg, state.hp["lr"])
     mb = num_items // cfg.minibatches
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     mbs = jax.tree_util.tree_map(lambda x: x[: mb * cfg.minibatches].reshape((cfg.minibatches, mb) + x.shape[1:]), batch)
@@ -254,7 +254,7 @@ def zero_kl(lp, lq):
     return jnp.zeros(lp[0].shape[:-1])
 
 
-# name -> the update's replaced pieces, set explicitly on the states (common.Program; the lab's states hold Program()).
+# name -> the update's replaced pieces (common.Program), traced under common.variant (the lab traces under Program()).
 # An optimizer without apply_if_finite counts no failed updates (common.num_failed_updates gives 0).
 VARIANTS = {
     "full": C.Program(),
@@ -273,9 +273,8 @@ COMPILE_VARIANTS = ["full", "no_apply_if_finite", "flat sgd scan", "no_per_updat
 
 
 def with_program(states, program: C.Program):
-    """Vmapped ``states`` that run ``program``'s pieces; the optimizer state re-initialised when it replaces the
-    optimizer (the shapes of the states are all that changes: jit compiles a program per variant)."""
-    states = states.replace(program=program)
+    """Vmapped ``states`` for ``program``'s pieces: the optimizer state re-initialised when it replaces the optimizer
+    (trace the update under ``C.variant(program)``)."""
     if program.optimizer is not None:
         states = states.replace(opt_state=jax.vmap(program.optimizer(states.cfg).init)(states.params))
     return states
@@ -298,7 +297,8 @@ def xla_flops(name: str, cfg, env) -> dict:
     out = {}
     for tag, program in (("scanned (as in the lab)", C.Program()), ("minibatch loop unrolled", C.Program(sgd=sgd_epochs_unrolled))):
         t = time.perf_counter()
-        comp = jax.jit(lambda s, k, env: method.update(s, env, k)).lower(state.replace(program=program), key, env).compile()
+        with C.variant(program):
+            comp = jax.jit(lambda s, k, env: method.update(s, env, k)).lower(state, key, env).compile()
         ca = comp.cost_analysis()
         ca = ca[0] if isinstance(ca, (list, tuple)) else ca
         out[tag] = {"flops": float(ca.get("flops", np.nan)), "transcendentals": float(ca.get("transcendentals", np.nan)),
@@ -329,7 +329,8 @@ def compile_update_variant(name, cfg, env, S, U, program: C.Program, init_cache)
     """(compiled program, its initial states, keys, compile seconds) of the update step running ``program``."""
     states, keys = variant_states(name, cfg, env, S, program, init_cache)
     t = time.perf_counter()
-    comp = update_program(METHODS[name], U).lower(states, keys, env).compile()
+    with C.variant(program):
+        comp = update_program(METHODS[name], U).lower(states, keys, env).compile()
     return comp, states, keys, time.perf_counter() - t
 
 
@@ -396,7 +397,8 @@ def chunk_variant_compile(name, cfg, env, S, eval_every, program: C.Program) -> 
     trainer = engine.make_train(method, cfg, eval_every)
     states = jax.eval_shape(lambda k: with_program(jax.vmap(lambda kk: method.init(kk, env, cfg))(k), program), keys)
     t = time.perf_counter()
-    low = trainer.chunk.lower(states, keys, env)
+    with C.variant(program):
+        low = trainer.chunk.lower(states, keys, env)
     lower_s = time.perf_counter() - t
     t = time.perf_counter()
     low.compile()

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     with tqdm(total=len(heads) * len(run.methods), desc="heads", file=sys.stderr) as bar:
         for h in heads:
             for name in run.methods:
-                cfg = dataclasses.replace(cfgs[name], head=h, joint=False)
+                cfg = dataclasses.replace(cfgs[name], head=h)
                 r = run_method(name, cfg, run, env, refs)
                 un = np.asarray(r["curves"]["val_utility_norm"]["per_seed"], float)
                 steps = np.asarray(r["env_steps_per_seed"], float)

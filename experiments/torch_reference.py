@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 # The hyperparameters are read from the lab's own config dataclasses so both sides use the same numbers.
-from e5jax.methods import grpo as lab_grpo
-from e5jax.methods import ppo as lab_ppo
+from e5jax import env as E
+from e5jax.methods import METHODS
 
 torch.distributions.Distribution.set_default_validate_args(False)  # no per-call argument validation
 
@@ -112,10 +112,11 @@ def sample_requests(tenv: TorchEnv, n: int):
 
 
 def reward(tenv: TorchEnv, req, budget, config):
-    """One profiling call per element (table mean latency)."""
+    """One profiling call per element (table mean latency), rewarded by the lab's own formula (``env.reward_np``, on
+    the tensors' NumPy views: no copy)."""
     q = tenv.quality[req, config]
     lat = tenv.latency_norm[req, config]
-    return q - tenv.lam * torch.clamp(lat - budget, min=0.0)
+    return torch.from_numpy(E.reward_np(q.numpy(), lat.numpy(), budget.numpy(), tenv.lam))
 
 
 def heads_to_config(acts, sizes) -> torch.Tensor:
@@ -204,7 +205,7 @@ def sample_heads(logits, num_samples: int | None = None):
 
 
 # ----------------------------------------------------------------------------- PPO
-def train_ppo(tenv: TorchEnv, cfg: lab_ppo.Config, num_updates: int, seed: int, adam_impl: str = "fused"):
+def train_ppo(tenv: TorchEnv, cfg: METHODS["ppo"].Config, num_updates: int, seed: int, adam_impl: str = "fused"):
     torch.manual_seed(seed)
     actor = Actor(tenv.obs_dim, tenv.knob_sizes, cfg.hidden)
     critic = Critic(tenv.obs_dim, cfg.hidden)
@@ -253,7 +254,7 @@ def train_ppo(tenv: TorchEnv, cfg: lab_ppo.Config, num_updates: int, seed: int, 
 
 
 # ----------------------------------------------------------------------------- GRPO
-def train_grpo(tenv: TorchEnv, cfg: lab_grpo.Config, num_updates: int, seed: int, adam_impl: str = "fused"):
+def train_grpo(tenv: TorchEnv, cfg: METHODS["grpo"].Config, num_updates: int, seed: int, adam_impl: str = "fused"):
     torch.manual_seed(seed)
     actor = Actor(tenv.obs_dim, tenv.knob_sizes, cfg.hidden)
     ref = None

@@ -29,9 +29,9 @@ def test_an_update_holds_all_its_samples_in_pairs(known_table):
     env = E.make_env_params(known_table, lam=2.0)
     for pairing, pairs in (("ranks", 32), ("best_worst", 8)):  # 64 env steps = 8 groups of G = 8
         cfg = dpo.Config(env_steps_per_update=64, group_size=8, pairing=pairing, minibatches=4)
-        st = dpo.init(jax.random.PRNGKey(0), env, cfg)
-        batch = dpo.collect(st, env, jax.random.PRNGKey(1))
-        assert batch["obs"].shape[0] == batch["win"].shape[0] == batch["valid"].shape[0] == pairs
-        assert batch["group_obs"].shape[0] == 8
-        new, m = dpo.learn(st, env, batch, jax.random.PRNGKey(2))
+        st = dpo.METHOD.init(jax.random.PRNGKey(0), env, cfg)
+        batch = dpo.METHOD.collect(st, env, jax.random.PRNGKey(1))
+        assert batch.pairs.obs.shape[0] == batch.pairs.win.shape[0] == batch.pairs.valid.shape[0] == pairs
+        assert batch.group_obs.shape[0] == 8
+        new, m = dpo.METHOD.learn(st, env, batch, jax.random.PRNGKey(2))
         assert np.isfinite(float(m["loss"])) and int(new.step) == 1

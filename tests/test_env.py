@@ -188,3 +188,28 @@ def test_oracle_tol_reaches_the_env_from_the_run_config(small_table):
     assert float(E.env_from_run(run, small_table).oracle_tol) == np.float32(E.ORACLE_TOL)
     env = E.env_from_run(dataclasses.replace(run, oracle_tol=0.25), small_table)
     assert float(env.oracle_tol) == 0.25
+
+
+def test_numpy_twins_equal_the_jax_observation_and_reward(small_table):
+    """env.request_point_np / observation_np / reward_np (the eager controllers' and the PyTorch reference's) give
+    the JAX functions' float32 values for every request and budget."""
+    from e5jax import policy as P
+    from e5jax.export import observation_spec
+
+    env = E.make_env_params(small_table, lam=3.0)
+    spec = observation_spec(small_table, env)
+    R, T = small_table.num_requests, len(small_table.task_names)
+    task = {t: i for i, t in enumerate(spec["task_names"])}
+    for b in (0.35, 0.6, 1.0):
+        obs = np.asarray(E.observe(env, jnp.arange(R), jnp.full((R,), b)))
+        points = np.asarray(P.knn_features(env, jnp.arange(R)))
+        for r in range(R):
+            pt = E.request_point_np(small_table.features[r], spec["feature_mean"], spec["feature_std"],
+                                    task[str(small_table.task_types[r])], T)
+            np.testing.assert_array_equal(pt, points[r])
+            np.testing.assert_allclose(E.observation_np(pt, b, spec["budget_mean"], spec["budget_std"]), obs[r],
+                                       rtol=0, atol=1e-6)
+    q, lat = np.asarray(env.quality), np.asarray(env.latency_norm)
+    for b in (0.35, 0.7, 1.0):
+        np.testing.assert_array_equal(E.reward_np(q, lat, b, 3.0), np.asarray(E.reward(env.quality, env.latency_norm,
+                                                                                       jnp.float32(b), env.lam)))

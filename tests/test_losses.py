@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from e5jax import policy as P
+from e5jax.methods import common as C
 from e5jax.methods import dpo, grpo, ppo, supervised
 
 
@@ -94,7 +95,7 @@ def test_ppo_clip_both_sides(ratio, adv, has_grad):
     logp_old = jnp.float32(-1.0)
 
     def loss(logp):
-        return ppo.ppo_policy_loss(logp[None], logp_old[None], jnp.array([adv]), eps)[0]
+        return C.clipped_surrogate(logp[None], logp_old[None], jnp.array([adv]), eps)[0].mean()
 
     logp = logp_old + jnp.log(ratio)
     g = jax.grad(loss)(logp)

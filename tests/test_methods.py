@@ -267,27 +267,31 @@ def test_traced_hyperparameter_rows_equal_separate_configs(known_table, name):
     rows, _ = tr.chunk(tr.init(keys, env, hp), keys, env)
     for i, s in enumerate(settings):
         tr1 = engine.make_train(m, dataclasses.replace(base, **s), eval_every=3)
-        one, _ = tr1.chunk(tr1.init(keys[:1], env), keys[:1], env)
+        # as many rows (the same program shape: XLA:CPU's vectorization, and so float rounding, depends on the
+        # row count, and PPO amplifies a last-bit difference within a few updates)
+        one, _ = tr1.chunk(tr1.init(keys, env), keys, env)
         for a, b in zip(jax.tree_util.tree_leaves(rows.params), jax.tree_util.tree_leaves(one.params)):
-            np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[i], rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(rows.params)[0][0]),
                            np.asarray(jax.tree_util.tree_leaves(rows.params)[0][1]))  # the settings differ
 
 
 def test_lam_rows_match_envs_with_that_lam(known_table):
-    """A row's traced lam (engine row_env) trains and evaluates exactly as an env built with that lam."""
+    """A row's lam (an env override, engine row_env) trains and evaluates exactly as an env built with that lam."""
     m = METHODS["lut"]
     cfg = m.Config(env_steps_per_update=64)
     env = E.make_env_params(known_table, lam=2.0)
     tr = engine.make_train(m, cfg, eval_every=3)
     keys = jnp.stack([jax.random.PRNGKey(1)] * 2)
-    _, met = tr.chunk(tr.init(keys, env, {"lam": jnp.asarray([0.5, 8.0])}), keys, env)
+    _, met = tr.chunk(tr.init(keys, env), keys, env, {"lam": jnp.asarray([0.5, 8.0], jnp.float32)})
     for i, lam in enumerate((0.5, 8.0)):
         env_l = E.make_env_params(known_table, lam=lam)
         _, ml = tr.chunk(tr.init(keys[:1], env_l), keys[:1], env_l)
         np.testing.assert_allclose(np.asarray(met["eval"]["utility"])[i], np.asarray(ml["eval"]["utility"])[0], rtol=1e-6)
     with pytest.raises(ValueError, match="not a traced hyperparameter"):
         tr.init(keys, env, {"clip_eps": jnp.ones(2)})
+    with pytest.raises(ValueError, match="not a traced hyperparameter"):  # lam is the env's, never the method's
+        tr.init(keys, env, {"lam": jnp.ones(2)})
 
 
 def test_init_in_blocks_equals_one_init(known_table):
@@ -330,10 +334,10 @@ def test_supervised_labels_come_from_the_latencies_its_profiling_calls_measured(
         env = E.make_env_params(table, latency_noise=noise)
         state = m.init(k_init, env, cfg)
         batch = jax.jit(lambda s, k: m.collect(s, env, k))(state, k1)
-        n = int(batch["n_after"])
+        n = int(batch.n_after)
         order = np.asarray(state.extra.order)[:n]
-        stored = np.asarray(batch["latency"])[:n]
-        req, budget, optimal = (np.asarray(batch[k]) for k in ("req", "budget", "optimal"))
+        stored = np.asarray(batch.latency)[:n]
+        req, budget, optimal = (np.asarray(getattr(batch, k)) for k in ("req", "budget", "optimal"))
         mean_sets = np.asarray(E.oracle_set(env, jnp.asarray(req), jnp.asarray(budget)))
         if not noise:
             np.testing.assert_array_equal(stored, np.asarray(env.latency_norm)[order])

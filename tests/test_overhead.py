@@ -371,7 +371,7 @@ def test_recorder_compiles_shared_phases_once(tmp_path, setup, trained):
     real = O.compile_components
 
     def counting(method, states, env_):
-        calls.append(method.__name__)
+        calls.append(method.name)
         return real(method, states, env_)
 
     O.compile_components = counting
@@ -380,7 +380,7 @@ def test_recorder_compiles_shared_phases_once(tmp_path, setup, trained):
             rec.compile(name, *trained[name])
     finally:
         O.compile_components = real
-    assert calls == ["e5jax.methods.lut", "e5jax.methods.grpo"]
+    assert calls == ["lut", "grpo"]
     assert rec.programs["heuristic"] is rec.programs["lut"] and rec.programs["grpo"] is not rec.programs["lut"]
     assert T.timing_signature(*trained["lut"]) == T.timing_signature(*trained["heuristic"])
     assert T.timing_signature(*trained["lut"]) != T.timing_signature(*trained["knn_lut"])
@@ -389,7 +389,7 @@ def test_recorder_compiles_shared_phases_once(tmp_path, setup, trained):
 def test_joint_head_controller(setup):
     """A joint head (one categorical over all configs) exports and decides like the evaluator too."""
     table, env = setup
-    m, states, (c,) = _supervised_with(setup, joint=True)
+    m, states, (c,) = _supervised_with(setup, head="joint")
     assert c.joint and c.head_sizes == (env.num_configs,)
     reqs = X.val_requests(table, env)
     eager = X.eager_decisions(c, reqs)

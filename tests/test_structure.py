@@ -62,3 +62,13 @@ def test_default_toml_equals_builtin_defaults():
               for k, v in vars(cfgs_builtin[m]).items() if getattr(cfgs_toml[m], k) != v]
     assert diffs == [], "\n".join(diffs)
     assert (run_toml, cfgs_toml) == (run_builtin, cfgs_builtin)
+
+
+def test_sweep_toml_spaces_are_the_declared_search_ranges():
+    """experiments/e5_sweep.toml spells out the search ranges declared on the config fields (``common.traced``), so
+    the committed sweep and a spec without ``[space.<method>]`` search the same ranges."""
+    from e5jax.sweep.spec import default_space, load_spec
+
+    spec = load_spec(ROOT / "experiments" / "e5_sweep.toml")
+    for m in spec.methods:
+        assert spec.space[m] == default_space(m), m

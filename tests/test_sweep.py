@@ -14,7 +14,7 @@ import pytest
 
 from conftest import make_known_oracle_table
 from e5jax.cli import main as cli_main
-from e5jax.methods import grpo, ppo
+from e5jax.methods import METHODS, grpo, ppo
 from e5jax.sweep.phases import sweep_rows
 from e5jax.sweep.spec import draw_trials, edge_report, load_spec, widen
 
@@ -153,11 +153,11 @@ def test_sweep_rows_compiled_out_beta():
     """GRPO with every row at beta = 0 (one trial, or a tuned beta of 0): the KL term stays compiled out and beta is
     left out of the rows (the state offers no traced beta); one row with beta > 0 switches it on for all rows."""
     zero = [{"lr": 3e-4, "clip_eps": 0.2, "beta": 0.0}]
-    cfg, hp = sweep_rows(grpo.Config(), zero, 3)
+    cfg, hp = sweep_rows("grpo", grpo.Config(), zero, 3)
     assert cfg.beta == 0.0 and set(hp) == {"lr", "clip_eps"} and hp["lr"].shape == (3,)
-    cfg, hp = sweep_rows(grpo.Config(), zero + [{"lr": 1e-3, "clip_eps": 0.1, "beta": 0.01}], 2)
+    cfg, hp = sweep_rows("grpo", grpo.Config(), zero + [{"lr": 1e-3, "clip_eps": 0.1, "beta": 0.01}], 2)
     assert cfg.beta == 1.0 and np.allclose(hp["beta"], [0, 0, 0.01, 0.01]) and np.allclose(hp["lr"][2:], 1e-3)
-    cfg, hp = sweep_rows(ppo.Config(), [{"lr": 1e-3, "ent_coef": 0.0}], 1)
+    cfg, hp = sweep_rows("ppo", ppo.Config(), [{"lr": 1e-3, "ent_coef": 0.0}], 1)
     assert cfg == ppo.Config() and set(hp) == {"lr", "ent_coef"}
 
 
@@ -175,8 +175,8 @@ def test_edges_widen_until_a_hard_bound():
     assert hits[("auc", "clip_eps")]["widened_to"] == {"uniform": [0.05, 0.3]}  # clip_eps > 0: halved, not negative
     grid = edge_report(sp, "ppo", {"clip_eps": [0.1, 0.2, 0.3]}, {"final": {"clip_eps": 0.3}})
     assert len(grid) == 1 and grid[0]["edge"] == "high" and grid[0]["widened_to"] is None  # a list: reported, not widened
-    assert widen({"uniform": [0.0, 0.3]}, "high", "label_smoothing", False)["uniform"] == pytest.approx([0.0, 0.45])
-    assert widen({"uniform": [0.0, 0.4]}, "high", "label_smoothing", False) == {"uniform": [0.0, 0.49]}  # < 0.5
+    assert widen({"uniform": [0.0, 0.3]}, "high", METHODS["dpo"].traced["label_smoothing"])["uniform"] == pytest.approx([0.0, 0.45])
+    assert widen({"uniform": [0.0, 0.4]}, "high", METHODS["dpo"].traced["label_smoothing"]) == {"uniform": [0.0, 0.49]}  # < 0.5
 
 
 def test_four_fake_devices_identical_to_one(tmp_path, files):

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from e5jax.env import EVAL_BUDGETS, ORACLE_TOL
 from e5jax.methods import METHODS
-from e5jax.methods.common import LearnerConfig
-from e5jax.policy import HEADS
+from e5jax.methods.common import LearnerConfig, check_config
 
 
 class ConfigError(ValueError):
@@ -156,15 +155,8 @@ def load_config(path: str | Path | None = None, seeds: int | None = None, method
             vals.update(learner)
         vals.update(raw.get(name, {}))
         cfg = _build(cls, vals, f"[{name}]")
-        if getattr(cfg, "group_size", 2) < 2:
-            raise ConfigError(f"[{name}]: group_size must be >= 2 (samples compared per request), got {cfg.group_size}")
-        if getattr(cfg, "pairing", "ranks") not in ("ranks", "best_worst"):
-            raise ConfigError(f"[{name}]: pairing must be ranks or best_worst, got {cfg.pairing!r}")
-        if getattr(cfg, "k", 1) < 1:
-            raise ConfigError(f"[{name}]: k must be >= 1 (neighbours), got {cfg.k}")
-        if isinstance(cfg, LearnerConfig) and cfg.head not in HEADS:
-            raise ConfigError(f"[{name}]: head must be one of {', '.join(HEADS)}, got {cfg.head!r}")
-        if isinstance(cfg, LearnerConfig) and cfg.env_steps_per_update % cfg.minibatches:
-            raise ConfigError(f"[{name}]: env_steps_per_update must be divisible by minibatches")
+        problem = check_config(METHODS[name], cfg)
+        if problem:
+            raise ConfigError(f"[{name}]: {problem}")
         cfgs[name] = cfg
     return run, cfgs

@@ -1,22 +1,24 @@
 """The engine: every seed at once, in host-visible chunks.
 
-``make_train(method, cfg, eval_every)`` builds three pure functions, each ``jit(vmap(...))`` over a leading seed
-axis, with the environment as a broadcast traced input:
+``make_train(method, cfg, eval_every)`` builds pure functions, each ``jit(vmap(...))`` over a leading row axis
+(a run: seeds; a sweep: trials x seeds), with the environment as a broadcast traced input and ``env_rows``
+(optional, {env field: [S] values}, e.g. ``{"lam": ...}``) as per-row overrides of it (``row_env``): a sweep varies
+an env parameter across rows without it entering the method's state:
 
 * ``init(keys, env, hp=None) -> states``: ``hp`` ({name: [S] values}, optional) overrides the state's traced
-  hyperparameters row by row (a sweep: rows = trials x seeds); the key ``"lam"`` is the environment's overshoot
-  penalty, which every program then reads from the row's state (``row_env``), for every method;
-* ``chunk(states, keys, env) -> (states, metrics)``: ``eval_every`` updates in one ``lax.scan``, then the greedy
-  policy evaluated on the val split at every budget, inside the same compiled program;
-* ``chunk_eval(states, keys, env, eval_mask) -> (states, metrics)``: the same updates, with the evaluation inside
-  the scan under ``lax.cond(eval_mask[u])`` after update u (the mask is broadcast, not per seed, so the cond stays
-  a branch under vmap) and always after the last one. One compiled program serves every mask: the run uses it
-  with log-spaced points in the first chunk (1, 2, 4, ... updates) and the last update only afterwards.
-  ``metrics["eval_points"]`` holds every update's evaluation (NaN where the mask is off),
+  hyperparameters row by row;
+* ``chunk(states, keys, env, env_rows=None) -> (states, metrics)``: ``eval_every`` updates in one ``lax.scan``,
+  then the greedy policy evaluated on the val split at every budget, inside the same compiled program;
+* ``chunk_eval(states, keys, env, eval_mask, env_rows=None) -> (states, metrics)``: the same updates, with the
+  evaluation inside the scan under ``lax.cond(eval_mask[u])`` after update u (the mask is broadcast, not per row,
+  so the cond stays a branch under vmap) and always after the last one. One compiled program serves every mask:
+  the run uses it with log-spaced points in the first chunk (1, 2, 4, ... updates) and the last update only
+  afterwards. ``metrics["eval_points"]`` holds every update's evaluation (NaN where the mask is off),
   ``metrics["env_steps_per_update"]`` each update's env steps; ``metrics["eval"]`` is the last update's;
-* ``evaluate(states, env) -> eval metrics`` (used once, before training).
+* ``evaluate(states, env, env_rows=None) -> eval metrics`` (used once, before training).
 
-The engine never branches on the method: it only calls ``method.init/update/policy``.
+The engine never branches on the method: it only calls the record's ``init``/``update``/``policy`` and reads its
+``cumulative`` metric names.
 """
 
 from __future__ import annotations
@@ -29,10 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from e5jax import env as E
-
-# per-update metrics that are running totals: report the value at the end of the chunk, not the mean
-CUMULATIVE = ("num_failed_updates", "labelled_requests", "cells_covered")
-
 
 def evaluate(env: E.EnvParams, pol) -> dict:
     """Greedy metrics per budget plus the exact expected utility of the sampled (stochastic) policy, and the greedy
@@ -60,39 +58,44 @@ def with_hp(state, hp: dict | None):
     if not hp:
         return state
     own = dict(getattr(state, "hp", None) or {})
-    unknown = sorted(set(hp) - set(own) - {"lam"})
+    unknown = sorted(set(hp) - set(own))
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not a traced hyperparameter of this method (traced: "
-                         f"{', '.join(sorted(own)) or 'none'}, and lam)")
+                         f"{', '.join(sorted(own)) or 'none'})")
     return state.replace(hp={**own, **{k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}})
 
 
-def row_env(state, env: E.EnvParams) -> E.EnvParams:
-    """The environment as this row sees it: its own overshoot penalty when the row's state carries one."""
-    hp = getattr(state, "hp", None)
-    return env.replace(lam=hp["lam"]) if hp and "lam" in hp else env
+def row_env(env: E.EnvParams, env_rows: dict | None) -> E.EnvParams:
+    """The environment as one row sees it: ``env`` with the row's overrides (``{field: value}``, e.g. its overshoot
+    penalty ``lam``)."""
+    return env.replace(**env_rows) if env_rows else env
 
 
 def make_train(method, cfg: Any, eval_every: int) -> Trainer:
+    cumulative = method.cumulative
+
     def init_one(key, env, hp):
         return with_hp(method.init(key, env, cfg), hp)
 
-    def chunk_one(state, key, env):
-        env = row_env(state, env)
+    def chunk_one(state, key, env, env_rows):
+        env = row_env(env, env_rows)
 
         def body(s, k):
             return method.update(s, env, k)
 
         state, m = jax.lax.scan(body, state, jax.random.split(key, eval_every))
-        train = {k: (v[-1] if k in CUMULATIVE else v.mean()) for k, v in m.items()}
+        train = {k: (v[-1] if k in cumulative else v.mean()) for k, v in m.items()}
         train["env_steps"] = m["env_steps"].sum()
         return state, {"train": train, "eval": evaluate(env, method.policy(state))}
 
     def eval_one(state, env):
-        return evaluate(row_env(state, env), method.policy(state))
+        return evaluate(env, method.policy(state))
 
-    def chunk_eval_one(state, key, env, eval_mask):
-        env = row_env(state, env)
+    def eval_row(state, env, env_rows):
+        return eval_one(state, row_env(env, env_rows))
+
+    def chunk_eval_one(state, key, env, eval_mask, env_rows):
+        env = row_env(env, env_rows)
 
         def blank(s):
             shapes = jax.eval_shape(eval_one, s, env)  # NaN where not evaluated (-1 for the integer actions)
@@ -107,16 +110,19 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
 
         mask = jnp.asarray(eval_mask, bool).at[-1].set(True)
         state, (m, evs) = jax.lax.scan(body, state, (jax.random.split(key, eval_every), mask))
-        train = {k: (v[-1] if k in CUMULATIVE else v.mean()) for k, v in m.items()}
+        train = {k: (v[-1] if k in cumulative else v.mean()) for k, v in m.items()}
         train["env_steps"] = m["env_steps"].sum()
         return state, {"train": train, "eval": jax.tree_util.tree_map(lambda x: x[-1], evs), "eval_points": evs,
                        "env_steps_per_update": m["env_steps"]}
 
     return Trainer(
         init=jax.jit(lambda keys, env, hp=None: jax.vmap(init_one, in_axes=(0, None, 0))(keys, env, hp)),
-        chunk=jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, None))),
-        evaluate=jax.jit(jax.vmap(eval_one, in_axes=(0, None))),
-        chunk_eval=jax.jit(jax.vmap(chunk_eval_one, in_axes=(0, 0, None, None))),
+        chunk=jax.jit(lambda states, keys, env, env_rows=None: jax.vmap(chunk_one, in_axes=(0, 0, None, 0))(
+            states, keys, env, env_rows)),
+        evaluate=jax.jit(lambda states, env, env_rows=None: jax.vmap(eval_row, in_axes=(0, None, 0))(
+            states, env, env_rows)),
+        chunk_eval=jax.jit(lambda states, keys, env, eval_mask, env_rows=None: jax.vmap(
+            chunk_eval_one, in_axes=(0, 0, None, None, 0))(states, keys, env, eval_mask, env_rows)),
     )
 
 

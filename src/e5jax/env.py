@@ -1,6 +1,6 @@
 """The lookup environment: a profile table as a traced pytree, and pure functions over it.
 
-One-step contextual bandit (DESIGN.md "Environment semantics"):
+One-step contextual bandit:
 
 * observation = standardized request features (train-split statistics) ++ task one-hot ++ budget fraction b,
   the budget standardized with the mean/std of the training budgets (so it weighs like the features);
@@ -9,7 +9,9 @@ One-step contextual bandit (DESIGN.md "Environment semantics"):
 * one env step = one executed (request, config) profiling call.
 
 Everything here is jittable and vmappable over a leading seed axis; the table is an input (gymnax style),
-never a compile-time constant, so one compiled program serves any table of the same shape.
+never a compile-time constant, so one compiled program serves any table of the same shape. The observation and
+the reward also have NumPy twins (``request_point_np``, ``observation_np``, ``reward_np``): the eager path of the
+exported controllers and the PyTorch reference use them, and tests hold them equal to the JAX functions.
 """
 
 from __future__ import annotations
@@ -122,6 +124,24 @@ def observe(env: EnvParams, req: jax.Array, budget: jax.Array) -> jax.Array:
     return jnp.concatenate([env.features[req], onehot, b], axis=-1)
 
 
+def request_point_np(raw_features, feature_mean, feature_std, task: int, num_tasks: int) -> np.ndarray:
+    """NumPy twin of the request part of ``observe`` for one raw request: [F + T] float32, the standardized features
+    (``feature_standardization``, in float64, then float32) ++ the task one-hot. ``policy.knn_features`` is this
+    point; ``observation_np`` appends the budget."""
+    F = len(feature_mean)
+    x = np.zeros(F + num_tasks, np.float32)
+    x[:F] = (np.asarray(raw_features, np.float64) - feature_mean) / feature_std
+    x[F + task] = 1.0
+    return x
+
+
+def observation_np(point: np.ndarray, budget: float, budget_mean: np.float32, budget_std: np.float32) -> np.ndarray:
+    """NumPy twin of ``observe``: a request point (``request_point_np``) ++ the standardized budget (float32, with
+    the training budgets' mean and std as ``observe`` computes them)."""
+    b = (np.float32(budget) - np.float32(budget_mean)) / np.float32(budget_std)
+    return np.concatenate([point, np.asarray([b], np.float32)])
+
+
 def sample_requests(key: jax.Array, env: EnvParams, n: int, split: str = "train"):
     """n (request, budget) pairs: requests uniform over the split, budgets uniform over train_budgets.
 
@@ -135,8 +155,21 @@ def sample_requests(key: jax.Array, env: EnvParams, n: int, split: str = "train"
 
 
 # ----------------------------------------------------------------------------- lookups and reward
+def reward(quality, latency_norm, budget, lam):
+    """``quality - lam * max(0, latency_norm - budget)``: the reward, defined here once (``reward_np`` is its
+    NumPy twin)."""
+    return quality - lam * jnp.maximum(0.0, latency_norm - budget)
+
+
 def reward_from(env: EnvParams, quality, latency_norm, budget):
-    return quality - env.lam * jnp.maximum(0.0, latency_norm - budget)
+    """The reward at the env's overshoot penalty."""
+    return reward(quality, latency_norm, budget, env.lam)
+
+
+def reward_np(quality, latency_norm, budget, lam) -> np.ndarray:
+    """NumPy twin of ``reward_from`` in float32: ``quality - lam * max(0, latency_norm - budget)``."""
+    f32 = np.float32
+    return np.asarray(quality, f32) - f32(lam) * np.maximum(f32(0.0), np.asarray(latency_norm, f32) - f32(budget))
 
 
 def lookup(env: EnvParams, req, config, key=None):

@@ -2,20 +2,21 @@
 
 A deployed controller decides one request at a time, so the eager path is plain NumPy (no JAX, no batching):
 
-* ``MLPController`` (supervised, ppo, dpo, grpo): the policy MLP's weights as numpy float32 arrays, the feature
+* ``MLPController`` (a ``policy.MLPPolicy``, the learned methods'): the policy MLP's weights as numpy float32 arrays, the feature
   standardization (train-split mean/std, std 0 -> 1), the sorted task names (one-hot order), the training-budget
   mean/std (budget standardization) and the knob grid. ``decide`` rebuilds exactly the observation of
   ``env.observe`` from raw request features + task_type string + budget fraction, runs the ReLU trunk and the
   heads, and takes the greedy action (per-head argmax for factored heads, argmax over configs for a joint head).
-* ``KNNController`` (knn_lut): the profiled requests (standardized features ++ task one-hot, quality, normalized
+* ``KNNController`` (a ``policy.KNNPolicy``): the profiled requests (standardized features ++ task one-hot, quality, normalized
   latency); decide = the k nearest, mean reward per config at the budget, argmax.
-* ``LookupController`` (lut, heuristic): the [task, evaluation budget] table of chosen configs, as knob levels.
+* ``LookupController`` (a ``policy.LookupPolicy``): the [task, evaluation budget] table of chosen configs, as knob levels.
   Budgets: an evaluation budget (to 1e-6) selects its column; any other budget b uses the largest evaluation
   budget <= b (a config chosen for a tighter budget, so it never plans to spend more than b); a budget below the
   smallest evaluation budget uses the smallest one (``strict_budget=True`` raises ``ValueError`` instead).
 
 Both return the knob levels ``(vision_tokens, top_k, active_blocks)`` (knob order of the table) from ``decide``
-and the row-major config index from ``decide_index``. ``save``/``load`` use one ``.npz`` per controller (arrays
+and the row-major config index from ``decide_index``; ``to_controller`` turns a policy into its controller
+(one converter per policy kind). ``save``/``load`` use one ``.npz`` per controller (arrays
 plus a ``meta_json`` string) and a human-readable sidecar ``.json`` with the same metadata.
 """
 
@@ -179,12 +180,9 @@ class MLPController(_Base):
         return cls(spec, layers[:H], layers[H:], method, seed, extra_meta)
 
     def observe(self, request_features, task_type: str, budget: float) -> np.ndarray:
-        """The observation of ``env.observe``: standardized features ++ task one-hot ++ standardized budget."""
-        obs = np.zeros(self.obs_dim, np.float32)
-        obs[: self._F] = (np.asarray(request_features, np.float64) - self.feature_mean) / self.feature_std
-        obs[self._F + self._task(task_type)] = 1.0
-        obs[-1] = (np.float32(budget) - self.budget_mean) / self.budget_std
-        return obs
+        """The observation of ``env.observe`` (its NumPy twin ``env.observation_np``)."""
+        point = E.request_point_np(request_features, self.feature_mean, self.feature_std, self._task(task_type), self._T)
+        return E.observation_np(point, budget, self.budget_mean, self.budget_std)
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
         h = obs
@@ -326,7 +324,7 @@ class LookupController(_Base):
 
 # ----------------------------------------------------------------------------- nearest-neighbour controllers
 class KNNController(_Base):
-    """knn_lut: the profiled requests' standardized features (++ task one-hot), quality and normalized latency;
+    """A nearest-neighbour lookup: the profiled requests' standardized features (++ task one-hot), quality and normalized latency;
     decide = distances to all of them, the k nearest, mean reward per config at the budget, argmax (NumPy)."""
 
     kind = "knn"
@@ -346,17 +344,15 @@ class KNNController(_Base):
                              f"{self._F} features + {self._T} tasks and {self.num_configs} configs")
 
     def point(self, request_features, task_type: str) -> np.ndarray:
-        x = np.zeros(self._F + self._T, np.float32)
-        x[: self._F] = (np.asarray(request_features, np.float64) - self.feature_mean) / self.feature_std
-        x[self._F + self._task(task_type)] = 1.0
-        return x
+        """The request in the neighbours' space (``env.request_point_np``, as ``policy.knn_features``)."""
+        return E.request_point_np(request_features, self.feature_mean, self.feature_std, self._task(task_type), self._T)
 
     def decide_index(self, request_features, task_type: str, budget: float) -> int:
         if len(self.points) == 0:
             return self.num_configs - 1
         d = np.sum(np.square(self.point(request_features, task_type) - self.points), -1)
         nbr = np.argsort(d, kind="stable")[: self.k]  # ties: earlier profiled first (as lax.top_k)
-        r = self.quality[nbr] - self.lam * np.maximum(np.float32(0.0), self.latency[nbr] - np.float32(budget))
+        r = E.reward_np(self.quality[nbr], self.latency[nbr], budget, self.lam)
         return int(np.argmax(r.sum(0) / np.float32(len(nbr))))
 
     def arrays(self) -> dict:
@@ -379,8 +375,7 @@ class KNNController(_Base):
 @functools.partial(jax.jit, static_argnums=6)
 def _jax_knn(points, quality, latency, x, budget, lam, k):
     _, nbr = jax.lax.top_k(-jnp.sum(jnp.square(x - points), -1), min(k, points.shape[0]))
-    r = quality[nbr] - lam * jnp.maximum(0.0, latency[nbr] - budget)
-    return jnp.argmax(r.mean(0))
+    return jnp.argmax(E.reward(quality[nbr], latency[nbr], budget, lam).mean(0))
 
 
 # ----------------------------------------------------------------------------- export / load
@@ -388,32 +383,48 @@ def unstack(tree, i: int):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds: Sequence[int] | None = None) -> list:
-    """Trained vmapped ``states`` (leading seed axis) -> one controller per seed, from ``method.policy``."""
+@functools.singledispatch
+def to_controller(pol, spec: dict, name: str, seed: int, env: E.EnvParams, cache: dict):
+    """One seed's policy (a ``policy`` dataclass, unstacked) -> its deployable controller. A policy kind registers
+    its converter with ``@to_controller.register``; ``env`` is the row's environment (its own lambda); ``cache``
+    is shared by the seeds of one export."""
+    raise TypeError(f"{name}: cannot export a controller of type {type(pol).__name__} (register a to_controller)")
+
+
+@to_controller.register
+def _(pol: P.LookupPolicy, spec, name, seed, env, cache):
+    return LookupController(spec, np.asarray(pol.choice), name, seed)
+
+
+@to_controller.register
+def _(pol: P.KNNPolicy, spec, name, seed, env, cache):
+    n = int(pol.n)
+    if "knn_space" not in cache:  # P.knn_features of every request, computed once (rows are picked on the host)
+        cache["knn_space"] = np.asarray(P.knn_features(env, jnp.arange(env.task.shape[0], dtype=jnp.int32)))
+    pts = cache["knn_space"][np.asarray(pol.order)[:n]]
+    return KNNController(spec, pts, np.asarray(pol.quality)[:n], np.asarray(pol.latency)[:n], pol.k, float(env.lam),
+                         name, seed)
+
+
+@to_controller.register
+def _(pol: P.MLPPolicy, spec, name, seed, env, cache):
+    return MLPController.from_params(pol.params, spec, name, seed, {"hidden": [int(h) for h in pol.hidden]})
+
+
+def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds: Sequence[int] | None = None,
+                       env_rows: dict | None = None) -> list:
+    """Trained vmapped ``states`` (leading row axis) -> one controller per row, from ``method.policy``.
+    ``env_rows``: the rows' env overrides ({field: [S] values}, ``engine.row_env``): each controller gets its row's."""
     spec = observation_spec(table, env)
     S = jax.tree_util.tree_leaves(states)[0].shape[0]
     # every seed's policy from one compiled program, then sliced on the host (op by op, the per-seed slicing and
     # policy ops compiled dozens of small programs)
     policies = jax.device_get(jax.jit(jax.vmap(method.policy))(states))
-    knn_space = None  # P.knn_features of every request, computed once (rows are picked on the host)
+    cache: dict = {}
     out = []
     for i in range(S) if seeds is None else seeds:
-        pol = unstack(policies, i)
-        if isinstance(pol, P.LookupPolicy):
-            out.append(LookupController(spec, np.asarray(pol.choice), name, i))
-        elif isinstance(pol, P.KNNPolicy):
-            n = int(pol.n)
-            idx = np.asarray(pol.order)[:n]
-            if knn_space is None:
-                knn_space = np.asarray(P.knn_features(env, jnp.arange(env.task.shape[0], dtype=jnp.int32)))
-            pts = knn_space[idx]
-            out.append(KNNController(spec, pts, np.asarray(pol.quality)[:n], np.asarray(pol.latency)[:n], pol.k,
-                                     float(env.lam), name, i))
-        elif isinstance(pol, P.MLPPolicy):
-            extra = {"hidden": [int(h) for h in pol.hidden]}
-            out.append(MLPController.from_params(pol.params, spec, name, i, extra))
-        else:
-            raise TypeError(f"{name}: cannot export a controller of type {type(pol).__name__}")
+        row_env = env.replace(**{k: jnp.asarray(v)[i] for k, v in env_rows.items()}) if env_rows else env
+        out.append(to_controller(unstack(policies, i), spec, name, i, row_env, cache))
     return out
 
 

@@ -19,9 +19,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter, NullFormatter, PercentFormatter  # noqa: E402
 
 from e5jax.analysis import arr  # noqa: E402
+from e5jax.methods import METHODS  # noqa: E402
 
 DPI = 120
-_KNOWN = ("lut", "heuristic", "supervised", "ppo", "dpo", "grpo", "knn_lut")
 _PALETTE = plt.get_cmap("tab10").colors
 REF_STYLE = {
     "oracle": dict(color="#b8860b", ls="--", lw=1.3),
@@ -32,11 +32,14 @@ STEP_FMT = EngFormatter(sep="")
 
 
 def method_color(name: str, names=()) -> tuple:
-    if name in _KNOWN:
-        return _PALETTE[_KNOWN.index(name)]
-    extra = [n for n in names if n not in _KNOWN]
+    """A method's own palette colour (``Method.color``); a method without one (or not registered) takes the next
+    colour after every registered method's, in the order of ``names``."""
+    own = {n: m.color for n, m in METHODS.items() if m.color is not None}
+    if name in own:
+        return _PALETTE[own[name] % len(_PALETTE)]
+    extra = [n for n in names if n not in own]
     i = extra.index(name) if name in extra else len(extra)
-    return _PALETTE[(len(_KNOWN) + i) % len(_PALETTE)]
+    return _PALETTE[(max(own.values(), default=-1) + 1 + i) % len(_PALETTE)]
 
 
 def _save(fig, path: Path, tight: bool = False) -> Path:

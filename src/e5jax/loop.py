@@ -38,6 +38,13 @@ class Prepared:
     masks: list
     compile_s: float
     evaluate: object = None  # the compiled evaluation (before training), when compiled ahead of time
+    env_rows: dict | None = None  # per-row env overrides ({field: [N]}, engine.row_env), e.g. a sweep's lambdas
+
+    @property
+    def rows(self) -> tuple:
+        """The trailing ``env_rows`` argument of the chunk and evaluate programs (none without overrides, so a
+        run's compiled ``evaluate(states, env)`` keeps its signature)."""
+        return () if self.env_rows is None else (self.env_rows,)
 
 
 INIT_BLOCK = 32
@@ -55,9 +62,11 @@ def init_in_blocks(trainer: engine.Trainer, keys, env: E.EnvParams, hp: dict | N
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
-def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
+def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None,
+                env_rows: dict | None = None) -> Prepared:
     """Initialise every row (in the calling thread: it executes a program). Rows are the run's seeds unless
-    ``keys`` ([N] PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise."""
+    ``keys`` ([N] PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise;
+    ``env_rows`` ({env field: [N]}) gives each row its own env values in every program it runs."""
     trainer = engine.make_train(METHODS[name], cfg, run.eval_every)
     keys = engine.seed_keys(run.base_seed, run.seeds) if keys is None else keys
     t0 = time.perf_counter()
@@ -66,7 +75,7 @@ def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp:
     states = jax.tree_util.tree_map(engine.shard_seeds, init_in_blocks(trainer, keys, env, hp))
     jax.block_until_ready(states)
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
-    return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0)
+    return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0, env_rows=env_rows or None)
 
 
 def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
@@ -75,14 +84,15 @@ def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
     from several threads at once deadlocked XLA's CPU runtime here (a sweep hung with every thread in a futex
     wait), so everything that runs a program stays in the main thread."""
     t0 = time.perf_counter()
-    chunk = p.trainer.chunk_eval.lower(p.states, p.keys, env, p.masks[0]).compile()
-    evaluate = p.trainer.evaluate.lower(p.states, env).compile()
+    chunk = p.trainer.chunk_eval.lower(p.states, p.keys, env, p.masks[0], *p.rows).compile()
+    evaluate = p.trainer.evaluate.lower(p.states, env, *p.rows).compile()
     return dataclasses.replace(p, chunk=chunk, evaluate=evaluate, compile_s=p.compile_s + time.perf_counter() - t0)
 
 
-def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None) -> Prepared:
+def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None,
+                   env_rows: dict | None = None) -> Prepared:
     """``init_method`` then ``compile_method``."""
-    return compile_method(init_method(name, cfg, run, env, keys, hp), env)
+    return compile_method(init_method(name, cfg, run, env, keys, hp, env_rows), env)
 
 
 @dataclasses.dataclass
@@ -107,7 +117,7 @@ class Trace:
 def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, checkpointer=None, label: str = "") -> Trace:
     """Run every chunk of a prepared method (from its latest checkpoint when ``checkpointer`` has one)."""
     states, keys = p.states, p.keys
-    tr = Trace(states, [jax.device_get((p.evaluate or p.trainer.evaluate)(states, env))], [], [], [0.0], [], [0])
+    tr = Trace(states, [jax.device_get((p.evaluate or p.trainer.evaluate)(states, env, *p.rows))], [], [], [0.0], [], [0])
     start = 0
     got = checkpointer.latest(states) if checkpointer is not None else None
     if got is not None:
@@ -120,7 +130,7 @@ def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, check
     for c in range(start, run.num_chunks):
         mask = p.masks[min(c, 1)]
         t = time.perf_counter()
-        states, m = p.chunk(states, engine.chunk_keys(keys, c), env, mask)
+        states, m = p.chunk(states, engine.chunk_keys(keys, c), env, mask, *p.rows)
         m = jax.device_get(m)  # blocks until the chunk is done
         tr.chunk_s.append(time.perf_counter() - t)
         cum = np.cumsum(np.asarray(m["env_steps_per_update"]), axis=1)  # [N, U]

@@ -40,6 +40,7 @@ from e5jax import env as E
 from e5jax import export as X
 from e5jax import policy as P
 from e5jax.io import write_json
+from e5jax.methods import METHODS
 from e5jax.timing import (SUM_RULE, Settings, compile_components, host_meta, time_decisions, time_decisions_interleaved,
                           time_training_components, timing_signature)
 
@@ -66,14 +67,12 @@ def check_agreement(controllers: Sequence, method, states, table, env: E.EnvPara
 # ----------------------------------------------------------------------------- parameters
 def param_counts(method, states) -> dict:
     s0 = X.unstack(states, 0)
-    pol = method.policy(s0)
-    if isinstance(pol, P.LookupPolicy):
-        return {"policy": 0, "critic": 0, "total": 0, "table_entries": int(np.prod(pol.choice.shape))}
-    if isinstance(pol, P.KNNPolicy):  # no parameters: a store of profiled rows (quality and latency per config)
-        n = int(pol.n)
-        return {"policy": 0, "critic": 0, "total": 0, "table_entries": 2 * n * int(pol.quality.shape[-1]),
-                "profiled_requests": n}
-    n_pol = P.count_params(pol.params)
+    """The policy's own report (``sizes_report``); for a parametric policy also the state's other trainable
+    parameters (PPO's critic)."""
+    rep = method.policy(s0).sizes_report()
+    if "total" in rep:
+        return rep
+    n_pol = rep["policy"]
     n_all = P.count_params(s0.params) if hasattr(s0, "params") else n_pol
     return {"policy": n_pol, "critic": n_all - n_pol, "total": n_all}
 
@@ -216,6 +215,7 @@ class Recorder:
         """Re-time every method's decide() interleaved (blocks of 50 decisions per method in turn), so the
         headline ``decision_ms`` of all methods share the same machine conditions; add ratios to the LUT."""
         ok = [n for n in self.controllers if "decision_ms" in self.doc["methods"].get(n, {})]
+        base = baseline()
         if ok:
             s = self.settings
             res = time_decisions_interleaved({n: [c.decide for c in self.controllers[n]] for n in ok},
@@ -225,33 +225,38 @@ class Recorder:
                 m["decision_ms_after_training"] = m["decision_ms"]
                 m["decision_ms"] = res[n]
                 m["decision_timing"] = "all methods interleaved at the end of the run (blocks of 50 decisions)"
-                if "lut" in res:
-                    m["decision_ratio_to_lut"] = {p: res[n][p] / res["lut"][p] for p in ("p50", "p95", "p99")}
+                if base in res:  # the key is named after the baseline method (Method.decision_baseline)
+                    m[f"decision_ratio_to_{base}"] = {p: res[n][p] / res[base][p] for p in ("p50", "p95", "p99")}
         self.doc["complete"] = True
         self.doc["overhead_table"] = overhead_table(self.doc)
         write_json(self.path, self.doc)
 
 
 # ----------------------------------------------------------------------------- the table
-SEED_COLUMNS = {"critic_training_s": ("ppo", ("critic_update",)),
-                "pair_generation_s": ("dpo", ("collect",)),
-                "group_generation_s": ("grpo", ("collect",))}
+def baseline() -> str | None:
+    """The method the decision latencies are ratios to (``Method.decision_baseline``)."""
+    return next((n for n, m in METHODS.items() if m.decision_baseline), None)
+
+
+def seed_columns() -> dict:
+    """The seed table's method columns: {column: (method, overhead pieces summed)} (``Method.seed_columns``)."""
+    return {col: (n, parts) for n, m in METHODS.items() for col, parts in m.seed_columns.items()}
 
 
 def overhead_table(doc: dict) -> list[dict]:
     """One row per method: the seed's overhead table (decision p50/p95/p99, critic training (PPO), pair
     generation (DPO), group generation (GRPO), total training) plus every measured component."""
-    rows = []
+    rows, base, columns = [], baseline(), seed_columns()
     for name, m in doc.get("methods", {}).items():
         if "decision_ms" not in m:
             continue
         d, tr = m["decision_ms"], m.get("training") or {}
         comps = tr.get("components") or {}
         row = {"method": name, "decision_p50_ms": d["p50"], "decision_p95_ms": d["p95"], "decision_p99_ms": d["p99"],
-               "decision_p50_ratio_to_lut": (m.get("decision_ratio_to_lut") or {}).get("p50"),
+               f"decision_p50_ratio_to_{base}": (m.get(f"decision_ratio_to_{base}") or {}).get("p50"),
                "total_training_s": tr.get("total_s"), "per_seed_equivalent_s": tr.get("per_seed_equivalent_s"),
                "num_params": m.get("num_params", {}).get("total")}
-        for col, (meth, parts) in SEED_COLUMNS.items():  # None: not this method's column, or below resolution
+        for col, (meth, parts) in columns.items():  # None: not this method's column, or below resolution
             vals = [comps[p] for p in parts if p in comps]
             row[col] = sum(vals) if name == meth and vals and None not in vals else None
         row["components_s"] = dict(comps)
@@ -262,20 +267,21 @@ def overhead_table(doc: dict) -> list[dict]:
 def format_table(doc: dict) -> str:
     """Markdown rendering of ``overhead_table``."""
     g = lambda v, f="{:.3g}": "—" if v is None else f.format(v)  # noqa: E731
-    L = ["| method | decision p50 / p95 / p99 (ms) | p50 / LUT | jax batch-1 p50 (ms) | eager = vmapped | params "
-         "| training total (s) | per seed equiv. (s) | critic training (PPO) | pair gen. (DPO) | group gen. (GRPO) "
-         "| components (s) |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    base, columns = baseline(), seed_columns()
+    heads = [f"{col.removesuffix('_s').replace('_', ' ')} ({meth.upper()})" for col, (meth, _) in columns.items()]
+    L = ["| " + " | ".join(["method", "decision p50 / p95 / p99 (ms)", f"p50 / {str(base).upper()}",
+                            "jax batch-1 p50 (ms)", "eager = vmapped", "params", "training total (s)",
+                            "per seed equiv. (s)", *heads, "components (s)"]) + " |",
+         "|" + "---|" * (9 + len(heads))]
     for r in overhead_table(doc):
         m = doc["methods"][r["method"]]
         j = (m.get("decision_ms_jax_batch1") or {}).get("p50")
         ag = m.get("eager_agreement", {})
         L.append("| " + " | ".join([
             r["method"], f"{r['decision_p50_ms']:.4f} / {r['decision_p95_ms']:.4f} / {r['decision_p99_ms']:.4f}",
-            g(r["decision_p50_ratio_to_lut"], "{:.1f}×"), g(j, "{:.4f}"), f"{ag.get('fraction', float('nan')):.4f} ({ag.get('decisions_compared', 0)})",
+            g(r[f"decision_p50_ratio_to_{base}"], "{:.1f}×"), g(j, "{:.4f}"), f"{ag.get('fraction', float('nan')):.4f} ({ag.get('decisions_compared', 0)})",
             f"{r['num_params']:,}" if r["num_params"] is not None else "—",
-            g(r["total_training_s"]), g(r["per_seed_equivalent_s"]), g(r["critic_training_s"]),
-            g(r["pair_generation_s"]), g(r["group_generation_s"]),
+            g(r["total_training_s"]), g(r["per_seed_equivalent_s"]), *(g(r[col]) for col in columns),
             ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} below resolution "
                       f"(< {(m['training'].get('below_resolution') or {}).get(k, float('nan')):.2g})"
                       for k, v in r["components_s"].items()) or "—"]) + " |")

@@ -188,6 +188,10 @@ class MLPPolicy:
     def probs(self, env, req, budget, budget_idx):
         return config_probs(self.logits(E.observe(env, req, budget)))
 
+    def sizes_report(self) -> dict:
+        """What the controller stores: its parameter count."""
+        return {"policy": count_params(self.params)}
+
 
 @struct.dataclass
 class LookupPolicy:
@@ -200,6 +204,10 @@ class LookupPolicy:
 
     def probs(self, env, req, budget, budget_idx):
         return jax.nn.one_hot(self.greedy(env, req, budget, budget_idx), env.num_configs)
+
+    def sizes_report(self) -> dict:
+        """What the controller stores: no parameters, a [task, budget] table."""
+        return {"policy": 0, "critic": 0, "total": 0, "table_entries": int(np.prod(self.choice.shape))}
 
 
 def knn_features(env, req) -> jax.Array:
@@ -238,3 +246,9 @@ class KNNPolicy:
 
     def probs(self, env, req, budget, budget_idx):
         return jax.nn.one_hot(self.greedy(env, req, budget, budget_idx), env.num_configs)
+
+    def sizes_report(self) -> dict:
+        """What the controller stores: no parameters, the profiled rows (quality and latency per config)."""
+        n = int(self.n)
+        return {"policy": 0, "critic": 0, "total": 0, "table_entries": 2 * n * int(self.quality.shape[-1]),
+                "profiled_requests": n}

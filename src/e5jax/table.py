@@ -1,6 +1,6 @@
 """The profile table: every (request, config) with its measured latency and quality.
 
-Contract (DESIGN.md, "The profile table"):
+The contract (shared by the lab and profiling_bridge; docs/default_table.md describes the embedded table):
 
 * knob grid: ordered mapping knob -> sorted integer levels; configs are the Cartesian product in
   row-major order (the last knob varies fastest); the *full* config is the max level of every knob,

@@ -176,15 +176,13 @@ def _doc(fn) -> str:
 
 def phase_components(method) -> list[Component]:
     """The pieces timed apart, from the method's own named phases as compiled in training: ``collect`` (its batch
-    feeds the rest) and, for a method with ``LEARN_WITHOUT = {part: learn variant without that part}`` (PPO: the
-    critic), each variant. ``learn`` itself is derived: whole update - collect (the update is their composition),
-    which saves compiling it apart. A method missing a phase is an error."""
-    missing = [p for p in ("collect", "learn") if not callable(getattr(method, p, None))]
-    if missing:
-        raise TypeError(f"{method.__name__} has no {missing[0]}() phase (every method is collect + learn)")
-    comps = [_gen(lambda state, env, key, fixed: method.collect(state, env, key), "collect", _doc(method.collect))]
-    for part, fn in getattr(method, "LEARN_WITHOUT", {}).items():
-        comps.append(_upd(lambda st, env, key, f, fn=fn: (lambda r: (r[0], _checksum(r[1])))(fn(st, env, f, key)),
+    feeds the rest) and, for every ``Method.learn_without`` part (PPO: the critic), learn without it. ``learn``
+    itself is derived: whole update - collect (the update is their composition), which saves compiling it apart."""
+    comps = [_gen(lambda state, env, key, fixed: {"collect": method.collect(state, env, key)}, "collect",
+                  _doc(method.collect_phase))]
+    for part in method.learn_without:
+        fn = method.without(part)
+        comps.append(_upd(lambda st, env, key, f, fn=fn: (lambda r: (r[0], _checksum(r[1])))(fn(st, env, f["collect"], key)),
                           f"learn_without_{part}", f"learn() without the {part}"))
     return comps
 
@@ -209,9 +207,10 @@ def compile_components(method, states, env: E.EnvParams, comps: Sequence[Compone
 
 
 def timing_signature(method, states) -> tuple:
-    """What decides ``compile_components``' programs: the phase functions (``collect`` and every ``LEARN_WITHOUT``
-    variant, by identity) and the states' structure (static config included) and leaf shapes and dtypes."""
-    phases = (method.collect, *getattr(method, "LEARN_WITHOUT", {}).items())
+    """What decides ``compile_components``' programs: the phase functions (``collect`` and every ``learn_without``
+    variant, by identity; the key split) and the states' structure (static config included) and leaf shapes and
+    dtypes."""
+    phases = (method.collect_phase, method.keys, *method.learn_without.items())
     leaves, treedef = jax.tree_util.tree_flatten(states)
     return phases, treedef, tuple((x.shape, str(x.dtype)) for x in leaves)
 
@@ -420,7 +419,7 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     The whole: from a run (``train`` with ``chunk_time_s`` and eval-point ``updates``, and ``num_chunks``) the run's
     chunks (``chunks_whole``); otherwise (a test, a benchmark) the method's ``update`` compiled as a piece, timed in
     the same rounds, x ``num_updates``. Derived (``remainder``, never negative: null below resolution): ``learn`` =
-    whole - evaluation - collect, and for each ``LEARN_WITHOUT`` part ``<part>_update`` = learn -
+    whole - evaluation - collect, and for each ``learn_without`` part ``<part>_update`` = learn -
     learn_without_<part> (PPO's critic: the marginal cost of the value loss in its joint SGD), which then replaces
     ``learn`` as the counted remainder. ``share_of_training`` = piece / (whole - evaluation) when that is resolved."""
     from_run = bool(train is not None and train.get("chunk_time_s") is not None and num_chunks
@@ -430,7 +429,7 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
     calls, fixed = {}, {}
     for comp in comps:
         call, n, first_s, carry = _calibrate(comp, states, fixed, env, target_call_s,
-                                             cache_key=(method.__name__, states.cfg, comp.name),
+                                             cache_key=(method.name, states.cfg, comp.name),
                                              program=programs.get(comp.name))
         if comp.feeds:
             fixed = {**fixed, **carry}
@@ -460,7 +459,7 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
                  "what": "the method's update() compiled as a piece, x updates", "source": "timed in the analysis' rounds"}
 
     base = [k for k in ("evaluation", "collect") if k in pieces]
-    without = getattr(method, "LEARN_WITHOUT", {})
+    without = method.learn_without
 
     def derived(name_, parts, what, counted):
         d = remainder(whole, [pieces[p] for p in parts])
@@ -468,7 +467,7 @@ def time_training_components(name: str, method, states, env: E.EnvParams, num_up
                          "derived": "whole - " + " - ".join(parts) + " (the remainder; null below resolution)",
                          "per_update_ms": None if d["value_s"] is None else d["value_s"] / max(num_updates, 1) * 1e3}
 
-    derived("learn", base, _doc(method.learn), not without)
+    derived("learn", base, _doc(method.learn_phase), not without)
     for part in without:
         derived(f"{part}_update", base + [f"learn_without_{part}"], f"marginal cost of the {part} in learn()", True)
     train_part = remainder(whole, [pieces["evaluation"]]) if "evaluation" in pieces else resolve(whole["value_s"], 0.0)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from e5jax import policy as P
-from e5jax.methods.lut import Config, collect, init, learn, steps_per_update, update  # noqa: F401
+from e5jax.methods import common as C
+from e5jax.methods import lut
 
 
 def choose(seen, est_latency, budgets):
@@ -19,11 +20,14 @@ def choose(seen, est_latency, budgets):
     fits = seen[:, None, :] & (est_latency[:, None, :] <= budgets[None, :, None])  # [T, B, C]
     largest_fit = jnp.argmax(jnp.where(fits, est_latency[:, None, :], -jnp.inf), -1)
     fastest = jnp.argmin(jnp.where(seen, est_latency, jnp.inf), -1)  # [T]
-    C = est_latency.shape[-1]
     choice = jnp.where(fits.any(-1), largest_fit, fastest[:, None])
-    return jnp.where(seen.any(-1)[:, None], choice, C - 1)
+    return jnp.where(seen.any(-1)[:, None], choice, est_latency.shape[-1] - 1)
 
 
 def policy(state) -> P.LookupPolicy:
     est = state.latency_sum / jnp.maximum(state.count, 1)
     return P.LookupPolicy(choose(state.count > 0, est, state.budgets))
+
+
+METHOD = C.Method("heuristic", lut.Config, lut.init, lut.collect, lut.learn, policy, lut.steps_per_update, keys=3,
+                  cumulative=lut.CUMULATIVE, color=1)

@@ -9,7 +9,6 @@ to the full config. So the LUT improves as cells accumulate and has a curve on t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,46 +32,50 @@ class CellStats:
     budgets: jax.Array  # [B] the evaluation budgets the table is keyed on
     step: jax.Array
     cfg: Config = struct.field(pytree_node=False, default=Config())
-    hp: Any = None  # traced settings the engine may give this state (e.g. {"lam": ...}); none of its own
 
 
 def init_cells(key, env: E.EnvParams, cfg) -> CellStats:
-    T, B, C = env.num_tasks, env.budgets.shape[0], env.num_configs
-    return CellStats(jnp.zeros((T, B, C)), jnp.zeros((T, C)), jnp.zeros((T, C)), env.budgets, jnp.zeros((), jnp.int32), cfg)
+    T, B, n = env.num_tasks, env.budgets.shape[0], env.num_configs
+    return CellStats(jnp.zeros((T, B, n)), jnp.zeros((T, n)), jnp.zeros((T, n)), env.budgets, jnp.zeros((), jnp.int32), cfg)
 
 
-def collect(state: CellStats, env: E.EnvParams, key) -> dict:
+@struct.dataclass
+class Cells:
+    task: jax.Array  # [N] task type of each profiled request
+    config: jax.Array  # [N]
+    lat: jax.Array  # [N] normalized latency
+    r_all: jax.Array  # [N, B] reward at every evaluation budget
+    train_utility: jax.Array
+
+
+def collect(state: CellStats, env: E.EnvParams, keys) -> Cells:
     """Profile N random (train request, config) cells (N env steps): each cell's reward at every evaluation
     budget and its normalized latency. Shared by lut and heuristic."""
     N = state.cfg.env_steps_per_update
-    k_req, k_cfg, k_env = jax.random.split(key, 3)
+    k_req, k_cfg, k_env = keys
     req, budget, _ = E.sample_requests(k_req, env, N)
     config = jax.random.randint(k_cfg, (N,), 0, env.num_configs)
     q, lat = E.lookup(env, req, config, k_env)
-    return {"task": env.task[req], "config": config, "lat": lat,
-            "r_all": E.reward_from(env, q[:, None], lat[:, None], env.budgets[None, :]),  # [N, B]
-            "train_utility": E.reward_from(env, q, lat, budget).mean()}
+    return Cells(env.task[req], config, lat, E.reward_from(env, q[:, None], lat[:, None], env.budgets[None, :]),
+                 E.reward_from(env, q, lat, budget).mean())
 
 
-def learn(state: CellStats, env: E.EnvParams, batch: dict, key):
+def learn(state: CellStats, env: E.EnvParams, batch: Cells, key):
     """Scatter-add the profiled cells into the [task, budget, config] table (nothing is learned)."""
-    task, config = batch["task"], batch["config"]
+    task, config = batch.task, batch.config
     state = state.replace(
-        reward_sum=state.reward_sum.at[task, :, config].add(batch["r_all"]),
-        latency_sum=state.latency_sum.at[task, config].add(batch["lat"]),
+        reward_sum=state.reward_sum.at[task, :, config].add(batch.r_all),
+        latency_sum=state.latency_sum.at[task, config].add(batch.lat),
         count=state.count.at[task, config].add(1.0),
         step=state.step + 1,
     )
     metrics = {
-        "train_utility": batch["train_utility"],
+        "train_utility": batch.train_utility,
         "env_steps": jnp.asarray(config.shape[0], jnp.float32),
         "cells_covered": jnp.mean(state.count > 0),
         **no_learning_metrics(),
     }
     return state, metrics
-
-
-profile_cells = update = C.compose(collect, learn)
 
 
 def no_learning_metrics() -> dict:
@@ -89,11 +92,13 @@ def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
     return cfg.env_steps_per_update
 
 
-
-
 def policy(state: CellStats) -> P.LookupPolicy:
     seen = state.count > 0  # [T, C]
     est = jnp.where(seen[:, None, :], state.reward_sum / jnp.maximum(state.count, 1)[:, None, :], -jnp.inf)
     best = jnp.argmax(est, -1)  # [T, B]
-    C = est.shape[-1]
-    return P.LookupPolicy(jnp.where(seen.any(-1)[:, None], best, C - 1))
+    return P.LookupPolicy(jnp.where(seen.any(-1)[:, None], best, est.shape[-1] - 1))
+
+
+CUMULATIVE = ("num_failed_updates", "cells_covered")
+METHOD = C.Method("lut", Config, init, collect, learn, policy, steps_per_update, keys=3, cumulative=CUMULATIVE,
+                  decision_baseline=True, color=0)

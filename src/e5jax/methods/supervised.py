@@ -35,19 +35,22 @@ class Labels:
     latency: jax.Array  # [Rt, C] measured normalized latency of order[i] (rows >= n_labelled unused)
 
 
-def labels_per_update(cfg: Config, env: E.EnvParams) -> int:
-    return max(1, cfg.env_steps_per_update // env.num_configs)
+@struct.dataclass
+class LabelBatch:
+    obs: jax.Array  # [N, D] (labelled request, training budget) pairs drawn from everything labelled so far
+    optimal: jax.Array  # [N, C] bool: each pair's optimal set
+    req: jax.Array  # [N]
+    budget: jax.Array  # [N]
+    n_after: jax.Array  # labelled requests after this update
+    latency: jax.Array  # [Rt, C] the latency store with this update's rows written
+    env_steps: jax.Array  # this update's profiled cells
 
 
 def init(key, env: E.EnvParams, cfg: Config = Config()):
     # the policy comes from `key` exactly as in every other learned method; the labelling order from a fold
-    order = jax.random.permutation(jax.random.fold_in(key, 1), env.train_idx)
+    order = C.labelling_order(key, env)
     latency = jnp.zeros((order.shape[0], env.num_configs), jnp.float32)
     return C.init_learner(key, env, cfg, extra=Labels(order, jnp.zeros((), jnp.int32), latency))
-
-
-def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
-    return labels_per_update(cfg, env) * env.num_configs
 
 
 def _smoothed(nll, logits, label_smoothing: float):
@@ -85,17 +88,12 @@ def set_loss(logits, optimal, label_smoothing: float = 0.0):
 
 
 def label_next(state: C.LearnerState, env: E.EnvParams, key) -> tuple[jax.Array, jax.Array]:
-    """Profile every config of the next ``labels_per_update`` requests in the order (C env steps each) with the
+    """Profile every config of the next ``requests_per_update`` requests in the order (C env steps each) with the
     env's own latency noise; returns (n_after, the latency store with their rows written)."""
-    m = labels_per_update(state.cfg, env)
     ex = state.extra
-    Rt = ex.order.shape[0]
-    pos = ex.n_labelled + jnp.arange(m)
-    valid = pos < Rt
-    req = ex.order[jnp.minimum(pos, Rt - 1)]
+    req, _, rows, n_after = C.next_requests(ex.order, ex.n_labelled, C.requests_per_update(state.cfg, env))
     _, lat = E.lookup(env, req[:, None], jnp.arange(env.num_configs)[None, :], key)  # [m, C]
-    latency = ex.latency.at[jnp.where(valid, pos, Rt)].set(lat, mode="drop")
-    return jnp.minimum(ex.n_labelled + m, Rt), latency
+    return n_after, ex.latency.at[rows].set(lat, mode="drop")
 
 
 def labels(env: E.EnvParams, state: C.LearnerState, pos, budget) -> jax.Array:
@@ -106,48 +104,45 @@ def labels(env: E.EnvParams, state: C.LearnerState, pos, budget) -> jax.Array:
     return E.optimal_set(rewards, env.oracle_tol)
 
 
-def collect(state: C.LearnerState, env: E.EnvParams, key) -> dict:
+def collect(state: C.LearnerState, env: E.EnvParams, keys) -> LabelBatch:
     """Label the next requests (``label_next``: C env steps each), then draw N (labelled request, training budget)
     pairs with their optimal sets."""
     cfg: Config = state.cfg
     n_before = state.extra.n_labelled
     N = cfg.env_steps_per_update
-    k_req, k_b, k_lat = jax.random.split(key, 3)
+    k_req, k_b, k_lat = keys
     n_after, latency = label_next(state, env, k_lat)
     labelled = state.replace(extra=state.extra.replace(n_labelled=n_after, latency=latency))
     pos = jax.random.randint(k_req, (N,), 0, jnp.maximum(n_after, 1))
     req = state.extra.order[pos]
     bidx = jax.random.randint(k_b, (N,), 0, env.train_budgets.shape[0])
     budget = env.train_budgets[bidx]
-    return {"obs": E.observe(env, req, budget), "optimal": labels(env, labelled, pos, budget), "req": req,
-            "budget": budget, "n_after": n_after, "latency": latency,
-            "env_steps": (n_after - n_before) * env.num_configs}
+    return LabelBatch(E.observe(env, req, budget), labels(env, labelled, pos, budget), req, budget, n_after, latency,
+                      (n_after - n_before) * env.num_configs)
 
 
-def learn(state: C.LearnerState, env: E.EnvParams, batch: dict, key):
-    """epochs x minibatches cross-entropy SGD steps on the labelled pairs."""
+def learn(state: C.LearnerState, env: E.EnvParams, batch: LabelBatch, key):
+    """epochs x minibatches cross-entropy SGD steps on the labelled pairs. ``key`` is the collect phase's
+    latency-noise key (``Method.keys`` = 3: the update's key splits into request, budget and that key)."""
     cfg: Config = state.cfg
-    *_, k_sgd = jax.random.split(key, 3)
 
     def loss_fn(params, mb):
-        z = C.policy_logits(state, params, mb["obs"])
-        loss = set_loss(z, mb["optimal"], cfg.label_smoothing)
+        obs, optimal = mb
+        z = C.policy_logits(state, params, obs)
+        loss = set_loss(z, optimal, cfg.label_smoothing)
         choice = P.greedy(z, state.sizes)  # label accuracy: the greedy config is optimal
-        return loss, {"label_accuracy": jnp.mean(jnp.take_along_axis(mb["optimal"], choice[:, None], -1))}
+        return loss, {"label_accuracy": jnp.mean(jnp.take_along_axis(optimal, choice[:, None], -1))}
 
-    obs, req, budget = batch["obs"], batch["req"], batch["budget"]
-    state, sgd = C.sgd_epochs(k_sgd, state, {"obs": obs, "optimal": batch["optimal"]}, loss_fn, cfg.env_steps_per_update)
+    obs, req, budget = batch.obs, batch.req, batch.budget
+    state, sgd = C.sgd_epochs(key, state, (obs, batch.optimal), loss_fn, cfg.env_steps_per_update)
     probs = P.config_probs(C.policy_logits(state, state.params, obs))
     train_utility = jnp.sum(probs * E.reward_matrix(env, req, budget), -1).mean()
-    metrics = C.standard_metrics(state, state.params, obs, train_utility, batch["env_steps"], sgd)
-    metrics["labelled_requests"] = batch["n_after"].astype(jnp.float32)
+    metrics = C.standard_metrics(state, state.params, obs, train_utility, batch.env_steps, sgd)
+    metrics["labelled_requests"] = batch.n_after.astype(jnp.float32)
     state = state.replace(step=state.step + 1,
-                          extra=state.extra.replace(n_labelled=batch["n_after"], latency=batch["latency"]))
+                          extra=state.extra.replace(n_labelled=batch.n_after, latency=batch.latency))
     return state, metrics
 
 
-update = C.compose(collect, learn)
-
-
-def policy(state: C.LearnerState) -> P.MLPPolicy:
-    return C.mlp_policy(state, state.params)
+METHOD = C.Method("supervised", Config, init, collect, learn, C.policy, C.labelling_steps, keys=3,
+                  cumulative=("num_failed_updates", "labelled_requests"), finite_data=True, color=2)

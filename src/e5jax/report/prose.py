@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from e5jax import analysis as A
+from e5jax.methods import METHODS
 from e5jax.report import decisions as DQ
 from e5jax.report.load import CURVES, FIG_DIR, FRONTIERS, OVERHEAD, REFERENCE_NAMES, SAMPLE_EFFICIENCY, STABILITY
 from e5jax.report.registry import FIGURE_LIST
@@ -258,7 +259,7 @@ def _answer_overhead(doc, ov) -> list[str]:
             out.append("Per 1,000 env steps: " + ", ".join(f"{n} {v * 1000:.3g} ms" for n, v in per_k.items()) + ".")
     pc = {n: m.get("num_params") for n, m in ms.items() if m.get("num_params")}
     if pc:
-        out.append("Trainable parameters (incl. PPO's critic): " + ", ".join(f"{n} {v:,}" for n, v in pc.items())
+        out.append("Trainable parameters (critics included): " + ", ".join(f"{n} {v:,}" for n, v in pc.items())
                    + "; the training-free methods have none.")
     if ov:
         d = {n: v["decision_ms"] for n, v in ov["methods"].items() if v["decision_ms"].get("p50") is not None}
@@ -336,40 +337,49 @@ def _answer_frontier(ff, st, S, with_ranking: bool = True) -> list[str]:
 
 
 def _expected_findings(se, st, doc, thresholds, dec=None) -> list[str]:
-    """The seed's expected findings about GRPO vs PPO, checked against the measured numbers (when both ran)."""
+    """The seed's expected findings, checked against the measured numbers: for every method whose record names a
+    method it is expected to beat (``Method.versus``), when both ran."""
+    out = []
+    for name, method in METHODS.items():
+        if method.versus and {name, method.versus[0]} <= set(doc["methods"]):
+            out += _versus(se, st, doc, thresholds, dec, name, *method.versus)
+    return out
+
+
+def _versus(se, st, doc, thresholds, dec, a: str, b: str, why: str) -> list[str]:
+    """The expected findings "a needs fewer samples than b, is more stable and cheaper (why)"."""
     ms = doc["methods"]
-    if not {"grpo", "ppo"} <= set(ms):
-        return []
+    A_, B_ = a.upper(), b.upper()
     out = []
     if dec:
         words = {">": "greater", "<": "smaller", "unresolved": "not resolved"}
-        for q, claim in (("auc", "GRPO needs fewer samples than PPO (AUC)"),
-                         ("stability", "GRPO is more stable than PPO (std of final over seeds)"),
-                         ("final_utility", "GRPO's final utility vs PPO's")):
-            r = DQ.D.pair(dec["questions"][q], "grpo", "ppo")
-            out.append(f"\"{claim}\" — grpo − ppo = {_f(r['diff'])}, two-level 95% CI {DQ.D.fmt_ci(r['ci_two_level'])}, "
-                       f"seeds only {DQ.D.fmt_ci(r['ci_seeds'])}: grpo's value is {words[r['decision']]}.")
+        for q, claim in (("auc", f"{A_} needs fewer samples than {B_} (AUC)"),
+                         ("stability", f"{A_} is more stable than {B_} (std of final over seeds)"),
+                         ("final_utility", f"{A_}'s final utility vs {B_}'s")):
+            r = DQ.D.pair(dec["questions"][q], a, b)
+            out.append(f"\"{claim}\" — {a} − {b} = {_f(r['diff'])}, two-level 95% CI {DQ.D.fmt_ci(r['ci_two_level'])}, "
+                       f"seeds only {DQ.D.fmt_ci(r['ci_seeds'])}: {a}'s value is {words[r['decision']]}.")
     parts = []
     for t in thresholds:
-        g, p = se["methods"]["grpo"].get(t["name"]), se["methods"]["ppo"].get(t["name"])
+        g, p = se["methods"][a].get(t["name"]), se["methods"][b].get(t["name"])
         if not g or not p:
             continue
         if g["seeds_reached"] == 0 and p["seeds_reached"] == 0:
             parts.append(f"{t['label']}: neither reached it (not testable)")
         elif g["seeds_reached"] != p["seeds_reached"]:
-            parts.append(f"{t['label']}: grpo {g['seeds_reached']}/{g['seeds_total']} vs ppo {p['seeds_reached']}/{p['seeds_total']} seeds")
+            parts.append(f"{t['label']}: {a} {g['seeds_reached']}/{g['seeds_total']} vs {b} {p['seeds_reached']}/{p['seeds_total']} seeds")
         else:
-            parts.append(f"{t['label']}: grpo {_steps(g['env_steps_mean'])} vs ppo {_steps(p['env_steps_mean'])} env steps")
-    out.append("\"GRPO needs fewer samples than PPO\" — " + "; ".join(parts) + ".")
-    g, p = st["methods"]["grpo"]["final_utility_norm"]["std"], st["methods"]["ppo"]["final_utility_norm"]["std"]
+            parts.append(f"{t['label']}: {a} {_steps(g['env_steps_mean'])} vs {b} {_steps(p['env_steps_mean'])} env steps")
+    out.append(f"\"{A_} needs fewer samples than {B_}\" — " + "; ".join(parts) + ".")
+    g, p = st["methods"][a]["final_utility_norm"]["std"], st["methods"][b]["final_utility_norm"]["std"]
     if not dec and g["std"] is not None and p["std"] is not None and np.isfinite(g["std"]) and np.isfinite(p["std"]):
         ovl = _overlap(g["ci_low"], g["ci_high"], p["ci_low"], p["ci_high"])
         verdict = ("lower" if g["std"] < p["std"] else "higher") + (" but the std CIs overlap (not resolved)" if ovl else "")
-        out.append(f"\"GRPO is more stable than PPO\" — final std grpo {_f(g['std'])} vs ppo {_f(p['std'])}: {verdict}.")
-    tg, tp = A.num(ms["grpo"].get("train_time_s")), A.num(ms["ppo"].get("train_time_s"))
+        out.append(f"\"{A_} is more stable than {B_}\" — final std {a} {_f(g['std'])} vs {b} {_f(p['std'])}: {verdict}.")
+    tg, tp = A.num(ms[a].get("train_time_s")), A.num(ms[b].get("train_time_s"))
     if tg is not None and tp is not None:
-        out.append(f"\"GRPO has low overhead (no critic)\" — training time grpo {tg:.3g} s vs ppo {tp:.3g} s "
-                   f"(parameters {ms['grpo'].get('num_params') or 0:,} vs {ms['ppo'].get('num_params') or 0:,}).")
+        out.append(f"\"{A_} has low overhead ({why})\" — training time {a} {tg:.3g} s vs {b} {tp:.3g} s "
+                   f"(parameters {ms[a].get('num_params') or 0:,} vs {ms[b].get('num_params') or 0:,}).")
     return out
 
 

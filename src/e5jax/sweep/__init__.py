@@ -1,8 +1,9 @@
 """`e5jax sweep`: every learned method tuned with the same budget, and the comparison across lambda.
 
 One compile per method and phase: a method's trials x seeds are rows of one vmapped program (its traced
-hyperparameters, ``Config.TRACED``, are per-row values in the state; ``engine.with_hp``), and lambda is a per-row
-value of the environment (``engine.row_env``). The rows are sharded over ``jax.devices()`` (padded to a multiple
+hyperparameters, the ``common.traced`` fields of its config, are per-row values in the state; ``engine.with_hp``),
+and lambda is a per-row override of the environment (``env_rows``, ``engine.row_env``), never in the method's
+state. The rows are sharded over ``jax.devices()`` (padded to a multiple
 of the device count), so several accelerators, or several hosts after ``jax.distributed.initialize()``, share
 them through JAX's own partitioning.
 
@@ -13,11 +14,12 @@ table and base config skips what is there):
    from the method's search space, or a full grid) x ``seeds`` tuning seeds (the same seeds for every trial), at
    the base config's env-step budget, trained on the train requests left after carving a tuning split from
    train (``ProfileTable.tuning_split``) and scored on that tuning split, never on val: final normalized utility
-   and sample-efficiency AUC (both recorded; ``select`` picks the one that chooses);
+   and sample-efficiency AUC; the setting chosen by each (a chosen value near a range edge widens that range and
+   re-tunes, ``widen_rounds``);
 2. **compare**: every method of the base config on the real split with ``final_seeds`` fresh seeds
    (``base_seed + 1``): the default settings and, for tuned methods, the chosen settings, in one program;
-3. **lambda**: every method at each lambda in ``lams`` (default settings, ``seeds`` seeds) with each lambda's
-   own oracle and random references.
+3. **lambda**: every method at each lambda in ``lams`` (the tuned settings at the base lambda, or re-tuned per
+   lambda with ``retune``; ``seeds`` seeds) with each lambda's own oracle and random references.
 
 The spec and the search spaces: ``sweep.spec``; the phases: ``sweep.phases``; the conclusions, ``summary.md`` and
 figures: ``sweep.report``; this module: the command.
@@ -38,7 +40,6 @@ from tqdm.auto import tqdm
 from e5jax.config import ConfigError, RunConfig, load_config
 from e5jax.errors import UsageError
 from e5jax.io import read_json, write_json
-from e5jax.methods.common import LearnerConfig
 from e5jax.run import table_provenance
 from e5jax.sweep.phases import phase_compare, phase_lambda, phase_tune
 from e5jax.sweep.report import compare_answers, have_per_request, lambda_conclusions, write_report
@@ -84,7 +85,7 @@ def sweep_from_args(args) -> int:
                "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
                         "fingerprint": fp, "base_config": spec.config, "table": str(table_path), "lam": run.lam,
                         "total_env_steps": run.total_env_steps, "devices": [str(d) for d in jax.devices()],
-                        "heads": sorted({c.head_kind for c in cfgs.values() if isinstance(c, LearnerConfig)}),
+                        "heads": sorted({c.head_kind for c in cfgs.values() if hasattr(c, "head_kind")}),
                         "seed_keys": {"tune, lambda": f"fold_in(PRNGKey({run.base_seed}), i)",
                                       "compare": f"fold_in(PRNGKey({run.base_seed + 1}), i) (fresh)"}}}
     out.mkdir(parents=True, exist_ok=True)

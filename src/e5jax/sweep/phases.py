@@ -18,22 +18,24 @@ from e5jax import env as E
 from e5jax.config import RunConfig
 from e5jax.io import atomic_write
 from e5jax.loop import compile_method, compile_pool, env_steps_axis, init_method, train_chunks
+from e5jax.methods import METHODS
 from e5jax.methods import common as C
 from e5jax.sweep.spec import draw_trials, edge_report
 from e5jax.table import ProfileTable
 
 
-def sweep_config(cfg, settings: list[dict]):
-    """The static config for rows with these traced settings: the method's own ``Config.with_traced`` when it has
-    one (GRPO compiles its KL term only for a static beta > 0), else the config as it is."""
-    return cfg.with_traced(settings) if hasattr(cfg, "with_traced") else cfg
+def sweep_config(name: str, cfg, settings: list[dict]):
+    """The static config for rows with these traced settings: the method's ``static_for`` when it has one (GRPO
+    compiles its KL term only for a static beta > 0), else the config as it is."""
+    static_for = METHODS[name].static_for
+    return static_for(cfg, settings) if static_for else cfg
 
 
-def sweep_rows(cfg, settings: list[dict], repeat: int):
+def sweep_rows(name: str, cfg, settings: list[dict], repeat: int):
     """(static config, per-row hp) for these settings, each repeated over ``repeat`` seeds. A name the static config
     compiles out (GRPO's beta when every row has beta = 0, e.g. one trial or a tuned beta of 0) is left out of the
     rows: it equals the static value on every row, so nothing is lost."""
-    cfg = sweep_config(cfg, settings)
+    cfg = sweep_config(name, cfg, settings)
     names = C.traced_names(cfg)
     hp = {}
     for k in settings[0] if settings else ():
@@ -58,12 +60,13 @@ def row_keys(base_seed: int, seeds: int, repeats: int) -> jax.Array:
     return jnp.tile(engine.seed_keys(base_seed, seeds), (repeats, 1))
 
 
-def init_rows(name: str, cfg, run: RunConfig, env: E.EnvParams, keys, hp: dict):
-    """Initialise every row (one program), the rows padded and sharded over the devices."""
+def init_rows(name: str, cfg, run: RunConfig, env: E.EnvParams, keys, hp: dict, env_rows: dict | None = None):
+    """Initialise every row (one program), the rows (keys, traced hyperparameters ``hp``, env overrides
+    ``env_rows``) padded and sharded over the devices."""
     n_dev = len(jax.devices())
     keys = engine.shard_seeds(pad_rows(keys, n_dev))
-    hp = {k: engine.shard_seeds(pad_rows(jnp.asarray(v, jnp.float32), n_dev)) for k, v in hp.items()}
-    return init_method(name, cfg, run, env, keys=keys, hp=hp or None)
+    rows = lambda d: {k: engine.shard_seeds(pad_rows(jnp.asarray(v, jnp.float32), n_dev)) for k, v in d.items()}  # noqa: E731
+    return init_method(name, cfg, run, env, keys=keys, hp=rows(hp) or None, env_rows=rows(env_rows or {}) or None)
 
 
 def train_rows(prepared, n: int, run: RunConfig, env: E.EnvParams, pbar=None, label: str = "") -> dict:
@@ -77,15 +80,15 @@ def train_rows(prepared, n: int, run: RunConfig, env: E.EnvParams, pbar=None, la
 
 
 def run_phase(jobs: dict, run: RunConfig, env: E.EnvParams, pbar, on_done) -> None:
-    """``jobs``: {method: (cfg, keys, hp, label)}. Every method is initialised in this thread, then its program
-    compiled in a thread pool (compiles only: ``loop.compile_pool``), and trained here, method by method, as soon as
-    its program is ready; ``on_done(method, result)`` after each."""
+    """``jobs``: {method: (cfg, keys, hp, env_rows, label)}. Every method is initialised in this thread, then its
+    program compiled in a thread pool (compiles only: ``loop.compile_pool``), and trained here, method by method, as
+    soon as its program is ready; ``on_done(method, result)`` after each."""
     def init(m):
-        cfg, keys, hp, _ = jobs[m]
-        return init_rows(m, cfg, run, env, keys, hp)
+        cfg, keys, hp, env_rows, _ = jobs[m]
+        return init_rows(m, cfg, run, env, keys, hp, env_rows)
 
     with compile_pool(list(jobs), init, env, init_first=True) as compiled:
-        for m, (_, keys, _, label) in jobs.items():
+        for m, (_, keys, _, _, label) in jobs.items():
             on_done(m, train_rows(compiled[m], keys.shape[0], run, env, pbar, label))
 
 
@@ -158,8 +161,8 @@ def phase_tune(spec, run, cfgs, table: ProfileTable, doc, save, pbar, lam: float
     out = doc.setdefault(key, {})
     S = spec.seeds
     for m in spec.methods:
-        out.setdefault(m, {"lam": lam, "spaces": [spec.space[m]], "trials": [], "rounds": 0, "done": False,
-                           "default": {k: float(getattr(cfgs[m], k)) for k in spec.space[m]}, "train_s": 0.0,
+        out.setdefault(m, {"lam": lam, "spaces": [spec.space_of(m)], "trials": [], "rounds": 0, "done": False,
+                           "default": {k: float(getattr(cfgs[m], k)) for k in spec.space_of(m)}, "train_s": 0.0,
                            "compile_s": 0.0})
     while True:
         todo = {m: draw_trials(spec, m, cfgs[m], out[m]["spaces"][-1], out[m]["rounds"])
@@ -168,8 +171,8 @@ def phase_tune(spec, run, cfgs, table: ProfileTable, doc, save, pbar, lam: float
             return
         jobs = {}
         for m, t in todo.items():
-            cfg, hp = sweep_rows(cfgs[m], t, S)
-            jobs[m] = (cfg, row_keys(run.base_seed, S, len(t)), hp, f"{key} {m} round {out[m]['rounds']} {len(t)}x{S}")
+            cfg, hp = sweep_rows(m, cfgs[m], t, S)
+            jobs[m] = (cfg, row_keys(run.base_seed, S, len(t)), hp, None, f"{key} {m} round {out[m]['rounds']} {len(t)}x{S}")
         if pbar is not None and any(out[m]["rounds"] > 0 for m in todo):
             pbar.total += sum(out[m]["rounds"] > 0 for m in todo) * run.num_chunks
             pbar.refresh()
@@ -220,7 +223,7 @@ def time_per_update(name: str, cfg, settings: dict, run: RunConfig, env: E.EnvPa
     short = dataclasses.replace(run, total_env_steps=3 * run.eval_every * run.env_steps_per_update, eval_every=run.eval_every)
     cache, out = {}, {}
     for s, v in settings.items():
-        c, hp = sweep_rows(cfg, [v] if v else [], rows)
+        c, hp = sweep_rows(name, cfg, [v] if v else [], rows)
         sig = repr(c)
         if sig not in cache:
             p = compile_method(init_rows(name, c, short, env, engine.seed_keys(0, rows), hp), env)
@@ -243,8 +246,8 @@ def phase_compare(spec, run, cfgs, table, doc, save, pbar, out_dir: Path):
             continue
         settings[m] = compared_settings(doc, m)
         keys = row_keys(run.base_seed + 1, F, len(settings[m]))  # fresh seeds: never used by tuning
-        cfg, hp = sweep_rows(cfgs[m], [v for v in settings[m].values() if v], F)
-        jobs[m] = (cfg, keys, hp, f"compare {m} {len(settings[m])}x{F}")
+        cfg, hp = sweep_rows(m, cfgs[m], [v for v in settings[m].values() if v], F)
+        jobs[m] = (cfg, keys, hp, None, f"compare {m} {len(settings[m])}x{F}")
 
     def done(m, res):
         sc = row_scores(res, [refs] * (len(settings[m]) * F), lo, hi)
@@ -289,9 +292,8 @@ def phase_lambda(spec, run, cfgs, table, doc, save, pbar, out_dir: Path):
         settings[m] = {"setting": ("tuned_final at each lambda" if spec.retune else
                                    f"tuned_final at lambda = {run.lam:g}") if tuned[0] else "default",
                        "per_lambda": tuned}
-        cfg, hp = sweep_rows(cfgs[m], tuned if tuned[0] else [], S)
-        hp["lam"] = np.repeat(lams, S)
-        jobs[m] = (cfg, row_keys(run.base_seed, S, L), hp, f"lambda {m} {L}x{S}")
+        cfg, hp = sweep_rows(m, cfgs[m], tuned if tuned[0] else [], S)
+        jobs[m] = (cfg, row_keys(run.base_seed, S, L), hp, {"lam": np.repeat(lams, S)}, f"lambda {m} {L}x{S}")
 
     def done(m, res):
         sc = row_scores(res, [r for r in refs for _ in range(S)], lo, hi)

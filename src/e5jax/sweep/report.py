@@ -106,132 +106,150 @@ def _cell(r: dict, pct: bool = False) -> str:
 
 
 def summary_markdown(doc: dict, out_dir: Path | None = None) -> str:
-    spec = doc["spec"]
+    """``summary.md``: the protocol line, then a section per phase that ran (tuning, default vs tuned, lambda)."""
     L = [f"# E5 sweep — {doc['meta']['created']}", "",
          f"Base protocol: {doc['meta']['base_config'] or 'built-in default'}; table {doc['meta']['table']}; "
          f"lambda = {doc['meta']['lam']} outside the lambda phase; env-step budget {doc['meta']['total_env_steps']:,} per "
          f"row; devices {doc['meta']['devices']}.", ""]
     if doc.get("tune"):
-        L += ["## Tuning (tuning split carved from train; never val)", "",
-              f"{spec['trials']} trials x {spec['seeds']} seeds per method and round ({spec['search']} search, trial 0 = "
-              f"the defaults), same env-step budget. Two choices from the same trials: by final normalized utility "
-              f"(answers the frontier question) and by AUC (answers the sample-efficiency question), each the best "
-              f"mean over seeds. A chosen value within {spec['edge_margin']:.0%} of a range edge (log scale for log "
-              f"ranges) widens that range and re-tunes the method with fresh trials (up to {spec['widen_rounds']} "
-              "round(s)); the choice is made over every round's trials.", "",
-              "| method | default final / AUC | chosen by final: final / AUC | settings | chosen by AUC: final / AUC | "
-              "settings | rounds | train s |", "|---|---|---|---|---|---|---|---|"]
-        for m, t in doc["tune"].items():
-            if "chosen" not in t:
-                continue
-            d = t["trials"][0]
-            cf, ca = t["trials"][t["chosen_trial"]["final"]], t["trials"][t["chosen_trial"]["auc"]]
-            st = lambda c: ", ".join(f"{k}={v:.3g}" for k, v in c["settings"].items())  # noqa: E731
-            L.append(f"| {m} | {d['final_mean']:.3f} / {d['auc_mean']:.3f} | {cf['final_mean']:.3f} / {cf['auc_mean']:.3f} "
-                     f"| {st(cf)} | {ca['final_mean']:.3f} / {ca['auc_mean']:.3f} | {st(ca)} | {t['rounds']} | "
-                     f"{t['train_s']:.1f} |")
-        L.append("")
-        for m, t in doc["tune"].items():
-            if t.get("rounds", 0) > 1:
-                L.append(f"- **{m}**: ranges widened and re-tuned ({t['rounds'] - 1} extra round(s)): "
-                         + "; ".join(f"{k}: {t['spaces'][0][k]} -> {t['spaces'][-1][k]}" for k in t["spaces"][-1]
-                                     if t["spaces"][-1][k] != t["spaces"][0][k]) + ".")
-            for h in t.get("edges", []):
-                L.append(f"- **{m}** (chosen by {h['select']}): {h['hyperparameter']} = {h['value']:.3g} lies at "
-                         f"{h['position']:.0%} of its range {h['range']} ({h['edge']} edge)"
-                         + (" — at a hard bound or a list of choices: not widened" if h["widened_to"] is None else
-                            " — still at the edge after the last widening round: the optimum may lie outside"))
-        L += ["", f"![scores vs hyperparameters]({FIG_SCORES})", ""]
+        L += _tune_section(doc)
     if doc.get("compare"):
-        F = spec["final_seeds"]
-        L += ["## Default vs tuned (val split, fresh seeds)", "",
-              f"{F} fresh seeds per setting. Cells: mean over seeds [95% CI over seeds and val requests (two-level "
-              "bootstrap)]. Cost: measured seconds per update of each setting's own program "
-              f"({F} rows; equal when the settings compile to the same program).", "",
-              "| method | setting | final norm. utility | AUC | std of final | SLO violation | quality | s / update |",
-              "|---|---|---|---|---|---|---|---|"]
-        ans = doc.get("answers", {})
-        for m, r in doc["compare"].items():
-            for s in SETTINGS:
-                if s not in r:
-                    continue
-                v, ci = r[s], r[s].get("ci", {})
-                cell = lambda k, pct=False: _cell(ci[k], pct) if k in ci else "—"  # noqa: E731
-                c = v.get("cost", {}).get("s_per_update")
-                L.append(f"| {m} | {s} | {cell('final')} | {cell('auc')} | {v['final']['std']:.3f} | {cell('slo', True)} | "
-                         f"{cell('quality')} | {'—' if c is None else f'{c * 1e3:.2f} ms'} |")
-        some = next(iter(ans.values()), None) if ans else None
-        vp = None if out_dir is None else Path(out_dir) / PER_REQUEST / "val.npz"
-        R = "the val requests"
-        if vp is not None and vp.is_file():
-            with np.load(vp) as z:
-                R = f"{z['quality'].shape[0]} val requests"
-        L += ["", f"Conditions of these answers: table {doc['meta']['table']}; lambda = {doc['meta']['lam']}; policy head(s) "
-              f"{', '.join(doc['meta'].get('heads', [])) or 'of the base config'}; {F} fresh seeds per setting; "
-              f"resolution: 95% two-level bootstrap over the seeds and {R}"
-              + ("" if some else " (no answers computed)") + ".", "",
-              "Answers, each decided by the two-level CI of every pair's difference (a *winner* is every method not "
-              "separated from the best); default = every method at its defaults, tuned = the learned methods at the "
-              "setting tuned for that question:", ""]
-        for q, c in ans.items():
-            if c["tuned"].get("deterministic"):
-                L.append(f"- **{q}**: deterministic (std 0 by construction, left out of this question): "
-                         + ", ".join(c["tuned"]["deterministic"]) + ".")
-            L.append(f"- **{q}** ({c['tuned']['statistic']} over seeds, {'higher' if c['tuned']['higher_is_better'] else 'lower'} is better): "
-                     f"winners default {{{', '.join(c['default']['winners'])}}}, tuned {{{', '.join(c['tuned']['winners'])}}}"
-                     + (" — the winner set CHANGED" if c["winners_changed"] else " — same winner set") + ".")
-            fl = [k for k, v in c["pairs_default_vs_tuned"].items() if v["verdict"] == "flips"]
-            nowres = [k for k, v in c["pairs_default_vs_tuned"].items()
-                      if v["where"]["default"] == "unresolved" and v["where"]["tuned"] != "unresolved"]
-            lost = [k for k, v in c["pairs_default_vs_tuned"].items()
-                    if v["where"]["default"] != "unresolved" and v["where"]["tuned"] == "unresolved"]
-            L.append(f"  - orderings reversed by tuning (resolved both times, opposite ways): {', '.join(fl) or 'none'}; "
-                     f"resolved only after tuning: {', '.join(nowres) or 'none'}; resolved only at the defaults: "
-                     f"{', '.join(lost) or 'none'}.")
-        costs = {m: {s: r[s]["cost"]["s_per_update"] for s in SETTINGS if s in r and "cost" in r[s]}
-                 for m, r in doc["compare"].items()}
-        cl = [f"{m}: " + ", ".join(f"{s} {v * 1e3:.2f} ms" for s, v in c.items())
-              + (f" (tuned_final / default = {c['tuned_final'] / c['default']:.2f}x)" if "tuned_final" in c else "")
-              for m, c in costs.items() if c]
-        if cl:
-            L.append("- **cost** (measured per update, not assumed): " + "; ".join(cl) + ".")
-        L.append("")
+        L += _compare_section(doc, out_dir)
     if doc.get("lambda", {}).get("methods"):
-        lam = doc["lambda"]
-        c = doc.get("lambda_conclusions", {})
-        pl = c.get("per_lambda", {})
-        L += ["## Robustness to lambda (val split)", "",
-              "Learned methods: " + "; ".join(sorted({f"{r.get('setting', 'default')}" for r in lam["methods"].values()}))
-              + f" ({spec['seeds']} seeds). Cells: mean final normalized utility [two-level 95% CI] against each "
-              "lambda's own oracle and random, mean SLO violation in parentheses.", "",
-              "| method | " + " | ".join(f"lambda={x:g}" for x in lam["lams"]) + " |",
-              "|---|" + "---|" * len(lam["lams"])]
-        for m, r in lam["methods"].items():
-            cells = [(_cell(pl[f"{x:g}"]["methods"][m]) if m in pl.get(f"{x:g}", {}).get("methods", {}) else "—")
-                     + f" (SLO {s['mean']:.0%})" for x, s in zip(lam["lams"], r["slo"])]
-            L.append(f"| {m} | " + " | ".join(cells) + " |")
-        L.append("| oracle SLO violation | " + " | ".join(f"{x:.0%}" for x in lam["oracle"]["slo"]) + " |")
-        if c:
-            L += ["", "Winner set per lambda: " + "; ".join(f"{k}: {{{', '.join(v)}}}"
-                                                          for k, v in c["winner_per_lambda"].items()) + ".", "",
-                  "Orderings resolved the same way at every lambda: " + ("; ".join(c["holds_at_every_lambda"]) or "none")
-                  + ".", "",
-                  "Orderings resolved in opposite directions at two lambdas (flips): " + ("; ".join(c["flips"]) or "none")
-                  + ".", "",
-                  f"Unresolved at one lambda or more ({len(c['unresolved'])} pairs): " + (", ".join(c["unresolved"]) or "none")
-                  + "."]
-            spread = {}
-            for m in lam["methods"]:
-                v = [pl[x]["methods"][m]["value"] for x in pl if m in pl[x]["methods"]]
-                v = [x for x in v if x is not None and np.isfinite(x)]
-                if len(v) > 1:
-                    spread[m] = max(v) - min(v)
-            if spread:
-                L += ["", "Sensitivity to lambda (max - min over lambda of the mean final normalized utility; a stability "
-                      "measure that is meaningful for deterministic methods too): "
-                      + ", ".join(f"{m} {v:.3f}" for m, v in sorted(spread.items(), key=lambda kv: kv[1])) + "."]
-        L += ["", f"![lambda robustness]({FIG_LAM})", ""]
+        L += _lambda_section(doc)
     return "\n".join(L)
+
+
+def _tune_section(doc: dict) -> list[str]:
+    spec = doc["spec"]
+    L = ["## Tuning (tuning split carved from train; never val)", "",
+         f"{spec['trials']} trials x {spec['seeds']} seeds per method and round ({spec['search']} search, trial 0 = "
+         f"the defaults), same env-step budget. Two choices from the same trials: by final normalized utility "
+         f"(answers the frontier question) and by AUC (answers the sample-efficiency question), each the best "
+         f"mean over seeds. A chosen value within {spec['edge_margin']:.0%} of a range edge (log scale for log "
+         f"ranges) widens that range and re-tunes the method with fresh trials (up to {spec['widen_rounds']} "
+         "round(s)); the choice is made over every round's trials.", "",
+         "| method | default final / AUC | chosen by final: final / AUC | settings | chosen by AUC: final / AUC | "
+         "settings | rounds | train s |", "|---|---|---|---|---|---|---|---|"]
+    for m, t in doc["tune"].items():
+        if "chosen" not in t:
+            continue
+        d = t["trials"][0]
+        cf, ca = t["trials"][t["chosen_trial"]["final"]], t["trials"][t["chosen_trial"]["auc"]]
+        st = lambda c: ", ".join(f"{k}={v:.3g}" for k, v in c["settings"].items())  # noqa: E731
+        L.append(f"| {m} | {d['final_mean']:.3f} / {d['auc_mean']:.3f} | {cf['final_mean']:.3f} / {cf['auc_mean']:.3f} "
+                 f"| {st(cf)} | {ca['final_mean']:.3f} / {ca['auc_mean']:.3f} | {st(ca)} | {t['rounds']} | "
+                 f"{t['train_s']:.1f} |")
+    L.append("")
+    for m, t in doc["tune"].items():
+        if t.get("rounds", 0) > 1:
+            L.append(f"- **{m}**: ranges widened and re-tuned ({t['rounds'] - 1} extra round(s)): "
+                     + "; ".join(f"{k}: {t['spaces'][0][k]} -> {t['spaces'][-1][k]}" for k in t["spaces"][-1]
+                                 if t["spaces"][-1][k] != t["spaces"][0][k]) + ".")
+        for h in t.get("edges", []):
+            L.append(f"- **{m}** (chosen by {h['select']}): {h['hyperparameter']} = {h['value']:.3g} lies at "
+                     f"{h['position']:.0%} of its range {h['range']} ({h['edge']} edge)"
+                     + (" — at a hard bound or a list of choices: not widened" if h["widened_to"] is None else
+                        " — still at the edge after the last widening round: the optimum may lie outside"))
+    L += ["", f"![scores vs hyperparameters]({FIG_SCORES})", ""]
+    return L
+
+
+def _compare_section(doc: dict, out_dir: Path | None) -> list[str]:
+    spec = doc["spec"]
+    F = spec["final_seeds"]
+    L = ["## Default vs tuned (val split, fresh seeds)", "",
+         f"{F} fresh seeds per setting. Cells: mean over seeds [95% CI over seeds and val requests (two-level "
+         "bootstrap)]. Cost: measured seconds per update of each setting's own program "
+         f"({F} rows; equal when the settings compile to the same program).", "",
+         "| method | setting | final norm. utility | AUC | std of final | SLO violation | quality | s / update |",
+         "|---|---|---|---|---|---|---|---|"]
+    ans = doc.get("answers", {})
+    for m, r in doc["compare"].items():
+        for s in SETTINGS:
+            if s not in r:
+                continue
+            v, ci = r[s], r[s].get("ci", {})
+            cell = lambda k, pct=False: _cell(ci[k], pct) if k in ci else "—"  # noqa: E731
+            c = v.get("cost", {}).get("s_per_update")
+            L.append(f"| {m} | {s} | {cell('final')} | {cell('auc')} | {v['final']['std']:.3f} | {cell('slo', True)} | "
+                     f"{cell('quality')} | {'—' if c is None else f'{c * 1e3:.2f} ms'} |")
+    some = next(iter(ans.values()), None) if ans else None
+    vp = None if out_dir is None else Path(out_dir) / PER_REQUEST / "val.npz"
+    R = "the val requests"
+    if vp is not None and vp.is_file():
+        with np.load(vp) as z:
+            R = f"{z['quality'].shape[0]} val requests"
+    L += ["", f"Conditions of these answers: table {doc['meta']['table']}; lambda = {doc['meta']['lam']}; policy head(s) "
+          f"{', '.join(doc['meta'].get('heads', [])) or 'of the base config'}; {F} fresh seeds per setting; "
+          f"resolution: 95% two-level bootstrap over the seeds and {R}"
+          + ("" if some else " (no answers computed)") + ".", "",
+          "Answers, each decided by the two-level CI of every pair's difference (a *winner* is every method not "
+          "separated from the best); default = every method at its defaults, tuned = the learned methods at the "
+          "setting tuned for that question:", ""]
+    for q, c in ans.items():
+        if c["tuned"].get("deterministic"):
+            L.append(f"- **{q}**: deterministic (std 0 by construction, left out of this question): "
+                     + ", ".join(c["tuned"]["deterministic"]) + ".")
+        L.append(f"- **{q}** ({c['tuned']['statistic']} over seeds, {'higher' if c['tuned']['higher_is_better'] else 'lower'} is better): "
+                 f"winners default {{{', '.join(c['default']['winners'])}}}, tuned {{{', '.join(c['tuned']['winners'])}}}"
+                 + (" — the winner set CHANGED" if c["winners_changed"] else " — same winner set") + ".")
+        fl = [k for k, v in c["pairs_default_vs_tuned"].items() if v["verdict"] == "flips"]
+        nowres = [k for k, v in c["pairs_default_vs_tuned"].items()
+                  if v["where"]["default"] == "unresolved" and v["where"]["tuned"] != "unresolved"]
+        lost = [k for k, v in c["pairs_default_vs_tuned"].items()
+                if v["where"]["default"] != "unresolved" and v["where"]["tuned"] == "unresolved"]
+        L.append(f"  - orderings reversed by tuning (resolved both times, opposite ways): {', '.join(fl) or 'none'}; "
+                 f"resolved only after tuning: {', '.join(nowres) or 'none'}; resolved only at the defaults: "
+                 f"{', '.join(lost) or 'none'}.")
+    costs = {m: {s: r[s]["cost"]["s_per_update"] for s in SETTINGS if s in r and "cost" in r[s]}
+             for m, r in doc["compare"].items()}
+    cl = [f"{m}: " + ", ".join(f"{s} {v * 1e3:.2f} ms" for s, v in c.items())
+          + (f" (tuned_final / default = {c['tuned_final'] / c['default']:.2f}x)" if "tuned_final" in c else "")
+          for m, c in costs.items() if c]
+    if cl:
+        L.append("- **cost** (measured per update, not assumed): " + "; ".join(cl) + ".")
+    L.append("")
+    return L
+
+
+def _lambda_section(doc: dict) -> list[str]:
+    spec = doc["spec"]
+    lam = doc["lambda"]
+    c = doc.get("lambda_conclusions", {})
+    pl = c.get("per_lambda", {})
+    L = ["## Robustness to lambda (val split)", "",
+         "Learned methods: " + "; ".join(sorted({f"{r.get('setting', 'default')}" for r in lam["methods"].values()}))
+         + f" ({spec['seeds']} seeds). Cells: mean final normalized utility [two-level 95% CI] against each "
+         "lambda's own oracle and random, mean SLO violation in parentheses.", "",
+         "| method | " + " | ".join(f"lambda={x:g}" for x in lam["lams"]) + " |",
+         "|---|" + "---|" * len(lam["lams"])]
+    for m, r in lam["methods"].items():
+        cells = [(_cell(pl[f"{x:g}"]["methods"][m]) if m in pl.get(f"{x:g}", {}).get("methods", {}) else "—")
+                 + f" (SLO {s['mean']:.0%})" for x, s in zip(lam["lams"], r["slo"])]
+        L.append(f"| {m} | " + " | ".join(cells) + " |")
+    L.append("| oracle SLO violation | " + " | ".join(f"{x:.0%}" for x in lam["oracle"]["slo"]) + " |")
+    if c:
+        L += ["", "Winner set per lambda: " + "; ".join(f"{k}: {{{', '.join(v)}}}"
+                                                      for k, v in c["winner_per_lambda"].items()) + ".", "",
+              "Orderings resolved the same way at every lambda: " + ("; ".join(c["holds_at_every_lambda"]) or "none")
+              + ".", "",
+              "Orderings resolved in opposite directions at two lambdas (flips): " + ("; ".join(c["flips"]) or "none")
+              + ".", "",
+              f"Unresolved at one lambda or more ({len(c['unresolved'])} pairs): " + (", ".join(c["unresolved"]) or "none")
+              + "."]
+        spread = {}
+        for m in lam["methods"]:
+            v = [pl[x]["methods"][m]["value"] for x in pl if m in pl[x]["methods"]]
+            v = [x for x in v if x is not None and np.isfinite(x)]
+            if len(v) > 1:
+                spread[m] = max(v) - min(v)
+        if spread:
+            L += ["", "Sensitivity to lambda (max - min over lambda of the mean final normalized utility; a stability "
+                  "measure that is meaningful for deterministic methods too): "
+                  + ", ".join(f"{m} {v:.3f}" for m, v in sorted(spread.items(), key=lambda kv: kv[1])) + "."]
+    L += ["", f"![lambda robustness]({FIG_LAM})", ""]
+    return L
 
 
 def write_report(doc: dict, out: Path) -> str:

@@ -14,16 +14,26 @@ import numpy as np
 from e5jax.config import read_toml
 from e5jax.errors import UsageError
 from e5jax.methods import METHODS
-from e5jax.methods.common import LearnerConfig
+from e5jax.methods.common import domain_text, in_domain
 
 DISTS = ("log", "uniform")  # {log = [lo, hi]} log-uniform, {uniform = [lo, hi]}; a list = choices (grid axis)
-POSITIVE = ("lr", "clip_eps")  # must be > 0 (DPO's beta too); every other traced value >= 0
+
+
+def tunable() -> tuple:
+    """The registered methods with traced hyperparameters (the sweep's default methods)."""
+    return tuple(n for n, m in METHODS.items() if m.traced)
+
+
+def default_space(method: str) -> dict:
+    """The search space declared on the method's traced config fields (``common.traced``: range and scale)."""
+    return {k: {"log" if meta["scale"] == "log" else "uniform": list(meta["search"])}
+            for k, meta in METHODS[method].traced.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
     config: str = ""  # base protocol TOML (run settings, method defaults); "" = the built-in default
-    methods: tuple = ("supervised", "ppo", "dpo", "grpo")  # methods tuned
+    methods: tuple = dataclasses.field(default_factory=tunable)  # methods tuned (default: every one with traced hps)
     trials: int = 16  # per method, the same for every method (trial 0 = the defaults)
     search: str = "random"  # random | grid
     seeds: int = 5  # tuning seeds per trial (shared by the trials); also the lambda phase's seeds
@@ -36,7 +46,11 @@ class SweepSpec:
     seed: int = 0  # draws of the random search
     lams: tuple = (0.5, 1.0, 2.0, 4.0, 8.0)  # lambda robustness ([] = skip)
     phases: tuple = ("tune", "compare", "lambda")
-    space: dict = dataclasses.field(default_factory=dict)  # method -> {hyperparameter: distribution}
+    space: dict = dataclasses.field(default_factory=dict)  # method -> {hyperparameter: distribution} (else declared)
+
+    def space_of(self, method: str) -> dict:
+        """The method's search space: its ``[space.<method>]``, else the ranges declared on its config fields."""
+        return self.space.get(method) or default_space(method)
 
 
 def _fail(msg: str):
@@ -93,35 +107,33 @@ def check_spec(spec: SweepSpec, cfgs: dict) -> None:
             _fail(f"[sweep] methods: unknown method {m!r} (choose from {', '.join(METHODS)})")
         if m not in cfgs:
             _fail(f"[sweep] methods: {m!r} is not in the base config's methods ({', '.join(cfgs)})")
-        if not issubclass(METHODS[m].Config, LearnerConfig):
+        if not METHODS[m].traced:
             _fail(f"[sweep] methods: {m!r} has no traced hyperparameters to tune (training-free)")
-        if not spec.space.get(m):
-            _fail(f"[space.{m}] is missing or empty: give at least one hyperparameter range")
+        if m in spec.space and not spec.space[m]:
+            _fail(f"[space.{m}] is empty: give at least one hyperparameter range (or drop the section: the ranges "
+                  "declared on the config then apply)")
     for m, space in spec.space.items():  # spaces of methods not tuned this time are checked too, then unused
         if m not in METHODS:
             _fail(f"[space.{m}]: unknown method {m!r} (choose from {', '.join(METHODS)})")
         if not isinstance(space, dict):
             _fail(f"[space.{m}] must be a table of hyperparameter = distribution")
-        cls = METHODS[m].Config
-        if not issubclass(cls, LearnerConfig):
+        traced = METHODS[m].traced
+        if not traced:
             _fail(f"[space.{m}]: {m!r} has no traced hyperparameters to tune (training-free)")
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name for f in dataclasses.fields(METHODS[m].Config)}
         for k, dist in space.items():
             where = f"[space.{m}] {k}"
             if k not in fields:
-                _fail(f"{where}: unknown hyperparameter (traced: {', '.join(cls.TRACED)})")
-            if k not in cls.TRACED:
+                _fail(f"{where}: unknown hyperparameter (traced: {', '.join(traced)})")
+            if k not in traced:
                 _fail(f"{where} is static (changing it recompiles the program): sweep it with one config per value "
-                      f"(traced: {', '.join(cls.TRACED)})")
+                      f"(traced: {', '.join(traced)})")
             values = _dist_values(dist, where, spec.search)
-            lo_ok = (lambda v: v > 0) if k in POSITIVE or (m == "dpo" and k == "beta") else (lambda v: v >= 0)
-            if not all(lo_ok(v) for v in values):
-                _fail(f"{where}: values must be {'> 0' if k in POSITIVE or k == 'beta' else '>= 0'}, got {values}")
-            if k == "label_smoothing" and max(values) >= 0.5:
-                _fail(f"{where}: label smoothing must be < 0.5, got {values}")
+            if not all(in_domain(traced[k], v) for v in values):
+                _fail(f"{where}: values must be {domain_text(traced[k])}, got {values}")
     if spec.search == "grid":
         for m in spec.methods:  # (only the tuned ones)
-            n = math.prod(len(v) for v in spec.space[m].values())
+            n = math.prod(len(v) for v in spec.space_of(m).values())
             if n != spec.trials:
                 _fail(f"[space.{m}]: the grid has {n} points but trials = {spec.trials} (every method gets the same "
                       "number of trials)")
@@ -156,7 +168,7 @@ def draw_trials(spec: SweepSpec, method: str, cfg, space: dict | None = None, ro
     """The method's trials: {hyperparameter: value}. Random search: in round 0 trial 0 = the base config's values,
     the others drawn independently (log-uniform, uniform or a choice), seeded by (spec.seed, the method's *name*,
     the round); a widening round (``round_`` > 0, ``space`` widened) draws ``trials`` new ones. Grid: every point."""
-    space = spec.space[method] if space is None else space
+    space = spec.space_of(method) if space is None else space
     if spec.search == "grid":
         keys = list(space)
         return [dict(zip(keys, map(float, point))) for point in itertools.product(*(space[k] for k in keys))]
@@ -177,9 +189,6 @@ def draw_trials(spec: SweepSpec, method: str, cfg, space: dict | None = None, ro
     return trials
 
 
-HARD = {"label_smoothing": (0.0, 0.49)}  # hard bounds beyond POSITIVE (> 0) and the default (>= 0)
-
-
 def edge_position(dist, v: float) -> float | None:
     """Where ``v`` lies in a distribution, in [0, 1] (log scale for log ranges; a list of choices: its index over the
     sorted choices); None for a list of one."""
@@ -192,13 +201,14 @@ def edge_position(dist, v: float) -> float | None:
     return (v - lo) / (hi - lo)
 
 
-def widen(dist, side: str, name: str, positive: bool):
-    """The range extended by half its width (log width for log ranges) on ``side``; None when a hard bound stops it
-    or for a list of choices (the user's grid: not changed)."""
+def widen(dist, side: str, domain: dict):
+    """The range extended by half its width (log width for log ranges) on ``side``, within the field's valid range
+    ``domain`` (its ``common.traced`` metadata: an open low bound is approached by at most halving); None when
+    that bound stops it or for a list of choices (the user's grid: not changed)."""
     if not isinstance(dist, dict):
         return None
     kind, (lo, hi) = next(iter(dist.items()))
-    hard_lo, hard_hi = HARD.get(name, (0.0, math.inf))
+    hard_lo, hard_hi, positive = domain["low"], domain["high"], domain["low_open"]
     if kind == "log":
         f = math.sqrt(hi / lo)
         new = [lo / f, hi] if side == "low" else [lo, min(hi * f, hard_hi)]
@@ -223,7 +233,6 @@ def edge_report(spec: SweepSpec, method: str, space: dict, chosen: dict) -> list
             if pos is None or spec.edge_margin < pos < 1 - spec.edge_margin:
                 continue
             side = "low" if pos <= spec.edge_margin else "high"
-            positive = k in POSITIVE or (method == "dpo" and k == "beta")
             hits.append({"select": sel, "hyperparameter": k, "value": v, "position": pos, "edge": side,
-                         "range": space[k], "widened_to": widen(space[k], side, k, positive)})
+                         "range": space[k], "widened_to": widen(space[k], side, METHODS[method].traced[k])})
     return hits
