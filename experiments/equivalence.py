@@ -157,7 +157,7 @@ def overall_line(report: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ running
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.rstrip("\n")
 
 
 def resolve(repo: Path, rev: str) -> str:
