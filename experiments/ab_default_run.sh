@@ -27,7 +27,7 @@ for round in $(seq "$rounds"); do
 import json, sys
 d = json.load(open(sys.argv[1] + "/e5_training_curves.json"))
 wall, user, sys_ = sys.argv[3].split()
-train = sum(m["train_time_s"] for m in d["methods"].values())
+train = sum(m["train_time_s"] or 0.0 for m in d["methods"].values())  # None: below resolution
 print(f"{sys.argv[2]:16s} process {wall:>7s} s (user {user}, sys {sys_})  run {d['meta']['total_wall_time_s']:6.1f} s  "
       f"training {train:5.1f} s  overhead analysis {d['meta'].get('overhead_analysis_s', float('nan')):4.1f} s  "
       f"load before {sys.argv[4]}")

@@ -398,7 +398,8 @@ def _early_stops(doc) -> list[str]:
         if own is not None and per is not None and own != per:
             why.append(f"{own} env steps per update instead of {per} (whole requests of C env steps each)")
         if steps.size > 2 and steps[-1] == steps[-2]:
-            why.append("its env steps stop growing (every train request labelled or profiled)")
+            finite = n in METHODS and METHODS[n].finite_data  # it labels or profiles a finite train split
+            why.append("its env steps stop growing" + (" (every train request labelled or profiled)" if finite else ""))
         parts.append(f"{n} ends at {_steps(steps[-1])} of {_steps(total)} env steps"
                      + (f": {'; '.join(why)}" if why else ""))
     return [f"- **Early stops**: " + "; ".join(parts) + "."] if parts else []
