@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -410,3 +411,14 @@ def test_autoregressive_head_controller(tmp_path, setup):
     assert c2.ar and X.eager_decisions(c2, reqs[:50]).tolist() == eager[:50].tolist()
     j = c.jax_batch1()
     assert [j(*r) for r in reqs[:30]] == eager[:30].tolist()
+
+
+def test_exported_controllers_take_their_rows_env_values(setup, trained):
+    """A row's env override (a sweep's lambda, engine.row_env) reaches its exported controller; without overrides
+    every controller has the env's own."""
+    table, env = setup
+    m, states = trained["knn_lut"]
+    lams = [0.5 + 3.0 * i for i in range(SEEDS)]
+    rows = X.export_controllers("knn_lut", m, states, table, env, env_rows={"lam": jnp.asarray(lams, jnp.float32)})
+    assert [float(c.lam) for c in rows] == lams
+    assert {float(c.lam) for c in X.export_controllers("knn_lut", m, states, table, env)} == {float(env.lam)}
