@@ -91,10 +91,9 @@ def check_head(head: str) -> str:
 
 
 def head_sizes(env: E.EnvParams, head) -> tuple[int, ...]:
-    """Sizes of the categorical heads as the helpers see them: (C,) for joint and autoregressive heads.
-    ``head``: a kind from HEADS, or a bool (True = joint, the older flag)."""
-    kind = ("joint" if head else "factored") if isinstance(head, bool) else check_head(head)
-    return tuple(env.knob_sizes) if kind == "factored" else (env.num_configs,)
+    """Sizes of the categorical heads as the helpers see them: (C,) for joint and autoregressive heads (``head``:
+    a kind from HEADS)."""
+    return tuple(env.knob_sizes) if check_head(head) == "factored" else (env.num_configs,)
 
 
 def ar_sizes(env: E.EnvParams, head) -> tuple[int, ...]:
