@@ -1,8 +1,10 @@
-"""Kill -9 mid-training, resume, and get exactly the uninterrupted run's results (wall-clock fields aside);
-checkpoints from another config are refused; a run never writes over another unless told to."""
+"""Kill -9 mid-training, resume with no flag but --resume, and get exactly the uninterrupted run's results (wall-clock
+fields aside); resume takes the recorded config and table, refuses another in one line; a run never writes over
+another unless told to."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -12,6 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import make_known_oracle_table
+from e5jax.config import load_config
+from e5jax.errors import UsageError
+from e5jax.io import write_json
+from e5jax.run import RECORD, make_meta, recorded_configs, recorded_meta, resume_differences, run_from_args
+from e5jax.table import default_table_path, load_table
 
 ROOT = Path(__file__).resolve().parents[1]
 E5JAX = [sys.executable, "-m", "e5jax"]
@@ -73,7 +82,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, config):
     # the same directory without --resume is refused, nothing touched
     r = _run(["--config", str(config), "--out", str(killed)])
     assert r.returncode == 2 and "pass --resume" in r.stderr and ck.is_dir()
-    r = _run(["--config", str(config), "--resume", str(killed)])
+    r = _run(["--resume", str(killed)])  # the config is the one recorded in the directory
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("e5_training_curves.json", "e5_sample_efficiency.json", "e5_final_frontiers.json",
                  "e5_stability_analysis.json"):
@@ -91,9 +100,70 @@ def test_resume_refuses_another_config(tmp_path, config):
     assert _run(["--config", str(proc_cfg), "--out", str(out)]).returncode == 0
     other = tmp_path / "other.toml"
     other.write_text(CONFIG.replace("seeds = 2", "seeds = 3"))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     r = _run(["--config", str(other), "--resume", str(out)])
-    assert r.returncode == 2 and "another run config" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "another run config (methods: " in r.stderr and "seeds: 2 there, 3 given" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written
     # --overwrite replaces the run's own outputs and nothing else
     (out / "notes.txt").write_text("mine")
     r = _run(["--config", str(proc_cfg), "--out", str(out), "--overwrite"])
     assert r.returncode == 0 and (out / "notes.txt").read_text() == "mine"
+
+
+def _args(**kw):
+    a = dict(config=None, table=None, out=None, seeds=None, methods=None, thresholds=None, resume=None, overwrite=False,
+             no_progress=True)
+    return argparse.Namespace(**{**a, **kw})
+
+
+@pytest.fixture
+def recorded(tmp_path, config):
+    """A run directory as a run leaves it when killed before its first method finished: only checkpoints/run.json."""
+    make_known_oracle_table(R=60).save(tmp_path / "t.npz")
+    table = load_table(tmp_path / "t.npz")
+    cfg = tmp_path / "rec.toml"
+    cfg.write_text(CONFIG + 'lam = 1.5\nthresholds = "slo=0.1"\n[grpo]\nlr = 0.001\n')
+    run, cfgs = load_config(cfg)
+    out = tmp_path / "run"
+    write_json(out / RECORD, {"meta": make_meta(run, cfgs, table, tmp_path / "t.npz")})
+    return out, cfg, run, cfgs, table
+
+
+def test_resume_takes_the_recorded_config_and_table(recorded):
+    out, cfg, run, cfgs, table = recorded
+    meta = recorded_meta(out)
+    assert recorded_configs(meta, _args()) == (run, cfgs)  # rebuilt exactly: every value, every method's config
+    assert meta["table"]["path"].endswith("t.npz")
+    sha = meta["table"]["sha256_16"]
+    assert resume_differences(meta, run, cfgs, sha) == []
+    same = recorded_configs(meta, _args(config=str(cfg)))  # the same config given explicitly: accepted
+    assert same == (run, cfgs) and resume_differences(meta, *same, sha) == []
+    re_thr = recorded_configs(meta, _args(thresholds="slo=0.2"))  # reporting settings may change
+    assert re_thr[0].thresholds == "slo=0.2" and resume_differences(meta, *re_thr, sha) == []
+    assert resume_differences(meta, *recorded_configs(meta, _args(seeds=3)), sha) == [
+        "run config (seeds: 2 there, 3 given)"]
+    assert resume_differences(meta, run, cfgs, "0" * 16) == [f"table (sha256_16: {sha} there, {'0' * 16} given)"]
+    other = out.parent / "other.toml"
+    other.write_text(cfg.read_text().replace("lr = 0.001", "lr = 0.002"))
+    assert resume_differences(meta, *recorded_configs(meta, _args(config=str(other))), sha) == [
+        "grpo config (lr: 0.001 there, 0.002 given)"]
+
+
+@pytest.mark.parametrize("flags, says", [({"seeds": 3}, "another run config (seeds: 2 there, 3 given)"),
+                                         ({"methods": "lut"}, "another run config (methods: "),
+                                         ({"table": str(default_table_path())}, "another table (sha256_16: ")])
+def test_resume_refuses_other_flags_in_one_line_writing_nothing(recorded, flags, says):
+    out, *_ = recorded
+    before = sorted(out.rglob("*"))
+    with pytest.raises(UsageError) as e:
+        run_from_args(_args(resume=str(out), **flags))
+    assert says in str(e.value) and "\n" not in str(e.value) and "without --config" in str(e.value)
+    assert sorted(out.rglob("*")) == before
+
+
+def test_resume_names_a_recorded_table_that_is_gone(recorded):
+    out, *_ = recorded
+    (out.parent / "t.npz").unlink()
+    with pytest.raises(UsageError, match=r"its table .*t\.npz is not there; pass --table"):
+        run_from_args(_args(resume=str(out)))

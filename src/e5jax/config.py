@@ -99,7 +99,14 @@ def read_toml(path: str | Path, error=ConfigError) -> dict:
 
 def load_config(path: str | Path | None = None, seeds: int | None = None, methods: str | None = None,
                 thresholds: str | None = None):
-    raw = {} if path is None else read_toml(path)
+    """(RunConfig, {method: config}) from a TOML file (None: the built-in defaults); ``seeds``, ``methods`` (comma-
+    separated) and ``thresholds`` override its ``[run]`` values."""
+    return config_from_dict({} if path is None else read_toml(path), seeds, methods, thresholds)
+
+
+def config_from_dict(raw: dict, seeds: int | None = None, methods: str | None = None, thresholds: str | None = None):
+    """As ``load_config``, from the TOML file's dict (``{"run": {...}, "learner": {...}, "<method>": {...}}``; lists
+    for tuples): a run's recorded ``meta.run`` with its ``meta.method_configs`` rebuilds that run's configs."""
     unknown = sorted(set(raw) - {"run", "learner", *METHODS})
     if unknown:
         raise ConfigError(f"config: unknown section [{unknown[0]}]")

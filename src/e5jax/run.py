@@ -4,7 +4,8 @@ Every method's chunk program is compiled ahead of time (compile time measured ap
 evaluated, then chunks of ``eval_every`` updates run with a progress bar, the bounded metrics of each chunk pulled
 to the host (the host loop: ``e5jax.loop``). ``e5_training_curves.json`` is rewritten atomically after every
 method, so an interrupted run keeps every finished method (``"complete": false`` until the end). The overhead
-analysis (``e5jax.overhead``) runs after all training and is imported only then.
+analysis (``e5jax.overhead``) runs after all training and is imported only then. ``checkpoints/run.json`` holds the
+run's ``meta`` (resolved configs, table path and hash) while it trains, so ``--resume DIR`` needs no other flag.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import json
 import shutil
 import sys
 import time
@@ -25,10 +27,10 @@ from e5jax import analysis as A
 from e5jax import env as E
 from e5jax import policy as P
 from e5jax.checkpoint import MethodCheckpointer, ResumeError, fingerprint
-from e5jax.config import ConfigError, RunConfig, load_config
+from e5jax.config import ConfigError, RunConfig, config_from_dict, load_config, read_toml
 from e5jax.errors import UsageError
 from e5jax.host import host_description
-from e5jax.io import atomic_write, read_json, write_json
+from e5jax.io import atomic_write, read_json, to_jsonable, write_json
 from e5jax.loop import Prepared, compile_pool, env_steps_axis, init_method, prepare_method, train_chunks
 from e5jax.methods import METHODS
 from e5jax.table import ProfileTable, default_table_path, load_table
@@ -188,6 +190,46 @@ def run_fingerprint(run: RunConfig, cfg, table_meta: dict) -> dict:
                         "table": table_meta.get("sha256_16")})
 
 
+RECORD = Path("checkpoints") / "run.json"  # the run's meta while it trains (e5jax run --resume reads it)
+
+
+def recorded_meta(out: Path) -> dict | None:
+    """The ``meta`` block of the run in ``out``: ``checkpoints/run.json`` (written when training starts, removed with
+    the checkpoints when the run completes), else ``e5_training_curves.json``'s; None when neither is there."""
+    for p in (out / RECORD, out / "e5_training_curves.json"):
+        if p.is_file():
+            return read_json(p)["meta"]
+    return None
+
+
+def recorded_configs(meta: dict, args):
+    """(run, cfgs) for ``--resume``: from ``--config`` when given, else from the recorded ``meta.run`` and
+    ``meta.method_configs``; ``--seeds``, ``--methods`` and ``--thresholds`` override either."""
+    raw = read_toml(args.config) if args.config else {"run": meta["run"], **meta["method_configs"]}
+    return config_from_dict(raw, seeds=args.seeds, methods=args.methods, thresholds=getattr(args, "thresholds", None))
+
+
+def resume_differences(meta: dict, run: RunConfig, cfgs: dict, table_sha: str | None) -> list[str]:
+    """What differs from the recorded run in what a resume must match (``run_fingerprint``'s parts), each as
+    ``part (key: recorded value there, given value given)``; a method-config key that mirrors a differing run-config
+    key (``env_steps_per_update``) is named once, in the run config. Empty when the run may continue."""
+    def keys(there, given, skip=()):
+        there, given = to_jsonable(there), to_jsonable(given)
+        return {k: f"{k}: {json.dumps(there.get(k))} there, {json.dumps(given.get(k))} given"
+                for k in sorted(set(there) | set(given)) if there.get(k) != given.get(k) and k not in skip}
+
+    run_d = keys({k: v for k, v in meta["run"].items() if k not in NOT_TRAINING},
+                 {k: v for k, v in dataclasses.asdict(run).items() if k not in NOT_TRAINING})
+    parts = {"run config": run_d}
+    for name, cfg in cfgs.items():
+        if name in meta["method_configs"]:
+            parts[f"{name} config"] = keys(meta["method_configs"][name], dataclasses.asdict(cfg), skip=run_d)
+    out = [f"{part} ({'; '.join(d.values())})" for part, d in parts.items() if d]
+    if meta["table"]["sha256_16"] != table_sha:
+        out.append(f"table (sha256_16: {meta['table']['sha256_16']} there, {table_sha} given)")
+    return out
+
+
 def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path, out: Path, progress: bool = True,
                    resume: bool = False) -> dict:
     env = E.env_from_run(run, table)
@@ -214,6 +256,7 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
                                   "rerun with the same config and table, or use --overwrite")
             doc["methods"][name] = m
         doc["meta"]["resumed"] = {"finished_before": list(doc["methods"])}
+    write_json(out / RECORD, {"schema": "e5jax/run_record/v1", "meta": doc["meta"]})
     todo = [n for n in run.methods if n not in doc["methods"]]
     total = len(todo) * run.num_chunks
     # eager decision timing + training-cost breakdown after all training (E5JAX_OVERHEAD=off skips it)
@@ -288,13 +331,6 @@ def run_outputs(out: Path) -> list[Path]:
 
 
 def run_from_args(args) -> int:
-    try:
-        run, cfgs = load_config(args.config, seeds=args.seeds, methods=args.methods,
-                                thresholds=getattr(args, "thresholds", None))
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
-    table_path = Path(args.table) if args.table else default_table_path()
-    table = load_table(table_path)
     resume = getattr(args, "resume", None)
     if resume and args.out and Path(args.out) != Path(resume):
         raise UsageError(f"--resume {resume} and --out {args.out}: give one directory (--resume DIR continues DIR)")
@@ -303,6 +339,23 @@ def run_from_args(args) -> int:
         raise UsageError(f"--out {out}: exists and is not a directory")
     if resume and not out.is_dir():
         raise UsageError(f"--resume {out}: no such run directory")
+    meta = recorded_meta(out) if resume else None  # None: a directory with no run recorded trains from the flags
+    try:
+        run, cfgs = (recorded_configs(meta, args) if meta is not None else
+                     load_config(args.config, seeds=args.seeds, methods=args.methods,
+                                 thresholds=getattr(args, "thresholds", None)))
+    except ConfigError as e:
+        raise UsageError(f"--resume {out}: {e}" if meta is not None and not args.config else str(e)) from None
+    table_path = Path(args.table) if args.table else Path(meta["table"]["path"]) if meta else default_table_path()
+    if meta is not None and not args.table and not table_path.is_file():
+        raise UsageError(f"--resume {out}: its table {table_path} is not there; pass --table with the same file")
+    table = load_table(table_path)
+    if meta is not None:
+        differs = resume_differences(meta, run, cfgs, table_provenance(table, table_path)["sha256_16"])
+        if differs:
+            raise UsageError(f"--resume {out}: that run was made with another {'; another '.join(differs)}; resume "
+                             "without --config/--table/--seeds/--methods (it takes the recorded ones), or start a new "
+                             "run (another --out, or --overwrite)")
     present = [p.name for p in run_outputs(out) if p.exists()]
     if present and not resume:
         if not getattr(args, "overwrite", False):
@@ -319,7 +372,7 @@ def run_from_args(args) -> int:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished methods are kept in {out / 'e5_training_curves.json'}, the running one in its "
-              f"latest checkpoint; continue with: e5jax run --resume {out} (same config and table)", file=sys.stderr)
+              f"latest checkpoint; continue with: e5jax run --resume {out}", file=sys.stderr)
         return 130
     from e5jax.report import write_outputs
 
