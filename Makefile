@@ -1,25 +1,28 @@
-# `make run`: full E5 comparison on the embedded default table.  `make test`: the test suite.
+# `make run`: full E5 comparison on the embedded default table.  `make test`: the test suite.  Both install the
+# dependency versions pinned in constraints.txt; `make lock` refreshes it.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP_RUN  := $(VENV)/.stamp-run
 STAMP_TEST := $(VENV)/.stamp-test
+LOCK       := constraints.txt
+LOCK_VENV  ?= $(or $(TMPDIR),/tmp)/e5jax-lock-venv
 ARGS ?=
 
-.PHONY: run test bench clean-venv
+.PHONY: run test bench clean-venv lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP_RUN): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e .
+$(STAMP_RUN): pyproject.toml $(LOCK) | $(PY)
+	$(PIP) install --quiet -c $(LOCK) -e .
 	touch $@
 
 # torch is pinned to the CPU build that pip finds locally (a bare `torch` pulls a multi-GB CUDA build)
-$(STAMP_TEST): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[test,bridge]'
+$(STAMP_TEST): pyproject.toml $(LOCK) | $(PY)
+	$(PIP) install --quiet -c $(LOCK) -e '.[test,bridge]'
 	touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
@@ -34,6 +37,17 @@ bench: $(STAMP_TEST)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# constraints.txt from a fresh venv: the newest versions pyproject.toml allows (run, test and bridge extras), pinned by
+# `pip freeze`; the file's comment lines are kept, torch's +cpu label dropped (see the file's header)
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[test,bridge]'
+	{ grep '^#' $(LOCK); $(LOCK_VENV)/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 # The fully measured CPU table (docs/measured_table.md): train tiny-llava-olmoe on easy-vqa, profile latency
 # (--threads 1) and exact-match quality of every config on 1,500 test questions, validate, run E5 on it and on the
