@@ -102,9 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the config)")
     r.add_argument("--methods", default=None, help="comma-separated subset of methods")
     r.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    r.add_argument("--tensorboard", action="store_true",
+                   help="also write the per-chunk metrics (metrics.jsonl) as TensorBoard events under OUT/tensorboard "
+                        "(needs the optional tensorboardX package)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--resume", default=None, metavar="DIR",
-                   help="continue the interrupted run in DIR (same config and table) from its finished methods and "
+                   help="continue the interrupted run in DIR (it takes the config and table recorded there) from its finished methods and "
                         "the running method's latest checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace the run outputs already in --out")
     r.add_argument("--thresholds", default=None, help="sample-efficiency thresholds, e.g. \"slo=0.05,quality=0.9,utility_norm=0.9,gaps=0.5/0.8/0.95,slo_vs_oracle=0.05,quality_vs_oracle=0.95\" (keys change the defaults; docs/outputs.md)")
@@ -130,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="artifacts/sweep", help="output directory (default: artifacts/sweep)")
     sw.add_argument("--overwrite", action="store_true", help="start over in --out instead of continuing its sweep")
     sw.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    sw.add_argument("--tensorboard", action="store_true",
+                    help="also write the per-chunk metrics (metrics.jsonl) as TensorBoard events under OUT/tensorboard "
+                         "(needs the optional tensorboardX package)")
     sw.set_defaults(func=cmd_sweep)
 
     rb = sub.add_parser("robustness", help="run the E5 comparison on several tables and report, per question and "

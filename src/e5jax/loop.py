@@ -25,6 +25,7 @@ from e5jax import env as E
 from e5jax.checkpoint import f32_tree
 from e5jax.config import RunConfig
 from e5jax.methods import METHODS
+from e5jax.watch import active, guard, injected_stall
 
 
 @dataclasses.dataclass
@@ -66,14 +67,16 @@ def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp:
                 env_rows: dict | None = None) -> Prepared:
     """Initialise every row (in the calling thread: it executes a program). Rows are the run's seeds unless
     ``keys`` ([N] PRNG keys) and ``hp`` ({name: [N]} traced hyperparameters, ``engine.with_hp``) say otherwise;
-    ``env_rows`` ({env field: [N]}) gives each row its own env values in every program it runs."""
+    ``env_rows`` ({env field: [N]}) gives each row its own env values in every program it runs. The initialisation
+    runs under the active watchdog (``e5jax.watch``)."""
     trainer = engine.make_train(METHODS[name], cfg, run.eval_every)
     keys = engine.seed_keys(run.base_seed, run.seeds) if keys is None else keys
     t0 = time.perf_counter()
     # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
     # the shardings it was lowered with, and each chunk returns row-sharded states
-    states = jax.tree_util.tree_map(engine.shard_seeds, init_in_blocks(trainer, keys, env, hp))
-    jax.block_until_ready(states)
+    with guard(f"{name} initialisation"):
+        states = jax.tree_util.tree_map(engine.shard_seeds, init_in_blocks(trainer, keys, env, hp))
+        jax.block_until_ready(states)
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
     return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0, env_rows=env_rows or None)
 
@@ -115,9 +118,13 @@ class Trace:
 
 
 def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, checkpointer=None, label: str = "") -> Trace:
-    """Run every chunk of a prepared method (from its latest checkpoint when ``checkpointer`` has one)."""
+    """Run every chunk of a prepared method (from its latest checkpoint when ``checkpointer`` has one). Every program
+    runs under the active watchdog and each chunk's metrics go to the active stream (``e5jax.watch.watching``)."""
     states, keys = p.states, p.keys
-    tr = Trace(states, [jax.device_get((p.evaluate or p.trainer.evaluate)(states, env, *p.rows))], [], [], [0.0], [], [0])
+    watchdog, stream = active()
+    with guard(f"{label} evaluation before training"):
+        ev0 = jax.device_get((p.evaluate or p.trainer.evaluate)(states, env, *p.rows))
+    tr = Trace(states, [ev0], [], [], [0.0], [], [0])
     start = 0
     got = checkpointer.latest(states) if checkpointer is not None else None
     if got is not None:
@@ -130,9 +137,15 @@ def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, check
     for c in range(start, run.num_chunks):
         mask = p.masks[min(c, 1)]
         t = time.perf_counter()
-        states, m = p.chunk(states, engine.chunk_keys(keys, c), env, mask, *p.rows)
-        m = jax.device_get(m)  # blocks until the chunk is done
+        with guard(f"{label} chunk {c + 1}/{run.num_chunks}", chunk_of=label):
+            injected_stall(label, c + 1)
+            states, m = p.chunk(states, engine.chunk_keys(keys, c), env, mask, *p.rows)
+            m = jax.device_get(m)  # blocks until the chunk is done
         tr.chunk_s.append(time.perf_counter() - t)
+        if watchdog is not None:
+            watchdog.chunk_done(label, tr.chunk_s[-1])
+        if stream is not None:
+            stream.chunk(label, c + 1, (c + 1) * run.eval_every, m, tr.chunk_s[-1])
         cum = np.cumsum(np.asarray(m["env_steps_per_update"]), axis=1)  # [N, U]
         prev = 0
         for u in np.flatnonzero(mask):  # intra-chunk points first, the chunk's end last

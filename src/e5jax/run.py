@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -35,6 +36,7 @@ from e5jax.loop import Prepared, compile_pool, env_steps_axis, init_method, prep
 from e5jax.methods import METHODS
 from e5jax.table import ProfileTable, default_table_path, load_table
 from e5jax.timing import Settings, split_evaluation, time_evaluation, train_time_axis
+from e5jax.watch import METRICS_FILE, TENSORBOARD_DIR, MetricsStream, Watchdog, watching
 
 SCHEMA = "e5jax/e5_training_curves/v1"
 EVAL_KEYS = ("utility", "quality_mean", "latency_p95_ms", "latency_p95_norm", "latency_mean_norm", "slo_violation_rate", "utility_sampled")
@@ -231,7 +233,9 @@ def resume_differences(meta: dict, run: RunConfig, cfgs: dict, table_sha: str | 
 
 
 def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: Path, out: Path, progress: bool = True,
-                   resume: bool = False) -> dict:
+                   resume: bool = False, watchdog: Watchdog | None = None, tensorboard: bool = False) -> dict:
+    """Train every method of ``run`` on ``table`` into ``out``: its programs under ``watchdog``, each chunk's
+    metrics appended to ``out/metrics.jsonl`` (and TensorBoard events with ``tensorboard``: ``e5jax.watch``)."""
     env = E.env_from_run(run, table)
     refs = references_block(env)
     doc = {
@@ -285,7 +289,8 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     # starts when every compile is done, so every method trains (and is timed) on a CPU with no compiler running,
     # and runs in this thread, method by method; the overhead analysis runs after all training.
     timing = None if overhead is None else (lambda name, p: overhead.compile(name, METHODS[name], p.states))
-    with compile_pool(todo, lambda name: init_method(name, cfgs[name], run, env), env, also=timing) as compiled:
+    with watching(watchdog, MetricsStream(out, tensorboard)), \
+            compile_pool(todo, lambda name: init_method(name, cfgs[name], run, env), env, also=timing) as compiled:
         compiled.wait(progress)
         with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
             for name in todo:
@@ -326,7 +331,7 @@ def run_outputs(out: Path) -> list[Path]:
     from e5jax import report as R
 
     names = [R.CURVES, ACTIONS, R.SAMPLE_EFFICIENCY, R.FRONTIERS, R.STABILITY, R.DECISIONS, R.OVERHEAD, R.SUMMARY,
-             R.FIG_DIR, "controllers", "checkpoints"]
+             R.FIG_DIR, "controllers", "checkpoints", METRICS_FILE, TENSORBOARD_DIR]
     return [out / n for n in names]
 
 
@@ -356,6 +361,13 @@ def run_from_args(args) -> int:
             raise UsageError(f"--resume {out}: that run was made with another {'; another '.join(differs)}; resume "
                              "without --config/--table/--seeds/--methods (it takes the recorded ones), or start a new "
                              "run (another --out, or --overwrite)")
+    try:
+        watchdog = Watchdog.from_env(resume_hint=f"e5jax run --resume {out}")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    tensorboard = getattr(args, "tensorboard", False)
+    if tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        raise UsageError("--tensorboard needs the optional tensorboardX package (pip install tensorboardX)")
     present = [p.name for p in run_outputs(out) if p.exists()]
     if present and not resume:
         if not getattr(args, "overwrite", False):
@@ -367,7 +379,8 @@ def run_from_args(args) -> int:
           f"{run.num_updates} updates of {run.env_steps_per_update} env steps, table {table_path} "
           f"({table.num_requests} requests x {table.num_configs} configs), backend {jax.default_backend()}")
     try:
-        doc = run_experiment(run, cfgs, table, table_path, out, progress=not args.no_progress, resume=bool(resume))
+        doc = run_experiment(run, cfgs, table, table_path, out, progress=not args.no_progress, resume=bool(resume),
+                             watchdog=watchdog, tensorboard=tensorboard)
     except ResumeError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:

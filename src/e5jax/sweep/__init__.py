@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from e5jax.sweep.phases import phase_compare, phase_lambda, phase_tune
 from e5jax.sweep.report import compare_answers, have_per_request, lambda_conclusions, write_report
 from e5jax.sweep.spec import SweepSpec, check_spec, load_spec
 from e5jax.table import default_table_path, load_table
+from e5jax.watch import METRICS_FILE, TENSORBOARD_DIR, MetricsStream, Watchdog, watching
 
 SCHEMA = "e5jax/sweep/v1"
 FILE = "sweep.json"
@@ -88,7 +90,17 @@ def sweep_from_args(args) -> int:
                         "heads": sorted({c.head_kind for c in cfgs.values() if hasattr(c, "head_kind")}),
                         "seed_keys": {"tune, lambda": f"fold_in(PRNGKey({run.base_seed}), i)",
                                       "compare": f"fold_in(PRNGKey({run.base_seed + 1}), i) (fresh)"}}}
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        watchdog = Watchdog.from_env(resume_hint=f"the same e5jax sweep command (it continues {path})")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.overwrite:  # a new sweep: its own metrics stream
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
+    try:
+        stream = MetricsStream(out, tensorboard=getattr(args, "tensorboard", False))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
     def save():
         write_json(path, doc)
@@ -97,7 +109,7 @@ def sweep_from_args(args) -> int:
     n_rest = len(run.methods) * (("compare" in spec.phases) + ("lambda" in spec.phases))
     t0 = time.perf_counter()
     with tqdm(total=(n_tune + n_rest) * run.num_chunks, desc="e5 sweep", unit="chunk", file=sys.stderr,
-              disable=args.no_progress) as pbar:
+              disable=args.no_progress) as pbar, watching(watchdog, stream):
         try:
             if "tune" in spec.phases:
                 phase_tune(spec, run, cfgs, table, doc, save, pbar)
