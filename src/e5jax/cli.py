@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs the optional tensorboardX package)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--resume", default=None, metavar="DIR",
-                   help="continue the interrupted run in DIR (it takes the config and table recorded there) from its finished methods and "
-                        "the running method's latest checkpoint")
+                   help="continue the interrupted run in DIR (it takes the config and table recorded there) from its "
+                        "finished methods and the running method's latest checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace the run outputs already in --out")
     r.add_argument("--thresholds", default=None, help="sample-efficiency thresholds, e.g. \"slo=0.05,quality=0.9,utility_norm=0.9,gaps=0.5/0.8/0.95,slo_vs_oracle=0.05,quality_vs_oracle=0.95\" (keys change the defaults; docs/outputs.md)")
     r.set_defaults(func=cmd_run)

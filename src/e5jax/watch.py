@@ -8,8 +8,8 @@ written then: the outputs of finished methods and the running method's latest ch
 thread is blocked inside the runtime), so ending the process is the only way out. The limit of a chunk is
 ``factor`` x the slowest chunk of this method so far, never below ``floor_s``; the first chunk and the other
 programs get ``floor_s``. A command turns both on for its training with ``watching(watchdog, stream)``; the host
-loop (``e5jax.loop``) reads them with ``active()``. ``E5JAX_WATCHDOG`` = ``off`` (or 0) disables it, a number sets ``factor`` (default 20);
-``E5JAX_WATCHDOG_FLOOR_S`` sets ``floor_s`` (default 600). ``E5JAX_WATCHDOG_STALL`` = ``"<label>:<chunk>"`` makes
+loop (``e5jax.loop``) reads them with ``active()``. ``E5JAX_WATCHDOG`` = ``off`` (or 0) disables it, a number
+sets ``factor`` (default 20); ``E5JAX_WATCHDOG_FLOOR_S`` sets ``floor_s`` (default 600). ``E5JAX_WATCHDOG_STALL`` = ``"<label>:<chunk>"`` makes
 that chunk stall (sleep) before it runs: the fault the watchdog tests inject.
 
 **Metrics stream.** ``MetricsStream`` appends one JSON line per chunk to ``metrics.jsonl`` in the run's directory
