@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping
 
@@ -137,25 +138,16 @@ class Method:
         fn = self.learn_without[part]
         return lambda state, env, batch, key: fn(state, env, batch, jax.random.split(key, self.keys)[-1])
 
-    @property
+    @functools.cached_property
     def update(self) -> Callable:
-        return _update(self.collect_phase, self.learn_phase, self.keys)
+        """``compose(collect_phase, learn_phase, keys)``, built once per record (the same function object every
+        time: jit caches on it)."""
+        return compose(self.collect_phase, self.learn_phase, self.keys)
 
     @property
     def traced(self) -> dict:
         """{name: metadata} of the config's traced hyperparameters (``traced_fields``)."""
         return traced_fields(self.Config)
-
-
-_UPDATES: dict = {}
-
-
-def _update(collect, learn, keys):
-    """One ``compose`` per method (the same function object every time: jit caches on it)."""
-    k = (collect, learn, keys)
-    if k not in _UPDATES:
-        _UPDATES[k] = compose(collect, learn, keys)
-    return _UPDATES[k]
 
 
 def check_config(method: Method, cfg) -> str | None:
