@@ -100,7 +100,7 @@ def _check_positions(runner: MLLMRunner, requests: Requests, grid) -> None:
         raise BridgeError(f"longest request needs {longest} positions, arch allows {limit} (max_position_embeddings)")
 
 
-def _assemble(requests: Requests, grid, latency, quality, latency_std=None, meta=None) -> ProfileTable:
+def _assemble(requests: Requests, grid, latency, quality, latency_std=None, meta=None, exact=None) -> ProfileTable:
     """The lab's table; its constructor validates (raises TableError naming the problem)."""
     return ProfileTable(
         knobs={k: np.asarray(grid[k], dtype=np.int64) for k in KNOB_NAMES},
@@ -112,12 +112,14 @@ def _assemble(requests: Requests, grid, latency, quality, latency_std=None, meta
         latency_ms=latency,
         quality=quality,
         latency_std_ms=latency_std,
+        exact_match=exact,
         meta=meta or {},
     )
 
 
-def merge_quality(source: ProfileTable, request_ids, grid, where: str) -> np.ndarray:
-    """[R, C] quality of ``source`` reordered to ``request_ids``; its knob grid must equal ``grid``."""
+def merge_quality(source: ProfileTable, request_ids, grid, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """[R, C] quality and exact match (None where ``source`` has no such column) of ``source`` reordered to
+    ``request_ids``; its knob grid must equal ``grid``."""
     src_grid = {k: tuple(int(x) for x in v) for k, v in source.knobs.items()}
     if src_grid != {k: tuple(grid[k]) for k in grid}:
         raise BridgeError(f"{where}: knob grid {src_grid} differs from the profiled grid {dict(grid)}")
@@ -125,7 +127,8 @@ def merge_quality(source: ProfileTable, request_ids, grid, where: str) -> np.nda
     missing = [r for r in request_ids if r not in index]
     if missing:
         raise BridgeError(f"{where}: has no request {missing[0]!r}")
-    return source.quality[[index[r] for r in request_ids]]
+    rows = [index[r] for r in request_ids]
+    return source.quality[rows], None if source.exact_match is None else source.exact_match[rows]
 
 
 def device_info(device: str) -> dict:
@@ -217,8 +220,9 @@ def cmd_profile(args, argv) -> int:
     _check_positions(runner, requests, grid)
 
     R, C = len(requests), len(configs)
+    exact = None
     if quality_table is not None:
-        quality = merge_quality(quality_table, requests.ids.tolist(), grid, args.quality_from)
+        quality, exact = merge_quality(quality_table, requests.ids.tolist(), grid, args.quality_from)
         quality_meta = _merged_quality_meta(args.quality_from, quality_table)
     else:
         quality = np.full((R, C), PLACEHOLDER_QUALITY)
@@ -230,18 +234,21 @@ def cmd_profile(args, argv) -> int:
     if args.quality_harness:
         res = qh.evaluate(runner, items, configs, tokenizer, qh.image_processor(runner.model, args.weights),
                           max_new_tokens=args.max_new_tokens, progress=not args.no_progress, batch_size=args.batch_size)
-        quality = res["scores"]
+        quality, exact = res["graded"], res["exact_match"]
         random_weights = args.weights is None
         quality_meta = dict(
-            quality_source=f"quality harness on {args.requests} (VQA accuracy / exact match, greedy, max_new_tokens="
-                           f"{args.max_new_tokens})" + ("; RANDOM weights: values meaningless" if random_weights else ""),
-            quality_is_placeholder=random_weights)
+            quality_source=f"quality harness on {args.requests}: quality = graded (the expected metric, VQA accuracy / "
+                           "exact match, under the model's teacher-forced distribution over the dataset's "
+                           f"{len(res['answer_candidates'])} answers), column exact_match = exact match of the greedy "
+                           f"answer (max_new_tokens={args.max_new_tokens})"
+                           + ("; RANDOM weights: values meaningless" if random_weights else ""),
+            quality_is_placeholder=random_weights, answer_candidates=res["answer_candidates"])
     elif quality_table is None:
         _warn("quality is a placeholder (constant 1.0), not measured; see meta['quality_source']")
 
     res = _latency(args, runner, requests, grid, configs)
     meta = dict(provenance(args, runner, argv), requests_source=requests.source, latency=res.meta, **quality_meta)
-    _save(_assemble(requests, grid, res.latency_ms, quality, res.latency_std_ms, meta), out)
+    _save(_assemble(requests, grid, res.latency_ms, quality, res.latency_std_ms, meta, exact), out)
     return 0
 
 
@@ -281,10 +288,10 @@ def cmd_merge_quality(args, argv) -> int:
     out = _check_out(args.out)
     table, source = load_table(args.table), load_table(args.quality_from)
     grid = {k: tuple(int(x) for x in v) for k, v in table.knobs.items()}
-    quality = merge_quality(source, table.request_ids.tolist(), grid, args.quality_from)
+    quality, exact = merge_quality(source, table.request_ids.tolist(), grid, args.quality_from)
     meta = dict(table.meta, **_merged_quality_meta(args.quality_from, source),
                 quality_merge_command="e5jax-bridge " + " ".join(argv))
-    _save(table.replace(quality=quality, meta=meta), out)
+    _save(table.replace(quality=quality, exact_match=exact, meta=meta), out)
     return 0
 
 
@@ -301,7 +308,8 @@ def cmd_quality(args, argv) -> int:
     report = dict(
         dataset=args.dataset, grid={k: list(v) for k, v in grid.items()}, configs=[c.label() for c in configs],
         items=[it.id for it in items], metrics=[it.metric for it in items],
-        scores=res["scores"].tolist(), predictions=res["predictions"],
+        scores=res["scores"].tolist(), graded=res["graded"].tolist(), exact_match=res["exact_match"].tolist(),
+        answer_candidates=res["answer_candidates"], predictions=res["predictions"],
         mean_by_config=res["scores"].mean(0).tolist(),
         random_weights=args.weights is None, provenance=provenance(args, runner, argv),
     )

@@ -25,11 +25,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from profiling_bridge.archs import BridgeError
-from profiling_bridge.batch_eval import evaluate_batched
+from profiling_bridge.batch_eval import candidate_logprobs, captured_logits, evaluate_batched
 from profiling_bridge.knobs import KnobConfig
 from profiling_bridge.request_shapes import FEATURE_NAMES, Requests
 from profiling_bridge.runner import MLLMRunner
-from profiling_bridge.vqa import METRIC_FNS, METRICS, prompt_ids
+from profiling_bridge.vqa import METRIC_FNS, METRICS, answer_candidates, candidate_scores, exact_match, graded_scores, prompt_ids
 
 
 # --------------------------------------------------------------------------- dataset
@@ -195,7 +195,12 @@ def evaluate(
     progress: bool = True,
     batch_size: int = 1,
 ) -> dict:
-    """Score every item under every config. Returns ``scores`` [N, C] in [0, 1] and the predictions.
+    """Score every item under every config. Returns ``[N, C]`` arrays in [0, 1] and the predictions:
+
+    * ``scores``: the item's metric of the greedy answer;
+    * ``exact_match``: exact match of the greedy answer (:func:`profiling_bridge.vqa.exact_match`);
+    * ``graded``: the expected metric under the model's teacher-forced distribution over the dataset's answer
+      vocabulary (``answer_candidates``; :func:`profiling_bridge.vqa.graded_scores`).
 
     ``batch_size > 1``: the batched harness (:mod:`profiling_bridge.batch_eval`), same prompts and decoding.
     """
@@ -203,7 +208,9 @@ def evaluate(
         return evaluate_batched(runner, items, configs, tokenizer, processor, max_new_tokens, batch_size, progress)
     model = runner.model
     tc = model.config.text_config
-    scores = np.zeros((len(items), len(configs)))
+    texts, candidates = answer_candidates(items, tokenizer)
+    cand_scores = candidate_scores(items, texts)
+    scores, graded, exact = (np.zeros((len(items), len(configs))) for _ in range(3))
     predictions = [[""] * len(configs) for _ in items]
     with tqdm(total=len(items) * len(configs), desc="quality", disable=not progress) as bar:
         for i, it in enumerate(items):
@@ -211,9 +218,15 @@ def evaluate(
                 pixels = processor(images=im.convert("RGB"), return_tensors="pt")["pixel_values"]
             pixels = pixels.to(runner.device, runner.dtype)
             for c, cfg in enumerate(configs):
-                ids = prompt_ids(tokenizer, it.question, cfg.vision_tokens, model.config.image_token_id, tc.bos_token_id)
-                gen = runner.generate(cfg, pixels, torch.tensor([ids], device=runner.device), max_new_tokens, stop_at_eos=True)
+                ids = torch.tensor([prompt_ids(tokenizer, it.question, cfg.vision_tokens, model.config.image_token_id,
+                                               tc.bos_token_id)], device=runner.device)
+                with captured_logits(model) as logits:
+                    gen = runner.generate(cfg, pixels, ids, max_new_tokens, stop_at_eos=True)
                 predictions[i][c] = tokenizer.decode(gen.tokens)
                 scores[i, c] = METRIC_FNS[it.metric](predictions[i][c], it.answers)
+                exact[i, c] = exact_match(predictions[i][c], it.answers)
+                feats = runner.encode_image(pixels, cfg.vision_tokens)[None] if any(len(x) > 1 for x in candidates) else None
+                logp = candidate_logprobs(runner, cfg, ids, feats, logits[0][:, -1], candidates)
+                graded[i, c] = graded_scores(logp, cand_scores[i:i + 1])[0]
                 bar.update(1)
-    return dict(scores=scores, predictions=predictions)
+    return dict(scores=scores, graded=graded, exact_match=exact, predictions=predictions, answer_candidates=list(texts))

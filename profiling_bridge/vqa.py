@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from scipy.special import softmax
 
 METRICS = ("vqa", "exact_match")
 PROMPT = ("USER: ", "\n{question} ASSISTANT:")  # text before and after the image placeholders
@@ -75,5 +76,26 @@ def exact_match(prediction: str, answers) -> float:
 
 
 
-
 METRIC_FNS = dict(vqa=vqa_accuracy, exact_match=exact_match)
+
+
+# --------------------------------------------------------------------------- graded quality
+def answer_candidates(items, tokenizer) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """The answer vocabulary of a dataset: every distinct reference answer of ``items`` (sorted) and its token ids."""
+    texts = tuple(sorted({a for it in items for a in it.answers}))
+    return texts, tuple(tuple(tokenizer.encode(a)) for a in texts)
+
+
+def candidate_scores(items, texts) -> np.ndarray:
+    """``[N, A]``: each item's metric of each candidate answer taken as the prediction."""
+    return np.array([[METRIC_FNS[it.metric](a, it.answers) for a in texts] for it in items], dtype=np.float64)
+
+
+def graded_scores(logp: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Graded quality ``[N]``: the expected metric under the model's distribution restricted to the candidates.
+
+    ``logp [N, A]``: teacher-forced log-probability of each candidate's tokens given the prompt; the softmax over the
+    candidates renormalizes it to the answer vocabulary (for one-token answers: the softmax of the next-token
+    logits restricted to the candidate tokens). With an exact-match metric it is the probability of a correct answer.
+    """
+    return np.clip((softmax(np.asarray(logp, dtype=np.float64), axis=-1) * scores).sum(-1), 0.0, 1.0)  # rounding

@@ -95,3 +95,60 @@ def test_quality_command_writes_scores(tmp_path):
     rep = json.loads(out.read_text())
     assert np.array(rep["scores"]).shape == (2, 4) and rep["random_weights"] is True
     assert rep["provenance"]["versions"]["transformers"]
+
+
+def test_graded_score_normalizes_over_the_answer_vocabulary():
+    from profiling_bridge.batch_eval import candidate_logprobs
+    from profiling_bridge.vqa import graded_scores
+
+    # restricted softmax: token 3 (logit 5, not a candidate) takes no mass; probabilities 1/6, 2/6, 3/6
+    first = torch.log(torch.tensor([[1.0, 2.0, 3.0, 0.0]]))
+    first[0, 3] = 5.0
+    logp = candidate_logprobs(None, None, torch.zeros(1, 2, dtype=torch.long), None, first, ((0,), (1,), (2,)))
+    assert graded_scores(logp, np.array([[0.0, 1.0, 0.0]]))[0] == pytest.approx(2 / 6)
+    assert graded_scores(logp, np.array([[1.0, 0.0, 1.0]]))[0] == pytest.approx(4 / 6)
+    assert graded_scores(logp + 7.0, np.array([[0.0, 0.0, 1.0]]))[0] == pytest.approx(3 / 6)  # shift-invariant
+    # fractional metrics (VQA accuracy): the expected metric
+    assert graded_scores(np.log([[1.0, 1.0]]), np.array([[1.0, 2 / 3]]))[0] == pytest.approx(5 / 6)
+
+
+def _confident(model, allowed, scale):
+    """Logits of the LM head scaled by ``scale``, every token outside ``allowed`` masked out."""
+    mask = torch.full((model.config.text_config.vocab_size,), float("-inf"))
+    mask[list(allowed)] = 0.0
+    return model.lm_head.register_forward_hook(lambda m, a, out: out * scale + mask)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_graded_equals_exact_match_for_a_confident_model(tmp_path, batch_size):
+    torch.set_num_threads(1)
+    items = load_dataset(write_toy_dataset(tmp_path, n=8))
+    tok = ByteTokenizer(512)
+    letters = "abcd"
+    allowed = [tok.encode(x)[0] for x in letters]
+    runner = MLLMRunner(build_model("tiny", seed=0))
+    proc, configs = image_processor(runner.model), grid_configs(GRID)[:3]
+    items = [dataclasses.replace(it, answers=(letters[i % 4],), metric="exact_match") for i, it in enumerate(items)]
+    hook = _confident(runner.model, allowed, 1e4)
+    try:
+        first = evaluate(runner, items, configs[:1], tok, proc, max_new_tokens=1, progress=False, batch_size=batch_size)
+        greedy = [p[0] for p in first["predictions"]]
+        assert set(greedy) <= set(letters)
+        # items 4..7: half answered as the model answers (exact match 1), half not (0); items 0..3 keep a, b, c, d
+        rigged = items[:4] + [dataclasses.replace(it, answers=(greedy[i] if i % 2 else next(x for x in letters if x != greedy[i]),))
+                              for i, it in enumerate(items) if i >= 4]
+        res = evaluate(runner, rigged, configs, tok, proc, max_new_tokens=1, progress=False, batch_size=batch_size)
+    finally:
+        hook.remove()
+    assert res["answer_candidates"] == list(letters)
+    assert set(res["exact_match"][4:, 0]) == {0.0, 1.0}
+    np.testing.assert_allclose(res["graded"], res["exact_match"], atol=1e-9)
+    np.testing.assert_array_equal(res["scores"], res["exact_match"])
+    # the same model unscaled: graded strictly between 0 and 1
+    hook = _confident(runner.model, allowed, 1.0)
+    try:
+        soft = evaluate(runner, rigged, configs, tok, proc, max_new_tokens=1, progress=False, batch_size=batch_size)
+    finally:
+        hook.remove()
+    assert np.all((soft["graded"] > 0) & (soft["graded"] < 1))
+    np.testing.assert_array_equal(soft["exact_match"], res["exact_match"])

@@ -66,6 +66,10 @@ def test_batched_harness_matches_one_by_one(tmp_path):
     batched = qh.evaluate(runner, items, configs, tok, proc, max_new_tokens=4, progress=False, batch_size=4)
     assert batched["predictions"] == one["predictions"]
     np.testing.assert_array_equal(batched["scores"], one["scores"])
+    np.testing.assert_array_equal(batched["exact_match"], one["exact_match"])
+    # graded quality, multi-token (byte) answers teacher-forced: the same in both harnesses, a probability
+    np.testing.assert_allclose(batched["graded"], one["graded"], rtol=1e-4, atol=1e-6)
+    assert np.all((one["graded"] > 0) & (one["graded"] < 1))
     # known answers: references set to the model's own greedy answers score 1 everywhere
     for it, preds in zip(items, one["predictions"]):
         assert exact_match(preds[0], [preds[0]]) == 1.0

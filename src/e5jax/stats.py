@@ -44,6 +44,19 @@ def oracle_ties(env: E.EnvParams, requests) -> dict:
             "all_optimal_share": (n_opt == env.num_configs).mean(-1).tolist()}
 
 
+def quality_ties(quality: np.ndarray, requests: np.ndarray) -> dict:
+    """Ties in the quality values themselves (exact equality, no reward involved) over ``requests`` of a [R, C] array:
+
+    * ``all_equal``: requests whose quality is the same under every config (the config cannot matter for quality);
+    * ``tied_at_max``: per request, the number of configs whose quality equals that request's maximum, summarized as
+      ``unique_max`` (requests with exactly one config at the maximum), ``mean``, ``median`` and ``max``.
+    """
+    q = np.asarray(quality)[requests]
+    n_max = (q == q.max(-1, keepdims=True)).sum(-1)
+    return {"requests": int(len(q)), "all_equal": int((q == q[:, :1]).all(-1).sum()), "unique_max": int((n_max == 1).sum()),
+            "tied_at_max_mean": float(n_max.mean()), "tied_at_max_median": float(np.median(n_max)), "tied_at_max_max": int(n_max.max())}
+
+
 def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.ORACLE_TOL) -> dict:
     env = E.make_env_params(table, lam=lam, oracle_tol=oracle_tol)
     budgets = [float(b) for b in np.asarray(env.budgets)]
@@ -80,6 +93,9 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
     val = table.split_indices("val")
 
     smallest = 0
+    value_ties = {"quality": {split: quality_ties(table.quality, idx) for split, idx in (("val", val), ("all", np.arange(R)))}}
+    if table.exact_match is not None:
+        value_ties["exact_match"] = {split: quality_ties(table.exact_match, idx) for split, idx in (("val", val), ("all", np.arange(R)))}
     return {
         "requests": {s: {t: int(((table.split == s) & (tasks == t)).sum()) for t in table.task_names} for s in ("train", "val")},
         "grid": {k: v.tolist() for k, v in table.knobs.items()},
@@ -90,6 +106,9 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
         "lam": lam,
         "budgets": budgets,
         "full_config_quality_per_task": {t: float(table.quality[tasks == t, table.full_config].mean()) for t in table.task_names},
+        "full_config_exact_match_per_task": None if table.exact_match is None else
+        {t: float(table.exact_match[tasks == t, table.full_config].mean()) for t in table.task_names},
+        "value_ties": value_ties,
         "full_config_latency_ms_mean": float(table.latency_ms[:, table.full_config].mean()),
         "smallest_config_latency_ms_mean": float(table.latency_ms[:, smallest].mean()),
         "smallest_over_full_latency_mean": float((table.latency_ms[:, smallest] / table.latency_ms[:, table.full_config]).mean()),
@@ -124,6 +143,15 @@ def format_summary(s: dict, source: str = "") -> str:
         f"{s['smallest_config_latency_ms_mean']:.1f} ms (smallest/full = {s['smallest_over_full_latency_mean']:.3f} per request)"
     )
     L.append("  full-config quality per task: " + "  ".join(f"{t}={q:.3f}" for t, q in s["full_config_quality_per_task"].items()))
+    if s.get("full_config_exact_match_per_task") is not None:
+        L.append("  column exact_match (the greedy answer's exact match, beside the graded quality); full config per task: "
+                 + "  ".join(f"{t}={q:.3f}" for t, q in s["full_config_exact_match_per_task"].items()))
+    L.append("  value ties (exact equality of the column's values per request; no reward involved):")
+    for col, d in s.get("value_ties", {}).items():
+        for split, v in d.items():
+            L.append(f"    {col:11s} {split:3s}: {v['all_equal']:5d} of {v['requests']} requests equal under all configs; "
+                     f"configs tied at the request's maximum: 1 for {v['unique_max']} requests, mean {v['tied_at_max_mean']:.2f}, "
+                     f"median {v['tied_at_max_median']:g}, max {v['tied_at_max_max']}")
     L.append(f"  reward = quality - {s['lam']} * max(0, latency/baseline - b); val split references per budget b:")
     L.append("    b      " + "".join(f"{b:>8.2f}" for b in s["budgets"]))
     for name in ("oracle", "full", "random"):

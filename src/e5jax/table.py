@@ -6,7 +6,9 @@ The contract (shared by the lab and profiling_bridge; docs/default_table.md desc
   row-major order (the last knob varies fastest); the *full* config is the max level of every knob,
   i.e. the last config index.
 * per request: ``request_id``, ``task_type``, ``split`` in {train, val}, a float feature vector;
-* per (request, config): ``latency_ms > 0``, ``quality`` in [0, 1], optional ``latency_std_ms >= 0``;
+* per (request, config): ``latency_ms > 0``, ``quality`` in [0, 1], optional ``latency_std_ms >= 0`` and
+  optional ``exact_match`` in [0, 1] (a measured table whose ``quality`` is a graded score keeps the exact match of
+  the greedy answer beside it; controllers and rewards read ``quality`` only);
 * every request has every config exactly once.
 
 Anything else raises :class:`TableError` with a one-line message naming the offending
@@ -33,7 +35,7 @@ DEFAULT_KNOBS = ("vision_tokens", "top_k", "active_blocks")
 SPLITS = ("train", "val")
 REQUIRED_COLUMNS = ("request_id", "split", "task_type")
 VALUE_COLUMNS = ("latency_ms", "quality")
-OPTIONAL_VALUE_COLUMNS = ("latency_std_ms",)
+OPTIONAL_VALUE_COLUMNS = ("latency_std_ms", "exact_match")
 FEATURE_PREFIX = "feat_"
 
 
@@ -54,6 +56,7 @@ class ProfileTable:
     latency_ms: np.ndarray  # [R, C] float64
     quality: np.ndarray  # [R, C] float64
     latency_std_ms: np.ndarray | None = None  # [R, C] float64
+    exact_match: np.ndarray | None = None  # [R, C] float64 in [0, 1]
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -116,8 +119,9 @@ class ProfileTable:
         )
         for name, levels in self.knobs.items():
             arrays[f"knob__{name}"] = levels
-        if self.latency_std_ms is not None:
-            arrays["latency_std_ms"] = self.latency_std_ms.astype(np.float32)
+        for name in OPTIONAL_VALUE_COLUMNS:
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name).astype(np.float32)
         atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
     def to_csv(self, path: str | os.PathLike) -> None:
@@ -135,8 +139,9 @@ class ProfileTable:
         cols.update({k: np.tile(levels[:, j].astype(np.int64), R) for j, k in enumerate(self.knob_names)})
         cols["latency_ms"] = self.latency_ms.astype(np.float64).ravel()
         cols["quality"] = self.quality.astype(np.float64).ravel()
-        if self.latency_std_ms is not None:
-            cols["latency_std_ms"] = self.latency_std_ms.astype(np.float64).ravel()
+        for name in OPTIONAL_VALUE_COLUMNS:
+            if getattr(self, name) is not None:
+                cols[name] = getattr(self, name).astype(np.float64).ravel()
         table = pa.table({h: pa.array(v) for h, v in cols.items()})
 
         head = io.StringIO()
@@ -180,11 +185,11 @@ class ProfileTable:
             k = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
             if k >= 1:
                 split[rng.choice(idx, size=k, replace=False)] = "val"
-        std = None if self.latency_std_ms is None else self.latency_std_ms[train]
+        optional = {n: None if getattr(self, n) is None else getattr(self, n)[train] for n in OPTIONAL_VALUE_COLUMNS}
         meta = dict(self.meta, tuning_split=dict(fraction=fraction, seed=seed, of="train requests only; val excluded"))
         return ProfileTable(knobs=self.knobs, request_ids=self.request_ids[train], task_types=tasks,
                             split=split.astype(str), feature_names=self.feature_names, features=self.features[train],
-                            latency_ms=self.latency_ms[train], quality=self.quality[train], latency_std_ms=std, meta=meta)
+                            latency_ms=self.latency_ms[train], quality=self.quality[train], meta=meta, **optional)
 
     def replace(self, **changes) -> "ProfileTable":
         return dataclasses.replace(self, **changes)
@@ -226,8 +231,7 @@ def validate(t: ProfileTable) -> None:
         i, j = np.argwhere(bad)[0]
         raise TableError(f"request {str(t.request_ids[i])!r}, column feat_{t.feature_names[j]}: non-finite value")
     arrays = [("latency_ms", t.latency_ms), ("quality", t.quality)]
-    if t.latency_std_ms is not None:
-        arrays.append(("latency_std_ms", t.latency_std_ms))
+    arrays += [(n, getattr(t, n)) for n in OPTIONAL_VALUE_COLUMNS if getattr(t, n) is not None]
     levels = None
     for col, a in arrays:
         if a.shape != (R, C):
@@ -243,6 +247,8 @@ def validate(t: ProfileTable) -> None:
     ]
     if t.latency_std_ms is not None:
         checks.append(("latency_std_ms", t.latency_std_ms < 0, "must be >= 0"))
+    if t.exact_match is not None:
+        checks.append(("exact_match", (t.exact_match < 0) | (t.exact_match > 1), "must be in [0, 1]"))
     for col, bad, what in checks:
         if bad.any():
             levels = _levels(t) if levels is None else levels
@@ -321,8 +327,8 @@ def _load_npz(p: Path) -> ProfileTable:
             features=np.asarray(z["features"], dtype=np.float64),
             latency_ms=np.asarray(z["latency_ms"], dtype=np.float64),
             quality=np.asarray(z["quality"], dtype=np.float64),
-            latency_std_ms=np.asarray(z["latency_std_ms"], dtype=np.float64) if "latency_std_ms" in files else None,
             meta=meta,
+            **{n: np.asarray(z[n], dtype=np.float64) if n in files else None for n in OPTIONAL_VALUE_COLUMNS},
         )
     except (TypeError, ValueError) as e:
         if isinstance(e, TableError):
@@ -352,7 +358,7 @@ def _csv_header(p: Path, knob_names: tuple[str, ...]) -> list[str]:
         if h not in allowed and not h.startswith(FEATURE_PREFIX):
             raise TableError(
                 f"{p}: unexpected column {h!r} (allowed: request_id, split, task_type, feat_*, "
-                f"{', '.join(knob_names)}, latency_ms, quality, latency_std_ms)"
+                f"{', '.join(knob_names)}, latency_ms, quality, {', '.join(OPTIONAL_VALUE_COLUMNS)})"
             )
     for h in (*REQUIRED_COLUMNS, *knob_names, *VALUE_COLUMNS):
         if h not in header:
@@ -449,7 +455,7 @@ def _load_csv_fast(p: Path, knob_names: tuple[str, ...], header: list[str]) -> P
     lin = rid * C + cfg
     if N != R * C or np.bincount(lin, minlength=R * C).max() != 1:
         return None
-    value_cols = list(VALUE_COLUMNS) + (["latency_std_ms"] if "latency_std_ms" in num else [])
+    value_cols = list(VALUE_COLUMNS) + [n for n in OPTIONAL_VALUE_COLUMNS if n in num]
     values = {}
     for vc in value_cols:
         a = np.empty(R * C)
@@ -473,8 +479,8 @@ def _csv_table(p: Path, knob_names, knobs, ids, task_types, split, feat_cols, fe
         features=features,
         latency_ms=values["latency_ms"],
         quality=values["quality"],
-        latency_std_ms=values.get("latency_std_ms"),
         meta=meta,
+        **{n: values.get(n) for n in OPTIONAL_VALUE_COLUMNS},
     )
 
 
@@ -486,7 +492,6 @@ def _load_csv_rows(p: Path, knob_names: tuple[str, ...], header: list[str]) -> P
     next(reader)
     col = {h: i for i, h in enumerate(header)}
     feat_cols = [h for h in header if h.startswith(FEATURE_PREFIX)]
-    has_std = "latency_std_ms" in col
 
     rows = []
     for lineno, row in enumerate(reader, start=2):
@@ -552,7 +557,7 @@ def _load_csv_rows(p: Path, knob_names: tuple[str, ...], header: list[str]) -> P
                       for r in np.stack(np.unravel_index(np.arange(C), sizes), axis=-1)]
         return labels[c]
 
-    value_cols = list(VALUE_COLUMNS) + (["latency_std_ms"] if has_std else [])
+    value_cols = list(VALUE_COLUMNS) + [n for n in OPTIONAL_VALUE_COLUMNS if n in col]
     values = {c: np.full((R, C), np.nan) for c in value_cols}
     seen = np.zeros((R, C), dtype=bool)
     for (lineno, row), c in zip(rows, cfg):
