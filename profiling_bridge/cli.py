@@ -1,4 +1,4 @@
-"""Command line: ``e5jax-bridge {profile,refresh,quality,merge-quality,archs,easy-vqa,train-tiny,eval-tiny,knob-effects}``.
+"""Command line: ``e5jax-bridge {profile,refresh,quality,merge-quality,archs,easy-vqa,shapes-vqa,train-tiny,eval-tiny,knob-effects}``.
 
 Bad input -> one line on stderr naming the problem, exit code 2, nothing written. Inputs are checked
 before anything is measured; tables are written atomically by ``ProfileTable.save``.
@@ -19,7 +19,7 @@ import numpy as np
 from e5jax.io import atomic_write
 from e5jax.table import ProfileTable, TableError, load_table
 from profiling_bridge import quality as qh
-from profiling_bridge import tiny_vqa
+from profiling_bridge import shapes_vqa, tiny_vqa
 from profiling_bridge.archs import ARCHS, BridgeError, build_model, describe, get_arch
 from profiling_bridge.knob_effects import format_effects, knob_effects
 from profiling_bridge.knobs import KNOB_NAMES, SELECTION_RULES, check_grid_names, check_levels, grid_configs, parse_grid
@@ -328,6 +328,14 @@ def cmd_easy_vqa(args, argv) -> int:
     return 0
 
 
+def cmd_shapes_vqa(args, argv) -> int:
+    types = shapes_vqa.check_types([t.strip() for t in args.types.split(",")])
+    path = shapes_vqa.write_requests(args.out, requests=args.requests, seed=args.seed, val_fraction=args.val_fraction,
+                                     types=types)
+    print(f"wrote {path}: {args.requests} shapes-vqa requests (seed {args.seed}; question types {', '.join(types)})")
+    return 0
+
+
 def cmd_train_tiny(args, argv) -> int:
     import torch
 
@@ -337,13 +345,16 @@ def cmd_train_tiny(args, argv) -> int:
         raise BridgeError("--vision-steps must be at least 0")
     if not 0 <= args.full_fraction <= 1:
         raise BridgeError("--full-fraction must be in [0, 1]")
+    if args.train_size < 1:
+        raise BridgeError("--train-size must be at least 1")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BridgeError(f"--out {out}: exists and is not a directory")
     torch.set_num_threads(args.threads)
     meta = tiny_vqa.train(out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           limit=args.limit, progress=not args.no_progress, vision_steps=args.vision_steps,
-                          full_fraction=args.full_fraction, balance=args.balance)
+                          full_fraction=args.full_fraction, balance=args.balance, task_set=args.task_set,
+                          train_size=args.train_size)
     return _tiny_summary(args, argv, meta)
 
 
@@ -360,12 +371,13 @@ def _tiny_summary(args, argv, meta: dict) -> int:
     """Test accuracy of a trained tiny-llava-olmoe checkpoint (full config, per knob level, majority baselines)."""
     weights = str(getattr(args, "weights", None) or args.out)
     runner = MLLMRunner(build_model(tiny_vqa.ARCH, weights=weights))
-    acc = tiny_vqa.test_accuracy(runner, weights, progress=not args.no_progress, limit=args.test_limit)
+    acc = tiny_vqa.test_accuracy(runner, weights, progress=not args.no_progress, limit=args.test_limit,
+                                 task_set=meta.get("task_set", "easy-vqa"))
     summary = dict(command="e5jax-bridge " + " ".join(argv), checkpoint=weights, train=meta, test=acc,
                    model_info=describe(runner.model), versions=versions(), device=device_info("cpu"))
     if args.summary:
         _write_json(Path(args.summary), summary)
-    print(f"test accuracy of the full config {acc['full_config']} on {acc['test_questions']} easy-vqa test questions: "
+    print(f"test accuracy of the full config {acc['full_config']} on {acc['test_questions']} {acc['task_set']} test questions: "
           f"{acc['full_accuracy']:.4f} (majority answer {acc['majority_answer']!r}: {acc['majority_accuracy']:.4f}, "
           f"per-question majority: {acc['question_majority_accuracy']:.4f})")
     return 0
@@ -458,13 +470,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_easy_vqa)
 
+    sv = sub.add_parser("shapes-vqa", help="write seeded shapes-vqa requests (generated scenes) as a quality dataset (.jsonl)")
+    sv.add_argument("--out", required=True, help="output directory (gets requests.jsonl and images/)")
+    sv.add_argument("--requests", type=int, default=1500)
+    sv.add_argument("--val-fraction", type=float, default=0.25, help="fraction of the requests in the val split")
+    sv.add_argument("--seed", type=int, default=0)
+    sv.add_argument("--types", default=",".join(shapes_vqa.QUESTION_TYPES),
+                    help=f"comma-separated question types, asked in turn (default: all of {', '.join(shapes_vqa.QUESTION_TYPES)})")
+    sv.set_defaults(func=cmd_shapes_vqa)
+
     def tiny_args(sp):
         sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
         sp.add_argument("--summary", default=None, help="write the test-accuracy summary (.json) here")
         sp.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test questions only")
         sp.add_argument("--no-progress", action="store_true")
 
-    tt = sub.add_parser("train-tiny", help="train tiny-llava-olmoe on easy-vqa (knob-aware) and report its test accuracy")
+    tt = sub.add_parser("train-tiny", help="train tiny-llava-olmoe on easy-vqa or shapes-vqa (knob-aware) and report its test accuracy")
     tt.add_argument("--out", required=True, help="checkpoint directory (written atomically)")
     tt.add_argument("--steps", type=int, default=TINY_TRAIN["steps"], help="VQA steps (after --vision-steps)")
     tt.add_argument("--batch-size", type=int, default=TINY_TRAIN["batch_size"])
@@ -477,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--balance", action=argparse.BooleanOptionalAction, default=TINY_TRAIN["balance"],
                     help="sample the question types (colour, shape, yes/no) equally often")
     tt.add_argument("--limit", type=int, default=None, help="train on the first N questions only (tests)")
+    tt.add_argument("--task-set", choices=tiny_vqa.TASK_SETS, default="easy-vqa",
+                    help="easy-vqa's train split, or generated shapes-vqa questions (eval-tiny then uses its test set)")
+    tt.add_argument("--train-size", type=int, default=tiny_vqa.SHAPES_TRAIN_SIZE,
+                    help="shapes-vqa: generated train questions (seed [seed, 1])")
     tiny_args(tt)
     tt.set_defaults(func=cmd_train_tiny)
 

@@ -6,7 +6,8 @@
 * :func:`write_requests`: a sample of test questions as the bridge's JSONL quality dataset (split train/val by
   image), the input of ``e5jax-bridge profile --quality-harness``.
 * :func:`build_tokenizer`: a word-level tokenizer over the dataset's words (every answer is one token).
-* :func:`train`: the ``tiny-llava-olmoe`` arch trained so that the three knobs degrade gracefully:
+* :func:`train`: the ``tiny-llava-olmoe`` arch trained (on easy-vqa, or on generated shapes-vqa questions:
+  ``task_set="shapes"``, :mod:`profiling_bridge.shapes_vqa`) so that the three knobs degrade gracefully:
   random vision-token dropping (k from the knob grid, uniform-stride or random subsets), a LayerSkip-style
   early-exit loss through the shared final norm + LM head at every block (weights growing with depth), and
   a per-layer random router top-k (Matryoshka-MoE style). The checkpoint directory (weights in fp16, config,
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -37,9 +39,13 @@ from profiling_bridge.archs import BridgeError, build_model, get_arch
 from profiling_bridge.batch_eval import evaluate_batched
 from profiling_bridge.knobs import KnobConfig, language_model, routers, select_image_features
 from profiling_bridge.quality import HFTokenizer, QAItem, image_processor, load_tokenizer
+from profiling_bridge import shapes_vqa
 from profiling_bridge.vqa import PROMPT, prompt_ids
 
 ARCH = "tiny-llava-olmoe"
+TASK_SETS = ("easy-vqa", "shapes")  # what train-tiny trains on: easy-vqa, or shapes-vqa (profiling_bridge/shapes_vqa.py)
+SHAPES_TRAIN_SIZE = 12000  # generated shapes-vqa train questions (seed [seed, 1]); its test set: seed [0, 2]
+SHAPES_TEST_SIZE = 2000
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0..3, matching the arch's pad / eos / bos ids
 TASK_TYPES = ("color", "shape", "yes_no")
 
@@ -126,21 +132,32 @@ def write_requests(out: str | Path, requests: int = 1500, seed: int = 0, val_fra
 
 
 # --------------------------------------------------------------------------- tokenizer
-def vocabulary() -> list[str]:
-    """Specials, then every word of the prompt template and of easy-vqa's questions and answers (sorted)."""
+def _words(texts) -> set[str]:
+    return set(re.findall(r"\w+|[^\w\s]+", " ".join(texts).lower().replace("{question}", "")))
+
+
+def check_task_set(task_set: str) -> str:
+    if task_set not in TASK_SETS:
+        raise BridgeError(f"unknown task set {task_set!r} (known: {', '.join(TASK_SETS)})")
+    return task_set
+
+
+def vocabulary(task_set: str = "easy-vqa") -> list[str]:
+    """Specials, then every word of the prompt template and of the task set's questions and answers (sorted)."""
+    if check_task_set(task_set) == "shapes":
+        return list(SPECIALS) + sorted(_words(PROMPT) | shapes_vqa.vocabulary_words())
     ev = _easy_vqa()
-    text = " ".join([*PROMPT, *ev.get_train_questions()[0], *ev.get_test_questions()[0], *ev.get_answers()])
-    return list(SPECIALS) + sorted(set(re.findall(r"\w+|[^\w\s]+", text.lower().replace("{question}", ""))))
+    return list(SPECIALS) + sorted(_words([*PROMPT, *ev.get_train_questions()[0], *ev.get_test_questions()[0], *ev.get_answers()]))
 
 
-def build_tokenizer(vocab_size: int, image_token_id: int):
+def build_tokenizer(vocab_size: int, image_token_id: int, task_set: str = "easy-vqa"):
     """A transformers fast tokenizer (word level, lower-cased) whose ids stay below ``image_token_id``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = vocabulary()
+    words = vocabulary(task_set)
     if len(words) > min(vocab_size, image_token_id):
-        raise BridgeError(f"easy-vqa needs {len(words)} token ids, the arch has {min(vocab_size, image_token_id)}")
+        raise BridgeError(f"{task_set} needs {len(words)} token ids, the arch has {min(vocab_size, image_token_id)}")
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -192,13 +209,26 @@ def image_labels(items: list[QAItem], n_images: int, img_row: np.ndarray, colour
     return lab
 
 
-def pretrain_vision(model, pixels: torch.Tensor, labels: torch.Tensor, n_colours: int, steps: int, batch_size: int,
-                    lr: float, rng: np.random.Generator) -> list[float]:
-    """Stage 1, a stand-in for a pre-trained vision tower: the tower alone learns each image's shape and colour
-    through a linear head on its mean patch feature (the layer LLaVA feeds the projector); the head is dropped."""
+def shape_colour_loss(logits: torch.Tensor, y: torch.Tensor):
+    """easy-vqa's tower targets: cross-entropy of the shape and of the colour (:func:`image_labels`), each over the
+    images whose label some question gives (0 where neither is known)."""
+    return sum(F.cross_entropy(part, t) for part, t in ((logits[:, :len(SHAPES)], y[:, 0]), (logits[:, len(SHAPES):], y[:, 1]))
+               if bool((t >= 0).any()))  # ignore_index=-100: images whose label no question gives
+
+
+def scene_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """shapes-vqa's tower targets: binary cross-entropy of what the scene holds (:func:`shapes_vqa.scene_targets`)."""
+    return F.binary_cross_entropy_with_logits(logits, y)
+
+
+def pretrain_vision(model, pixels: torch.Tensor, labels: torch.Tensor, out_dim: int, loss_fn, steps: int,
+                    batch_size: int, lr: float, rng: np.random.Generator) -> list[float]:
+    """Stage 1, a stand-in for a pre-trained vision tower: the tower alone learns each image's ``labels`` (``loss_fn``:
+    :func:`shape_colour_loss` or :func:`scene_loss`) through a linear head of ``out_dim`` outputs on its mean patch
+    feature (the layer LLaVA feeds the projector); the head is dropped."""
     tower = model.model.vision_tower
     hidden = model.config.vision_config.hidden_size
-    heads = torch.nn.Linear(hidden, len(SHAPES) + n_colours)
+    heads = torch.nn.Linear(hidden, out_dim)
     params = [*tower.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, steps // 10)
@@ -212,9 +242,7 @@ def pretrain_vision(model, pixels: torch.Tensor, labels: torch.Tensor, n_colours
         px = torch.where(flip[:, None, None, None], px.flip(-1), px)
         h = tower(pixel_values=px, output_hidden_states=True).hidden_states[layer][:, 1:].mean(1)
         logits = heads(h)
-        y = labels[idx]
-        loss = sum(F.cross_entropy(part, t) for part, t in ((logits[:, :len(SHAPES)], y[:, 0]), (logits[:, len(SHAPES):], y[:, 1]))
-                   if bool((t >= 0).any()))  # ignore_index=-100: images whose label no question gives
+        loss = loss_fn(logits, labels[idx])
         if not torch.is_tensor(loss):
             continue
         opt.zero_grad(set_to_none=True)
@@ -282,8 +310,10 @@ def save_checkpoint(model, tokenizer, out: Path, meta: dict) -> None:
 
 def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
           arch: str = ARCH, limit: int | None = None, progress: bool = True, log=print,
-          full_fraction: float = 0.0, vision_steps: int = 0, balance: bool = False) -> dict:
-    """Train ``arch`` on easy-vqa's train split; returns the train meta (also in ``out/train_meta.json``).
+          full_fraction: float = 0.0, vision_steps: int = 0, balance: bool = False, task_set: str = "easy-vqa",
+          train_size: int = SHAPES_TRAIN_SIZE) -> dict:
+    """Train ``arch`` on easy-vqa's train split, or on ``train_size`` generated shapes-vqa questions (``task_set``
+    ``shapes``, seed ``[seed, 1]``; ``limit`` caps either); returns the train meta (also in ``out/train_meta.json``).
 
     ``full_fraction``: the first ``round(full_fraction * steps)`` steps train the full config only (every image
     token, the grid's largest top-k, loss on the last block's output); the knob-aware recipe follows.
@@ -294,11 +324,11 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model(arch, seed=seed, experts_implementation="eager").train()  # eager experts: faster backward on CPU
-    tokenizer = build_tokenizer(model.config.text_config.vocab_size, model.config.image_token_id)
-    items = load_easy_vqa("train", limit=limit)
+    tokenizer = build_tokenizer(model.config.text_config.vocab_size, model.config.image_token_id, task_set)
     processor = image_processor(model)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    pixels, img_row = _pixels(items, processor)
+    with _train_items(task_set, limit, train_size, seed) as (items, targets):
+        pixels, img_row = _pixels(items, processor)
     answer_id = {a: tokenizer.convert_tokens_to_ids(a) for a in {it.answers[0] for it in items}}
     tc, img_tok = model.config.text_config, model.config.image_token_id
     wrap = HFTokenizer(tokenizer)
@@ -311,9 +341,14 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     last_only[-1] = 1.0
     full_steps = int(round(full_fraction * steps))
     gates = routers(model)
-    colours = sorted({it.answers[0] for it in items if it.task_type == "color"})
-    vision_losses = pretrain_vision(model, pixels, image_labels(items, len(pixels), img_row, colours), len(colours),
-                                    vision_steps, batch_size, lr, rng) if vision_steps else []
+    if targets is None:  # easy-vqa: each image's shape and colour, read from the questions
+        colours = sorted({it.answers[0] for it in items if it.task_type == "color"})
+        labels, out_dim, loss_fn = image_labels(items, len(pixels), img_row, colours), len(SHAPES) + len(colours), shape_colour_loss
+    else:  # shapes-vqa: what each scene holds
+        labels = torch.zeros(len(pixels), targets.shape[1])
+        labels[torch.from_numpy(img_row)] = torch.from_numpy(targets)
+        out_dim, loss_fn = targets.shape[1], scene_loss
+    vision_losses = pretrain_vision(model, pixels, labels, out_dim, loss_fn, vision_steps, batch_size, lr, rng) if vision_steps else []
     vision_seconds = time.perf_counter() - t0
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
@@ -367,10 +402,10 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     for g in gates:
         g.top_k = model.config.text_config.num_experts_per_tok
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
-    meta = dict(arch=arch, seed=seed, steps=steps, batch_size=batch_size, lr=lr, full_fraction=full_fraction,
+    meta = dict(arch=arch, task_set=task_set, seed=seed, steps=steps, batch_size=batch_size, lr=lr, full_fraction=full_fraction,
                 full_config_steps=full_steps, vision_steps=vision_steps, balance=balance, vision_seconds=round(vision_seconds, 1),
                 vision_final_loss=round(float(np.mean(vision_losses[-50:])), 4) if vision_losses else None,
-                train_questions=len(items),
+                train_questions=len(items), question_types=dict(sorted(Counter(types.tolist()).items())),
                 train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1), torch_threads=torch.get_num_threads(),
                 final_loss=round(float(np.mean(losses[-50:])), 4), loss_every_100=[round(x, 4) for x in losses[::100]],
                 recipe=dict(vision_tokens=f"per batch a level of {list(v_levels)}; half uniform stride, half random subset",
@@ -379,6 +414,13 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     save_checkpoint(model.eval(), tokenizer, Path(out), meta)
     log(f"trained {arch} for {steps} steps x {batch_size} in {seconds:.0f} s (loss {meta['final_loss']}); checkpoint: {out}")
     return meta
+
+
+def _train_items(task_set: str, limit: int | None, train_size: int, seed: int):
+    """Context of (train items, per-item scene targets or None); shapes-vqa's images live in a temporary directory."""
+    if check_task_set(task_set) == "shapes":
+        return shapes_vqa.temporary_items(min(train_size, limit or train_size), [seed, 1])
+    return contextlib.nullcontext((load_easy_vqa("train", limit=limit), None))
 
 
 # --------------------------------------------------------------------------- evaluation summary
@@ -403,22 +445,47 @@ def knob_sweep_configs(grid: dict[str, tuple[int, ...]]) -> list[KnobConfig]:
     return out
 
 
-def test_accuracy(runner, weights: str, batch_size: int = 512, progress: bool = True, limit: int | None = None) -> dict:
-    """Exact-match accuracy on easy-vqa's test split: full config, each knob level (others full), per question type."""
+def _test_items(task_set: str, limit: int | None):
+    """Context of (test items, train items for the majority baselines: for shapes-vqa the train set of seed 0, its
+    first 10 x ``limit`` questions where ``limit`` is given)."""
+    if check_task_set(task_set) == "shapes":
+        n = SHAPES_TRAIN_SIZE if limit is None else min(SHAPES_TRAIN_SIZE, 10 * limit)
+        train = [QAItem(id=str(i), image=Path(), question=q, answers=(a,), task_type=t)
+                 for i, (_s, q, a, t, _f) in enumerate(shapes_vqa.generate(n, [0, 1]))]
+        ctx = shapes_vqa.temporary_items(min(SHAPES_TEST_SIZE, limit or SHAPES_TEST_SIZE), [0, 2], split="test")
+        return _with_train(ctx, train)
+    return contextlib.nullcontext((load_easy_vqa("test", limit=limit), load_easy_vqa("train")))
+
+
+@contextlib.contextmanager
+def _with_train(ctx, train):
+    with ctx as (test, _targets):
+        yield test, train
+
+
+def test_accuracy(runner, weights: str, batch_size: int = 512, progress: bool = True, limit: int | None = None,
+                  task_set: str = "easy-vqa") -> dict:
+    """Exact-match accuracy on easy-vqa's test split (or a generated shapes-vqa test set of 2,000 questions, seed
+    [0, 2]): full config, each knob level (others full), per question type."""
     spec = get_arch(ARCH)
-    test = load_easy_vqa("test", limit=limit)
     configs = knob_sweep_configs(spec.grid)
-    res = evaluate_batched(runner, test, configs, load_tokenizer(runner.model, weights), image_processor(runner.model, weights),
-                           max_new_tokens=4, batch_size=batch_size, progress=progress)
+    with _test_items(task_set, limit) as (test, train):
+        res = evaluate_batched(runner, test, configs, load_tokenizer(runner.model, weights),
+                               image_processor(runner.model, weights), max_new_tokens=4, batch_size=batch_size,
+                               progress=progress)
     acc = res["scores"].mean(0)
     full = res["scores"][:, 0]
     types = np.array([it.task_type for it in test])
+    type_names = sorted(set(types.tolist()))
     per_level = {name: {str(x): None for x in levels} for name, levels in spec.grid.items()}
     for cfg, a in zip(configs, acc):
         for name in per_level:
             if getattr(cfg, name) != max(spec.grid[name]) or cfg == configs[0]:
                 per_level[name][str(getattr(cfg, name))] = round(float(a), 4)
-    return dict(test_questions=len(test), full_config=configs[0].label(), full_accuracy=round(float(full.mean()), 4),
-                full_accuracy_by_type={t: round(float(full[types == t].mean()), 4) for t in TASK_TYPES if np.any(types == t)},
+    return dict(task_set=task_set, test_questions=len(test), full_config=configs[0].label(),
+                full_accuracy=round(float(full.mean()), 4),
+                full_accuracy_by_type={t: round(float(full[types == t].mean()), 4) for t in type_names},
                 accuracy_per_knob_level_others_full=per_level,
-                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in majority_baselines(load_easy_vqa("train"), test).items()})
+                accuracy_by_type_per_config={cfg.label(): {t: round(float(res["scores"][types == t, c].mean()), 4) for t in type_names}
+                                             for c, cfg in enumerate(configs)},
+                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in majority_baselines(train, test).items()})

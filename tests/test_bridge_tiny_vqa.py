@@ -94,7 +94,8 @@ def test_train_tiny_checkpoint_profile_and_validate(tmp_path, capsys):
                    "--warmup", "1", "--repeats", "2", "--e2e-repeats", "1", "--validate-samples", "2",
                    "--prefill-points", "2", "--decode-points", "2", "--out", str(table_path)]) == 0
     t = load_table(table_path)
-    assert t.quality.shape == (16, 8) and set(np.unique(t.quality)) <= {0.0, 1.0}
+    assert t.exact_match.shape == (16, 8) and set(np.unique(t.exact_match)) <= {0.0, 1.0}
+    assert np.all((t.quality > 0) & (t.quality < 1))  # graded: the probability of the right answer
     assert {"prompt_tokens", "edge_density", "colour_count", "fg_fraction"} <= set(t.feature_names)
     assert "expected_output_tokens" in t.feature_names  # kept even when constant (one-word answers): refresh needs it
     assert not t.meta["quality_is_placeholder"] and set(t.task_types) <= set(tv.TASK_TYPES)

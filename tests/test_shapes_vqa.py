@@ -1,0 +1,132 @@
+"""shapes-vqa: seeded generator, answers on known scenes, and a tiny end-to-end train -> profile -> validate -> run."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from e5jax.cli import main as e5jax_main  # noqa: E402
+from e5jax.table import load_table  # noqa: E402
+from profiling_bridge import quality as qh  # noqa: E402
+from profiling_bridge import shapes_vqa as sv  # noqa: E402
+from profiling_bridge import tiny_vqa as tv  # noqa: E402
+from profiling_bridge.cli import main as bridge  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "experiments" / "e5_quick.toml"
+
+A = sv.Obj("circle", "red", "small", x=10, y=30, r=3)
+B = sv.Obj("rectangle", "blue", "large", x=40, y=30, r=10)
+C = sv.Obj("circle", "green", "large", x=40, y=8, r=6)
+SCENE = sv.Scene((A, B, C), clutter=0, background=(240, 240, 240), specks=())
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_answers_on_a_known_scene():
+    assert sv.count_answer(SCENE) == "3" and sv.count_answer(SCENE, "circle") == "2" and sv.count_answer(SCENE, "triangle") == "0"
+    assert sv.exists_answer(SCENE, "small", "red", "circle") == "yes"
+    assert sv.exists_answer(SCENE, "large", "red", "circle") == "no"  # size matters
+    assert sv.exists_answer(SCENE, "small", "green", "circle") == "no"
+    assert sv.related(SCENE, A, "right of") == [B, C] and sv.related(SCENE, A, "left of") == []
+    assert sv.related(SCENE, B, "above") == [C] and sv.related(SCENE, C, "below") == [A, B]
+    assert sv.related(SCENE, B, "left of") == [A]  # C's centre is right above B's: neither left nor right of it
+    img = np.asarray(sv.render(SCENE))
+    for o in SCENE.objects:  # each object's centre pixel has its colour, the corner the background
+        assert tuple(img[o.y, o.x]) == sv.COLOURS[o.colour]
+    assert tuple(img[0, 63]) == (240, 240, 240)
+    np.testing.assert_array_equal(sv.scene_targets(SCENE)[:3], [1, 1, 0])  # circle, rectangle, no triangle
+
+
+def _recomputed(scene, question):
+    """The answer of a generated question, recomputed from the scene by parsing the question text."""
+    if m := re.fullmatch(r"how many (\w+?)s are there\?", question):
+        return sv.count_answer(scene, None if m[1] == "shape" else m[1])
+    if m := re.fullmatch(r"is there a (\w+) (\w+) (\w+)\?", question):
+        return sv.exists_answer(scene, m[1], m[2], m[3])
+    if m := re.fullmatch(r"what color is the (\w+) (\w+)\?", question):
+        (o,) = sv.matching(scene, size=m[1], shape=m[2])
+        return o.colour
+    if m := re.fullmatch(r"what is the (\w+) (\w+) shape\?", question):
+        (o,) = sv.matching(scene, size=m[1], colour=m[2])
+        return o.shape
+    m = re.fullmatch(r"what color is the shape (left of|right of|above|below) the (\w+) (\w+)\?", question)
+    (anchor,) = sv.matching(scene, size=m[2], shape=m[3])
+    (target,) = sv.related(scene, anchor, m[1])
+    return target.colour
+
+
+def test_generator_is_seeded_and_answers_are_right():
+    reqs = sv.generate(200, seed=5)
+    again = sv.generate(200, seed=5)
+    assert [r[1:] for r in reqs] == [r[1:] for r in again] and [r[0] for r in reqs] == [r[0] for r in again]
+    assert [r[1:4] for r in sv.generate(20, seed=6)] != [r[1:4] for r in reqs[:20]]
+    assert {t: sum(r[3] == t for r in reqs) for t in sv.QUESTION_TYPES} == {t: 40 for t in sv.QUESTION_TYPES}
+    for scene, question, answer, _t, features in reqs:
+        assert _recomputed(scene, question) == answer
+        assert features["object_count"] == len(scene.objects) and features["clutter"] == scene.clutter
+    exists = [r[2] for r in reqs if r[3] == "exists"]
+    assert 0.3 < np.mean([a == "yes" for a in exists]) < 0.7
+    # every word is in the tokenizer, every answer one token, within the arch's ids
+    tok = qh.HFTokenizer(tv.build_tokenizer(64, 63, "shapes"))
+    for _s, question, answer, _t, _f in reqs:
+        assert 3 not in tok.encode(question) and len(tok.encode(answer)) == 1
+    assert len(tv.vocabulary("shapes")) <= 63
+
+
+def test_requests_file_is_reproducible_and_bad_types_are_refused(tmp_path, capsys):
+    for d in ("a", "b"):
+        assert bridge(["shapes-vqa", "--out", str(tmp_path / d), "--requests", "12", "--seed", "3"]) == 0
+    a, b = (tmp_path / d / "requests.jsonl" for d in ("a", "b"))
+    assert a.read_text() == b.read_text()
+    assert (tmp_path / "a/images/7.png").read_bytes() == (tmp_path / "b/images/7.png").read_bytes()
+    items = qh.load_dataset(a)
+    assert {it.split for it in items} == {"train", "val"} and {it.task_type for it in items} == set(sv.QUESTION_TYPES)
+    assert [n for n, _ in items[0].features] == sorted(["object_count", "object_size", "clutter", "edge_density",
+                                                         "colour_count", "fg_fraction"])
+    capsys.readouterr()
+    assert bridge(["shapes-vqa", "--out", str(tmp_path / "c"), "--types", "count,colour"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown question type 'colour'" in err and not (tmp_path / "c").exists()
+    assert bridge(["shapes-vqa", "--out", str(tmp_path / "d"), "--requests", "8", "--types", "relation"]) == 0
+    assert {it.task_type for it in qh.load_dataset(tmp_path / "d" / "requests.jsonl")} == {"relation"}
+
+
+def test_tiny_end_to_end_train_profile_validate_run(tmp_path, capsys):
+    ck = tmp_path / "ck"
+    assert bridge(["train-tiny", "--task-set", "shapes", "--out", str(ck), "--steps", "3", "--batch-size", "4",
+                   "--limit", "40", "--vision-steps", "2", "--test-limit", "10", "--summary", str(tmp_path / "s.json"),
+                   "--no-progress"]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["train"]["task_set"] == "shapes" and s["test"]["task_set"] == "shapes" and s["test"]["test_questions"] == 10
+    assert set(s["test"]["full_accuracy_by_type"]) <= set(sv.QUESTION_TYPES)
+    assert bridge(["shapes-vqa", "--out", str(tmp_path / "data"), "--requests", "15", "--seed", "1"]) == 0
+    table_path = tmp_path / "t.npz"
+    assert bridge(["profile", "--arch", "tiny-llava-olmoe", "--weights", str(ck), "--threads", "1", "--no-progress",
+                   "--requests", str(tmp_path / "data" / "requests.jsonl"), "--quality-harness", "--batch-size", "8",
+                   "--max-new-tokens", "2", "--grid", "vision_tokens=4,64", "top_k=1,4", "active_blocks=2,6",
+                   "--warmup", "0", "--repeats", "1", "--e2e-repeats", "1", "--validate-samples", "1",
+                   "--prefill-points", "2", "--decode-points", "2", "--out", str(table_path)]) == 0
+    t = load_table(table_path)
+    assert t.exact_match is not None and set(np.unique(t.exact_match)) <= {0.0, 1.0}
+    assert np.all((t.quality > 0) & (t.quality < 1))  # graded: a probability, no 0/1 ties
+    assert {"object_count", "object_size", "clutter"} <= set(t.feature_names) and set(t.task_names) == set(sv.QUESTION_TYPES)
+    capsys.readouterr()
+    assert e5jax_main(["validate", str(table_path)]) == 0
+    out = capsys.readouterr().out
+    assert "column exact_match" in out and re.search(r"quality +all: +0 of 15 requests equal under all configs", out)
+    res = subprocess.run([str(Path(sys.executable).parent / "e5jax"), "run", "--config", str(QUICK), "--table", str(table_path),
+                          "--seeds", "1", "--methods", "lut", "--out", str(tmp_path / "run"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "lut" in json.loads((tmp_path / "run" / "e5_training_curves.json").read_text())["methods"]
