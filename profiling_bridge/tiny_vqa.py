@@ -416,11 +416,14 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     return meta
 
 
+@contextlib.contextmanager
 def _train_items(task_set: str, limit: int | None, train_size: int, seed: int):
-    """Context of (train items, per-item scene targets or None); shapes-vqa's images live in a temporary directory."""
+    """(train items, per-item scene targets or None); shapes-vqa's images live in a temporary directory."""
     if check_task_set(task_set) == "shapes":
-        return shapes_vqa.temporary_items(min(train_size, limit or train_size), [seed, 1])
-    return contextlib.nullcontext((load_easy_vqa("train", limit=limit), None))
+        with shapes_vqa.temporary_items(min(train_size, limit or train_size), [seed, 1]) as out:
+            yield out
+    else:
+        yield load_easy_vqa("train", limit=limit), None
 
 
 # --------------------------------------------------------------------------- evaluation summary
@@ -445,22 +448,18 @@ def knob_sweep_configs(grid: dict[str, tuple[int, ...]]) -> list[KnobConfig]:
     return out
 
 
+@contextlib.contextmanager
 def _test_items(task_set: str, limit: int | None):
-    """Context of (test items, train items for the majority baselines: for shapes-vqa the train set of seed 0, its
-    first 10 x ``limit`` questions where ``limit`` is given)."""
+    """(test items, train items for the majority baselines: for shapes-vqa the train set of seed 0, its first
+    10 x ``limit`` questions where ``limit`` is given); shapes-vqa's test images live in a temporary directory."""
     if check_task_set(task_set) == "shapes":
         n = SHAPES_TRAIN_SIZE if limit is None else min(SHAPES_TRAIN_SIZE, 10 * limit)
         train = [QAItem(id=str(i), image=Path(), question=q, answers=(a,), task_type=t)
                  for i, (_s, q, a, t, _f) in enumerate(shapes_vqa.generate(n, [0, 1]))]
-        ctx = shapes_vqa.temporary_items(min(SHAPES_TEST_SIZE, limit or SHAPES_TEST_SIZE), [0, 2], split="test")
-        return _with_train(ctx, train)
-    return contextlib.nullcontext((load_easy_vqa("test", limit=limit), load_easy_vqa("train")))
-
-
-@contextlib.contextmanager
-def _with_train(ctx, train):
-    with ctx as (test, _targets):
-        yield test, train
+        with shapes_vqa.temporary_items(min(SHAPES_TEST_SIZE, limit or SHAPES_TEST_SIZE), [0, 2], split="test") as (test, _):
+            yield test, train
+    else:
+        yield load_easy_vqa("test", limit=limit), load_easy_vqa("train")
 
 
 def test_accuracy(runner, weights: str, batch_size: int = 512, progress: bool = True, limit: int | None = None,
