@@ -10,7 +10,7 @@ thread for ``--idle-s`` seconds (a deadlock: every thread parked in a futex wait
 does not hang): ``init80`` (80 supervised rows initialised in one vmapped program, the reason for
 ``loop.init_in_blocks``), ``ppo64`` (PPO's vmapped init at 64 rows, the reason for the scheduler flag), ``qr80`` (the
 same pattern without the lab: a vmapped orthogonal init), ``shared4`` (the reverted shared policy-init program run on
-rows sharded over 4 fake CPU devices while a compile thread runs), ``threads`` (three methods' inits executed from
+rows sharded over 4 fake CPU devices while a compile thread runs), ``threads`` (one init program executed from three
 pool threads at once). A setting is a case, a variant of its program (``vmap`` as the lab writes it, ``lax_map``: the
 rows one at a time inside the program) and environment (``NPROC``, XLA flags, async dispatch).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -51,6 +52,12 @@ def summarize(outcomes: list[str]) -> dict:
     decided = n["ok"] + n["hang"]
     return {"runs": len(outcomes), **{f"{k}s": v for k, v in n.items()},
             "hang_rate": None if decided == 0 else n["hang"] / decided}
+
+
+def last_stage(out: str) -> str:
+    """The last ``stage ...`` line a child printed (where a hung run stopped); 'compile' before the first."""
+    stages = re.findall(r"^stage (.+)$", out, re.M)
+    return stages[-1] if stages else "compile"
 
 
 def xla_flags(overrides: dict) -> str:
@@ -164,6 +171,13 @@ def _policy_program(variant: str):
     return jax.jit(rows), run, cfgs, env
 
 
+def _comm(task: str) -> str:
+    try:
+        return Path(task, "comm").read_text().strip()
+    except OSError:  # the thread ended meanwhile
+        return ""
+
+
 def child(case: str, variant: str) -> None:
     import jax
 
@@ -171,6 +185,7 @@ def child(case: str, variant: str) -> None:
     print("exec", flush=True)  # from here a stall (no CPU time, nothing runnable) is a hang: compiles are busy
     if case in ("init80", "ppo64"):
         prog, args = _lab("supervised" if case == "init80" else "ppo", 80 if case == "init80" else 64, variant)
+        print("stage execute", flush=True)
         jax.block_until_ready(prog(*args))
     elif case == "qr80":
         import flax.linen as nn
@@ -184,6 +199,7 @@ def child(case: str, variant: str) -> None:
         f = jax.vmap(one) if variant != "lax_map" else (lambda k: jax.lax.map(one, k))
         keys = jax.random.split(jax.random.PRNGKey(0), 80)
         prog = jax.jit(f).lower(keys).compile()
+        print("stage execute", flush=True)
         jax.block_until_ready(prog(keys))
     elif case == "shared4":
         import concurrent.futures
@@ -192,23 +208,26 @@ def child(case: str, variant: str) -> None:
         from e5jax.methods import METHODS
 
         shared, run, cfgs, env = _policy_program(variant)
-        keys = engine.seed_keys(0, 8)  # sharded over the 4 devices
+        init, args = _lab("supervised", 8, variant)  # 8 rows sharded over the 4 devices
+        print("stage init", flush=True)
+        states = jax.block_until_ready(init(*args))
         tr = engine.make_train(METHODS["supervised"], cfgs["supervised"], run.eval_every)
-        states = jax.block_until_ready(tr.init(keys, env, None))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the compile pool: an evaluation program compiling
             fut = pool.submit(lambda: tr.evaluate.lower(states, env).compile())
             for i in range(8):  # the shared program executed in the main thread while the compile runs
+                print(f"stage shared {i}", flush=True)
                 jax.block_until_ready(shared(engine.shard_seeds(jax.random.split(jax.random.PRNGKey(i), 8))))
             fut.result()
     elif case == "threads":
         import concurrent.futures
 
-        progs = [_lab(m, 24, variant) for m in ("supervised", "ppo", "dpo")]
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # executed from pool threads at once
-            list(pool.map(lambda pa: jax.block_until_ready(pa[0](*pa[1])), progs))
+        prog, args = _lab("supervised", 24, variant)
+        print("stage execute", flush=True)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # one program executed from 3 pool threads at once
+            list(pool.map(lambda i: jax.block_until_ready(prog(*args)), range(3)))
     else:
         raise SystemExit(f"unknown case {case!r}")
-    eigen = sum(1 for t in os.scandir("/proc/self/task") if Path(t.path, "comm").read_text().strip() == "tf_XLAEigen")
+    eigen = sum(1 for t in os.scandir("/proc/self/task") if _comm(t.path) == "tf_XLAEigen")
     print(f"ok {time.perf_counter() - t0:.2f}s intra_op_threads={eigen} devices={len(jax.devices())} "
           f"jax={jax.__version__}", flush=True)
 
@@ -240,7 +259,7 @@ SETTINGS = [
     S("shared4", devices=4, label="4 fake devices"),
     S("shared4", devices=4, env={"NPROC": "8"}, label="4 fake devices, NPROC=8"),
     S("shared4", devices=4, variant="lax_map", label="4 fake devices, lax.map"),
-    S("threads", label="inits from 3 pool threads"),
+    S("threads", label="an init from 3 pool threads"),
     S("threads", env={"NPROC": "1"}, label="pool threads, NPROC=1"),
     S("threads", variant="lax_map", label="pool threads, lax.map"),
 ]
@@ -284,7 +303,7 @@ def main(argv=None) -> int:
         print(f"hangs.py: --only {args.only!r} names no setting (0-{len(SETTINGS) - 1} or a case)", file=sys.stderr)
         return 2
     out = Path(args.out)
-    table = json.loads(out.read_text()) if out.exists() else {"rows": {}}
+    table = {"rows": {}}
     table["meta"] = {**host_meta(), "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                      "timeout_s": args.timeout, "idle_s": args.idle_s,
                      "command": "nice -n 19 " + " ".join([Path(sys.executable).name, "experiments/hangs.py",
@@ -306,12 +325,25 @@ def main(argv=None) -> int:
                "ok_wall_s": sorted(x["wall_s"] for x in runs if x["outcome"] == "ok"),
                "ok_tail": next((x["tail"].strip().splitlines()[-1] for x in runs if x["outcome"] == "ok"), None),
                "error_tails": [x["tail"] for x in runs if x["outcome"] == "error"][:2],
+               "hang_stages": sorted(last_stage(x["tail"]) for x in runs if x["outcome"] == "hang"),
                "loadavg_before": load0, "loadavg_after": os.getloadavg(), "jax": table["meta"]["jax"]}
-        table["rows"][name] = row
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        table = write_row(out, table["meta"], name, row)
     print_table(table)
     return 0
+
+
+def write_row(out: Path, meta: dict, name: str, row: dict) -> dict:
+    """Add one setting's row to the table at ``out`` (read, update, write under a lock: loops may run side by side
+    on different settings); returns the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = json.loads(out.read_text()) if out.exists() else {"rows": {}}
+        commands = table.get("meta", {}).get("commands", [])
+        table["meta"] = {**meta, "commands": commands + [meta["command"]] * (meta["command"] not in commands)}
+        table["rows"][name] = {**row, "command": meta["command"]}
+        out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    return table
 
 
 def print_table(table: dict) -> None:

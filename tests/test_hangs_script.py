@@ -22,6 +22,8 @@ def test_classify_and_rate():
     s = hangs.summarize(["ok", "hang", "hang", "error", "ok"])
     assert (s["runs"], s["oks"], s["hangs"], s["errors"]) == (5, 2, 2, 1) and s["hang_rate"] == 0.5
     assert hangs.summarize(["error"])["hang_rate"] is None
+    assert hangs.last_stage("exec\nstage init\nstage shared 3\n") == "shared 3"
+    assert hangs.last_stage("exec\n") == "compile"
 
 
 def test_setting_env_names_every_flag():
