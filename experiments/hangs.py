@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "e5jax_hangs_cache"
 BASE_FLAGS = {"xla_cpu_multi_thread_eigen": "false", "xla_cpu_enable_concurrency_optimized_scheduler": "false"}
 
 
@@ -76,6 +77,9 @@ def setting_env(setting: dict, base: dict) -> dict:
         overrides["xla_force_host_platform_device_count"] = str(setting["devices"])
     env["XLA_FLAGS"] = xla_flags(overrides)
     env["JAX_PLATFORMS"] = "cpu"
+    if setting.get("cache", True):  # compiled programs from a cache: a run is imports + execution (the hang's part)
+        env.update(JAX_COMPILATION_CACHE_DIR=str(CACHE), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     env.update(setting.get("env", {}))
     return env
 
@@ -234,9 +238,11 @@ def child(case: str, variant: str) -> None:
 
 # ---------------------------------------------------------------- the settings and the loop
 
-def S(case, variant="vmap", devices=1, xla=None, env=None, async_off=False, label=""):
+def S(case, variant="vmap", devices=1, xla=None, env=None, async_off=False, label="", cache=None):
+    """A setting; ``cache``: load compiled programs from a persistent cache (default: every case but shared4, whose
+    compile thread must really compile while the main thread executes)."""
     return {"case": case, "variant": variant, "devices": devices, "xla": xla or {}, "env": env or {},
-            "async_off": async_off, "label": label}
+            "async_off": async_off, "label": label, "cache": case != "shared4" if cache is None else cache}
 
 
 SETTINGS = [
@@ -268,7 +274,7 @@ SETTINGS = [
 def setting_name(s: dict) -> str:
     parts = [s["case"], s["variant"], f"dev{s['devices']}"] + [f"{k}={v}" for k, v in sorted(s["env"].items())]
     parts += [f"{k.replace('xla_cpu_', '')}={v or 'none'}" for k, v in sorted(s["xla"].items())]
-    return " ".join(parts + (["async_off"] if s["async_off"] else []))
+    return " ".join(parts + (["async_off"] if s["async_off"] else []) + ([] if s["cache"] else ["no_cache"]))
 
 
 def child_cmd(s: dict) -> list[str]:
