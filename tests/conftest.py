@@ -72,3 +72,36 @@ def make_known_oracle_table(R=120, seed=0) -> ProfileTable:
 @pytest.fixture(scope="session")
 def known_table():
     return make_known_oracle_table()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def run_job(args: list, processes: int = 2, devices: int = 2, timeout: float = 600, cwd=None) -> list:
+    """The multi-process command of docs/sweep.md on this machine: ``processes`` local processes with ``devices``
+    CPU devices each, every one running ``e5jax <args> --coordinator localhost:PORT --num-processes N --process-id
+    I``; their CompletedProcess results, process 0 first."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu", E5JAX_OVERHEAD="off")
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, "-m", "e5jax", *args, "--coordinator", f"localhost:{port}",
+                               "--num-processes", str(processes), "--process-id", str(i)], cwd=cwd, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    done = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done

@@ -77,6 +77,21 @@ def cmd_robustness(args) -> int:
     return robustness_from_args(args)
 
 
+def distributed_arguments(parser) -> None:
+    g = parser.add_argument_group("several processes (jax.distributed; docs/sweep.md)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="process 0's address (default: $JAX_COORDINATOR_ADDRESS); with it every process of the job "
+                        "runs this same command")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="processes in the job (default: $JAX_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process, 0..N-1; process 0 writes the outputs (default: $JAX_PROCESS_ID)")
+    g.add_argument("--distributed", action="store_true",
+                   help="start jax.distributed from what the cluster provides (SLURM, ...), without the flags above")
+    g.add_argument("--coordinator-timeout", type=float, default=120.0, metavar="S",
+                   help="seconds to wait for every process to join (default 120)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="e5jax", description="E5 training-strategy comparison lab (JAX).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -111,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "finished methods and the running method's latest checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace the run outputs already in --out")
     r.add_argument("--thresholds", default=None, help="sample-efficiency thresholds, e.g. \"slo=0.05,quality=0.9,utility_norm=0.9,gaps=0.5/0.8/0.95,slo_vs_oracle=0.05,quality_vs_oracle=0.95\" (keys change the defaults; docs/outputs.md)")
+    distributed_arguments(r)
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="rebuild figures and summary.md of a finished run from its JSON files")
@@ -136,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--tensorboard", action="store_true",
                     help="also write the per-chunk metrics (metrics.jsonl) as TensorBoard events under OUT/tensorboard "
                          "(needs the optional tensorboardX package)")
+    distributed_arguments(sw)
     sw.set_defaults(func=cmd_sweep)
 
     rb = sub.add_parser("robustness", help="run the E5 comparison on several tables and report, per question and "
@@ -181,6 +198,10 @@ def main(argv=None) -> int:
     if args.cmd in ("run", "validate", "robustness"):
         enable_compilation_cache()
     try:
+        if args.cmd in ("run", "sweep"):
+            from e5jax import dist
+
+            dist.initialize(args)  # before any JAX computation; a no-op unless asked for
         return args.func(args)
     except (TableError, UsageError) as e:
         return _fail(str(e))

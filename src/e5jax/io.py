@@ -1,4 +1,6 @@
-"""Atomic file writing (temp file in the same directory + rename): an interrupted write never leaves a partial file."""
+"""Atomic file writing (temp file in the same directory + rename): an interrupted write never leaves a partial file.
+Under several processes only process 0 writes (``set_writer``; ``e5jax.dist``): on the others every write here is
+skipped."""
 
 from __future__ import annotations
 
@@ -11,7 +13,22 @@ from pathlib import Path
 import numpy as np
 
 
+_WRITER = True
+
+
+def set_writer(flag: bool) -> None:
+    global _WRITER
+    _WRITER = bool(flag)
+
+
+def is_writer() -> bool:
+    """False in the processes of a ``jax.distributed`` job other than process 0."""
+    return _WRITER
+
+
 def atomic_write(path, writer, binary: bool = False) -> None:
+    if not _WRITER:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")

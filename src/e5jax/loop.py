@@ -24,6 +24,7 @@ from e5jax import engine
 from e5jax import env as E
 from e5jax.checkpoint import f32_tree
 from e5jax.config import RunConfig
+from e5jax.dist import to_host
 from e5jax.methods import METHODS
 from e5jax.watch import active, guard, injected_stall
 
@@ -123,7 +124,7 @@ def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, check
     states, keys = p.states, p.keys
     watchdog, stream = active()
     with guard(f"{label} evaluation before training"):
-        ev0 = jax.device_get((p.evaluate or p.trainer.evaluate)(states, env, *p.rows))
+        ev0 = to_host((p.evaluate or p.trainer.evaluate)(states, env, *p.rows))
     tr = Trace(states, [ev0], [], [], [0.0], [], [0])
     start = 0
     got = checkpointer.latest(states) if checkpointer is not None else None
@@ -140,7 +141,7 @@ def train_chunks(p: Prepared, run: RunConfig, env: E.EnvParams, pbar=None, check
         with guard(f"{label} chunk {c + 1}/{run.num_chunks}", chunk_of=label):
             injected_stall(label, c + 1)
             states, m = p.chunk(states, engine.chunk_keys(keys, c), env, mask, *p.rows)
-            m = jax.device_get(m)  # blocks until the chunk is done
+            m = to_host(m)  # blocks until the chunk is done (all-gathered under several processes)
         tr.chunk_s.append(time.perf_counter() - t)
         if watchdog is not None:
             watchdog.chunk_done(label, tr.chunk_s[-1])

@@ -29,9 +29,10 @@ from e5jax import env as E
 from e5jax import policy as P
 from e5jax.checkpoint import MethodCheckpointer, ResumeError, fingerprint
 from e5jax.config import ConfigError, RunConfig, config_from_dict, load_config, read_toml
+from e5jax.dist import check_rows, multi_process
 from e5jax.errors import UsageError
 from e5jax.host import host_description
-from e5jax.io import atomic_write, read_json, to_jsonable, write_json
+from e5jax.io import atomic_write, is_writer, read_json, to_jsonable, write_json
 from e5jax.loop import Prepared, compile_pool, env_steps_axis, init_method, prepare_method, train_chunks
 from e5jax.methods import METHODS
 from e5jax.table import ProfileTable, default_table_path, load_table
@@ -263,8 +264,9 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     write_json(out / RECORD, {"schema": "e5jax/run_record/v1", "meta": doc["meta"]})
     todo = [n for n in run.methods if n not in doc["methods"]]
     total = len(todo) * run.num_chunks
-    # eager decision timing + training-cost breakdown after all training (E5JAX_OVERHEAD=off skips it)
-    settings, overhead = Settings.from_env(), None
+    # eager decision timing + training-cost breakdown after all training (E5JAX_OVERHEAD=off skips it; so do several
+    # processes: it times programs and eager decisions on one machine)
+    settings, overhead = (None if multi_process() else Settings.from_env()), None
     if settings is not None:
         from e5jax.overhead import Recorder  # the analysis is imported only when it runs
 
@@ -289,7 +291,7 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     # starts when every compile is done, so every method trains (and is timed) on a CPU with no compiler running,
     # and runs in this thread, method by method; the overhead analysis runs after all training.
     timing = None if overhead is None else (lambda name, p: overhead.compile(name, METHODS[name], p.states))
-    with watching(watchdog, MetricsStream(out, tensorboard)), \
+    with watching(watchdog, MetricsStream(out, tensorboard) if is_writer() else None), \
             compile_pool(todo, lambda name: init_method(name, cfgs[name], run, env), env, also=timing) as compiled:
         compiled.wait(progress)
         with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
@@ -307,7 +309,8 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
                                   "saves": sum(c.saves for c in ckpts.values()),
                                   "save_s": sum(c.save_s for c in ckpts.values())}
     doc["methods"] = {n: doc["methods"][n] for n in run.methods if n in doc["methods"]}  # config order
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    if is_writer():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     write_json(path, doc)
     return doc
 
@@ -368,12 +371,17 @@ def run_from_args(args) -> int:
     tensorboard = getattr(args, "tensorboard", False)
     if tensorboard and importlib.util.find_spec("tensorboardX") is None:
         raise UsageError("--tensorboard needs the optional tensorboardX package (pip install tensorboardX)")
+    check_rows(run.seeds, "seeds")
     present = [p.name for p in run_outputs(out) if p.exists()]
     if present and not resume:
         if not getattr(args, "overwrite", False):
             raise UsageError(f"--out {out}: already holds a run ({present[0]}, ...); pass --resume {out} to continue "
                              "it or --overwrite to replace it")
-        for p in run_outputs(out):  # only what a run writes: never anything else in the directory
+        if multi_process():  # every process has looked before process 0 deletes
+            from jax.experimental.multihost_utils import sync_global_devices
+
+            sync_global_devices("e5jax run: outputs checked")
+        for p in run_outputs(out) if is_writer() else ():  # only what a run writes: never anything else there
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     print(f"e5jax run: {len(run.methods)} methods x {run.seeds} seeds x {len(run.budgets)} budgets, "
           f"{run.num_updates} updates of {run.env_steps_per_update} env steps, table {table_path} "
@@ -387,6 +395,8 @@ def run_from_args(args) -> int:
         print(f"\ninterrupted: finished methods are kept in {out / 'e5_training_curves.json'}, the running one in its "
               f"latest checkpoint; continue with: e5jax run --resume {out}", file=sys.stderr)
         return 130
+    if not is_writer():  # process 0 writes the report and prints the results
+        return 0
     from e5jax.report import write_outputs
 
     write_outputs(out, thresholds=run.thresholds)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from e5jax.config import ConfigError, RunConfig, load_config
 from e5jax.errors import UsageError
-from e5jax.io import read_json, write_json
+from e5jax.io import is_writer, read_json, write_json
 from e5jax.run import table_provenance
 from e5jax.sweep.phases import phase_compare, phase_lambda, phase_tune
 from e5jax.sweep.report import compare_answers, have_per_request, lambda_conclusions, write_report
@@ -94,11 +94,11 @@ def sweep_from_args(args) -> int:
         watchdog = Watchdog.from_env(resume_hint=f"the same e5jax sweep command (it continues {path})")
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.overwrite:  # a new sweep: its own metrics stream
+    if args.overwrite and is_writer():  # a new sweep: its own metrics stream
         (out / METRICS_FILE).unlink(missing_ok=True)
         shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
     try:
-        stream = MetricsStream(out, tensorboard=getattr(args, "tensorboard", False))
+        stream = MetricsStream(out, tensorboard=getattr(args, "tensorboard", False)) if is_writer() else None
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -131,5 +131,6 @@ def sweep_from_args(args) -> int:
     doc["meta"]["wall_s_this_process"] = time.perf_counter() - t0
     doc["complete"] = True
     save()
-    print(write_report(doc, out))
+    if is_writer():  # process 0 writes the report (under jax.distributed the others only train)
+        print(write_report(doc, out))
     return 0
