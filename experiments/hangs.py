@@ -327,7 +327,8 @@ def main(argv=None) -> int:
                 break
         row = {"index": i, "label": s["label"], "setting": s, "xla_flags": env["XLA_FLAGS"],
                "env": s["env"], "child": " ".join(child_cmd(s)[1:]).replace(str(ROOT) + "/", ""),
-               **summarize([x["outcome"] for x in runs]),
+               **summarize([x["outcome"] for x in runs]), "stalls": sum(x["stalled"] for x in runs),
+               "timeouts": sum(x["timed_out"] for x in runs),
                "ok_wall_s": sorted(x["wall_s"] for x in runs if x["outcome"] == "ok"),
                "ok_tail": next((x["tail"].strip().splitlines()[-1] for x in runs if x["outcome"] == "ok"), None),
                "error_tails": [x["tail"] for x in runs if x["outcome"] == "error"][:2],
