@@ -41,6 +41,7 @@ class Prepared:
     compile_s: float
     evaluate: object = None  # the compiled evaluation (before training), when compiled ahead of time
     env_rows: dict | None = None  # per-row env overrides ({field: [N]}, engine.row_env), e.g. a sweep's lambdas
+    compile_parts: dict | None = None  # init_s, and trace_s / lower_s / compile_s per program (compile_method)
 
     @property
     def rows(self) -> tuple:
@@ -88,9 +89,23 @@ def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
     from several threads at once deadlocked XLA's CPU runtime here (a sweep hung with every thread in a futex
     wait), so everything that runs a program stays in the main thread."""
     t0 = time.perf_counter()
-    chunk = p.trainer.chunk_eval.lower(p.states, p.keys, env, p.masks[0], *p.rows).compile()
-    evaluate = p.trainer.evaluate.lower(p.states, env, *p.rows).compile()
-    return dataclasses.replace(p, chunk=chunk, evaluate=evaluate, compile_s=p.compile_s + time.perf_counter() - t0)
+    parts = {"init_s": p.compile_s}
+    chunk, parts["chunk"] = staged_compile(p.trainer.chunk_eval, p.states, p.keys, env, p.masks[0], *p.rows)
+    evaluate, parts["evaluate"] = staged_compile(p.trainer.evaluate, p.states, env, *p.rows)
+    return dataclasses.replace(p, chunk=chunk, evaluate=evaluate, compile_s=p.compile_s + time.perf_counter() - t0,
+                               compile_parts=parts)
+
+
+def staged_compile(jitted, *args) -> tuple:
+    """``jitted`` traced, lowered and compiled for ``args``, each stage timed: (compiled, {"trace_s", "lower_s",
+    "compile_s"}). The persistent compilation cache saves only the last stage: a warm run still traces and lowers."""
+    t0 = time.perf_counter()
+    traced = jitted.trace(*args)
+    t1 = time.perf_counter()
+    lowered = traced.lower()
+    t2 = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, {"trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": time.perf_counter() - t2}
 
 
 def prepare_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None,

@@ -141,6 +141,7 @@ def run_method(name: str, cfg, run: RunConfig, env: E.EnvParams, refs: dict, pba
         "wall_time_s": np.asarray(wall),
         "chunk_time_s": np.asarray(chunk_s),
         "compile_time_s": compile_s,
+        "compile_breakdown_s": p.compile_parts,
         "train_time_s": split["train_time_s"],
         "train_time_below_resolution": split["train_time_below_resolution"],
         "train_time_resolution_s": split["train_time_resolution_s"],
