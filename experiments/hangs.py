@@ -323,20 +323,24 @@ def main(argv=None) -> int:
             runs.append(res)
             print(f"[{i}] {name} run {r + 1}/{args.runs}: {res['outcome']} {res['wall_s']}s", file=sys.stderr,
                   flush=True)
+            table = write_row(out, table["meta"], name, row_of(i, s, env, runs, load0, table["meta"]["jax"]))
             if args.stop_after_hangs and sum(x["outcome"] == "hang" for x in runs) >= args.stop_after_hangs:
                 break
-        row = {"index": i, "label": s["label"], "setting": s, "xla_flags": env["XLA_FLAGS"],
-               "env": s["env"], "child": " ".join(child_cmd(s)[1:]).replace(str(ROOT) + "/", ""),
-               **summarize([x["outcome"] for x in runs]), "stalls": sum(x["stalled"] for x in runs),
-               "timeouts": sum(x["timed_out"] for x in runs),
-               "ok_wall_s": sorted(x["wall_s"] for x in runs if x["outcome"] == "ok"),
-               "ok_tail": next((x["tail"].strip().splitlines()[-1] for x in runs if x["outcome"] == "ok"), None),
-               "error_tails": [x["tail"] for x in runs if x["outcome"] == "error"][:2],
-               "hang_stages": sorted(last_stage(x["tail"]) for x in runs if x["outcome"] == "hang"),
-               "loadavg_before": load0, "loadavg_after": os.getloadavg(), "jax": table["meta"]["jax"]}
-        table = write_row(out, table["meta"], name, row)
     print_table(table)
     return 0
+
+
+def row_of(i: int, s: dict, env: dict, runs: list, load0, jax_version: str) -> dict:
+    """A setting's table row from its runs so far (written after every run: a loop stopped early keeps them)."""
+    return {"index": i, "label": s["label"], "setting": s, "xla_flags": env["XLA_FLAGS"], "env": s["env"],
+            "child": " ".join(child_cmd(s)[1:]).replace(str(ROOT) + "/", ""),
+            **summarize([x["outcome"] for x in runs]), "stalls": sum(x["stalled"] for x in runs),
+            "timeouts": sum(x["timed_out"] for x in runs),
+            "ok_wall_s": sorted(x["wall_s"] for x in runs if x["outcome"] == "ok"),
+            "ok_tail": next((x["tail"].strip().splitlines()[-1] for x in runs if x["outcome"] == "ok"), None),
+            "error_tails": [x["tail"] for x in runs if x["outcome"] == "error"][:2],
+            "hang_stages": sorted(last_stage(x["tail"]) for x in runs if x["outcome"] == "hang"),
+            "loadavg_before": load0, "loadavg_after": os.getloadavg(), "jax": jax_version}
 
 
 def write_row(out: Path, meta: dict, name: str, row: dict) -> dict:
