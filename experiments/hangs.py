@@ -3,6 +3,7 @@ per setting (docs/hangs.md).
 
     python experiments/hangs.py [--runs N] [--only CASE[,CASE]] [--out artifacts/hangs/hang_table.json]
     python experiments/hangs.py child CASE [--variant V] [--async-off]     # one run (what the loop starts)
+    python experiments/hangs.py check-lax-map    # the fix's premise: lax.map init == vmap init, bit for bit
 
 A run is a **hang** when, after its imports, the process made no CPU progress with no runnable
 thread for ``--idle-s`` seconds (a deadlock: every thread parked in a futex wait), or when it outlived ``--timeout``;
@@ -236,6 +237,36 @@ def child(case: str, variant: str) -> None:
           f"jax={jax.__version__}", flush=True)
 
 
+def check_lax_map(rows: int = 12) -> bool:
+    """The fix's premise: ``Trainer.init`` with ``lax.map`` over (keys, hp) instead of ``vmap`` gives every learned
+    method bit-identical initial states, without and with traced hyperparameters. Prints a line per check."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from e5jax import engine
+    from e5jax import env as E
+    from e5jax.config import load_config
+    from e5jax.methods import METHODS
+    from e5jax.table import load_default_table
+
+    run, cfgs = load_config(ROOT / "experiments" / "e5_quick.toml")
+    env = E.env_from_run(run, load_default_table())
+    keys = engine.seed_keys(0, rows)
+    same_all = True
+    for name in ("supervised", "ppo", "dpo", "grpo"):
+        m, cfg = METHODS[name], cfgs[name]
+        tr = engine.make_train(m, cfg, run.eval_every)
+        mapped = jax.jit(lambda k, e, h=None: jax.lax.map(lambda a: engine.with_hp(m.init(a[0], e, cfg), a[1]), (k, h)))
+        traced = sorted(getattr(m.init(keys[0], env, cfg), "hp", None) or {})[:2]
+        for hp in (None, {k: jnp.linspace(0.01, 0.1, rows) for k in traced} or None):
+            a, b = (jax.tree_util.tree_leaves(x) for x in (tr.init(keys, env, hp), mapped(keys, env, hp)))
+            same = len(a) == len(b) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+            same_all &= same
+            print(f"{name} hp={None if hp is None else sorted(hp)} leaves={len(a)} bit-identical={same}", flush=True)
+    return same_all
+
+
 # ---------------------------------------------------------------- the settings and the loop
 
 def S(case, variant="vmap", devices=1, xla=None, env=None, async_off=False, label="", cache=None):
@@ -365,6 +396,8 @@ def print_table(table: dict) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["check-lax-map"]:
+        sys.exit(0 if check_lax_map() else 1)
     if len(sys.argv) > 1 and sys.argv[1] == "child":
         cp = argparse.ArgumentParser()
         cp.add_argument("case")
