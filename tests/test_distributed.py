@@ -41,6 +41,8 @@ def test_two_processes_give_one_process_results_and_one_writer(tmp_path, config,
     assert "final greedy val utility" in res[0].stdout and "final greedy val utility" not in res[1].stdout
     job = json.loads((out / "e5_training_curves.json").read_text())
     assert len(job["meta"]["host"]["devices"]) == 4
+    stages = job["methods"]["lut"]["compile_breakdown_s"]
+    assert stages["init_s"] > 0 and all(stages[p][k] > 0 for p in ("chunk", "evaluate") for k in ("trace_s", "lower_s", "compile_s"))
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # 2 chunks, written once (process 0), not once per process
     assert (out / "summary.md").is_file() and not (out / "checkpoints").exists()

@@ -32,8 +32,8 @@ env_steps_per_update = 256
 eval_every = 4
 checkpoint_every_chunks = 1
 """
-WALL = ("wall_time", "chunk_time_s", "compile_time_s", "train_time", "eval_time", "created", "command", "total_wall_time_s",
-        "checkpoints", "resumed", "host")
+WALL = ("wall_time", "chunk_time_s", "compile_time_s", "compile_breakdown_s", "train_time", "eval_time", "created",
+        "command", "total_wall_time_s", "checkpoints", "resumed", "host")
 
 
 def _strip(x):

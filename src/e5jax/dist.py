@@ -165,6 +165,22 @@ def check_rows(rows: int, what: str) -> None:
                          f"processes; use a multiple of {n}")
 
 
+_BARRIERS = [0]
+BARRIER_TIMEOUT_S = 3600  # the watchdog (e5jax.watch) stops a stalled program long before
+
+
+def barrier(what: str) -> None:
+    """Wait until every process arrives here (the coordination service's barrier, not a collective: a process
+    still compiling or training does not make the others' gloo context time out, as a first all-gather did after
+    30 s under load). A no-op in a one-process run."""
+    if not multi_process():
+        return
+    from jax._src import distributed
+
+    _BARRIERS[0] += 1  # every process passes the same barriers in the same order
+    distributed.global_state.client.wait_at_barrier(f"e5jax:{_BARRIERS[0]}:{what}", BARRIER_TIMEOUT_S * 1000)
+
+
 def _gather(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         from jax.experimental import multihost_utils
@@ -174,5 +190,9 @@ def _gather(x):
 
 
 def to_host(tree):
-    """``jax.device_get`` that also works on arrays sharded over other processes' devices (all-gathered)."""
+    """``jax.device_get`` that also works on arrays sharded over other processes' devices: all-gathered once every
+    process has computed its part (``barrier``)."""
+    if multi_process():
+        jax.block_until_ready(tree)
+        barrier("to_host")
     return jax.tree_util.tree_map(_gather, tree)

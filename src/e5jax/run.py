@@ -29,7 +29,7 @@ from e5jax import env as E
 from e5jax import policy as P
 from e5jax.checkpoint import MethodCheckpointer, ResumeError, fingerprint
 from e5jax.config import ConfigError, RunConfig, config_from_dict, load_config, read_toml
-from e5jax.dist import check_rows, multi_process
+from e5jax.dist import barrier, check_rows, multi_process
 from e5jax.errors import UsageError
 from e5jax.host import host_description
 from e5jax.io import atomic_write, is_writer, read_json, to_jsonable, write_json
@@ -374,14 +374,11 @@ def run_from_args(args) -> int:
         raise UsageError("--tensorboard needs the optional tensorboardX package (pip install tensorboardX)")
     check_rows(run.seeds, "seeds")
     present = [p.name for p in run_outputs(out) if p.exists()]
+    if present and not resume and not getattr(args, "overwrite", False):
+        raise UsageError(f"--out {out}: already holds a run ({present[0]}, ...); pass --resume {out} to continue it "
+                         "or --overwrite to replace it")
+    barrier("outputs checked")  # several processes: every one has looked before process 0 writes or deletes
     if present and not resume:
-        if not getattr(args, "overwrite", False):
-            raise UsageError(f"--out {out}: already holds a run ({present[0]}, ...); pass --resume {out} to continue "
-                             "it or --overwrite to replace it")
-        if multi_process():  # every process has looked before process 0 deletes
-            from jax.experimental.multihost_utils import sync_global_devices
-
-            sync_global_devices("e5jax run: outputs checked")
         for p in run_outputs(out) if is_writer() else ():  # only what a run writes: never anything else there
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     print(f"e5jax run: {len(run.methods)} methods x {run.seeds} seeds x {len(run.budgets)} budgets, "
