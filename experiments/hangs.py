@@ -3,7 +3,7 @@ per setting (docs/hangs.md).
 
     python experiments/hangs.py [--runs N] [--only CASE[,CASE]] [--out artifacts/hangs/hang_table.json]
     python experiments/hangs.py child CASE [--variant V] [--async-off]     # one run (what the loop starts)
-    python experiments/hangs.py check-lax-map    # the fix's premise: lax.map init == vmap init, bit for bit
+    python experiments/hangs.py check-lax-map    # the fix: the lab's init (lax.map on the CPU) == vmap init, bit for bit
 
 A run is a **hang** when, after its imports, the process made no CPU progress with no runnable
 thread for ``--idle-s`` seconds (a deadlock: every thread parked in a futex wait), or when it outlived ``--timeout``;
@@ -132,8 +132,9 @@ def run_once(cmd: list[str], env: dict, timeout: float, idle_s: float, poll: flo
 # ---------------------------------------------------------------- the reproductions (child side)
 
 def _lab(name: str, rows: int, variant: str):
-    """A method's row initialisation over ``rows`` seeds as the lab writes it (``engine.make_train(...).init``:
-    jit(vmap)) or, variant ``lax_map``, the same per-row function under ``lax.map`` (one row at a time)."""
+    """A method's row initialisation over ``rows`` seeds as the lab wrote it before the fix (jit(vmap) of the
+    method's init) or, variant ``lax_map``, the same per-row function under ``lax.map`` (one row at a time, as
+    ``engine.make_train(...).init`` now does on the CPU)."""
     import jax
 
     from e5jax import engine
@@ -145,12 +146,12 @@ def _lab(name: str, rows: int, variant: str):
     run, cfgs = load_config(ROOT / "experiments" / "e5_quick.toml")
     env = E.env_from_run(run, load_default_table())
     keys = engine.seed_keys(0, rows)
+    method, cfg = METHODS[name], cfgs[name]
     if variant == "lax_map":
-        method, cfg = METHODS[name], cfgs[name]
         prog = jax.jit(lambda k, e: jax.lax.map(lambda kk: method.init(kk, e, cfg), k))
-        return prog.lower(keys, env).compile(), (keys, env)
-    tr = engine.make_train(METHODS[name], cfgs[name], run.eval_every)
-    return tr.init.lower(keys, env, None).compile(), (keys, env, None)
+    else:
+        prog = jax.jit(lambda k, e: jax.vmap(lambda kk: method.init(kk, e, cfg))(k))
+    return prog.lower(keys, env).compile(), (keys, env)
 
 
 def _policy_program(variant: str):
@@ -238,8 +239,8 @@ def child(case: str, variant: str) -> None:
 
 
 def check_lax_map(rows: int = 12) -> bool:
-    """The fix's premise: ``Trainer.init`` with ``lax.map`` over (keys, hp) instead of ``vmap`` gives every learned
-    method bit-identical initial states, without and with traced hyperparameters. Prints a line per check."""
+    """The fix: ``Trainer.init`` (rows one at a time on the CPU, ``engine.map_rows``) gives every learned method
+    the vmapped init's states bit for bit, without and with traced hyperparameters. Prints a line per check."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -257,10 +258,10 @@ def check_lax_map(rows: int = 12) -> bool:
     for name in ("supervised", "ppo", "dpo", "grpo"):
         m, cfg = METHODS[name], cfgs[name]
         tr = engine.make_train(m, cfg, run.eval_every)
-        mapped = jax.jit(lambda k, e, h=None: jax.lax.map(lambda a: engine.with_hp(m.init(a[0], e, cfg), a[1]), (k, h)))
+        vmapped = jax.jit(lambda k, e, h=None: jax.vmap(lambda kk, hh: engine.with_hp(m.init(kk, e, cfg), hh))(k, h))
         traced = sorted(getattr(m.init(keys[0], env, cfg), "hp", None) or {})[:2]
         for hp in (None, {k: jnp.linspace(0.01, 0.1, rows) for k in traced} or None):
-            a, b = (jax.tree_util.tree_leaves(x) for x in (tr.init(keys, env, hp), mapped(keys, env, hp)))
+            a, b = (jax.tree_util.tree_leaves(x) for x in (tr.init(keys, env, hp), vmapped(keys, env, hp)))
             same = len(a) == len(b) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
             same_all &= same
             print(f"{name} hp={None if hp is None else sorted(hp)} leaves={len(a)} bit-identical={same}", flush=True)

@@ -71,6 +71,17 @@ def row_env(env: E.EnvParams, env_rows: dict | None) -> E.EnvParams:
     return env.replace(**env_rows) if env_rows else env
 
 
+def map_rows(f: Callable, *rows):
+    """``f`` over the leading (row) axis of ``rows``: ``vmap``, but one row at a time (``lax.map``, the same values
+    bit for bit) on the CPU. Used for initialisation: a vmapped orthogonal init is a batched LAPACK QR that jaxlib
+    splits into chunks on XLA's CPU intra-op pool and waits for from a thread of that pool, which deadlocked whenever
+    every pool thread was such a QR (80 rows, PPO at 64 rows, 4 fake devices, several threads: docs/hangs.md); with
+    one row per call it runs inline."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(lambda r: f(*r), rows)
+    return jax.vmap(f)(*rows)
+
+
 def make_train(method, cfg: Any, eval_every: int) -> Trainer:
     cumulative = method.cumulative
 
@@ -116,7 +127,7 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
                        "env_steps_per_update": m["env_steps"]}
 
     return Trainer(
-        init=jax.jit(lambda keys, env, hp=None: jax.vmap(init_one, in_axes=(0, None, 0))(keys, env, hp)),
+        init=jax.jit(lambda keys, env, hp=None: map_rows(lambda k, h: init_one(k, env, h), keys, hp)),
         chunk=jax.jit(lambda states, keys, env, env_rows=None: jax.vmap(chunk_one, in_axes=(0, 0, None, 0))(
             states, keys, env, env_rows)),
         evaluate=jax.jit(lambda states, env, env_rows=None: jax.vmap(eval_row, in_axes=(0, None, 0))(

@@ -16,7 +16,6 @@ import time
 from typing import Callable, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -50,21 +49,6 @@ class Prepared:
         return () if self.env_rows is None else (self.env_rows,)
 
 
-INIT_BLOCK = 32
-
-
-def init_in_blocks(trainer: engine.Trainer, keys, env: E.EnvParams, hp: dict | None, block: int = INIT_BLOCK):
-    """``trainer.init`` on blocks of at most ``block`` rows, concatenated (row i's state depends only on its key and
-    hp, so the result is the same). Why: initialising 80 supervised rows in one program never returned on this
-    2-core CPU (jax 0.10.2; 40 rows did, as did the 80-row training chunks) — reproducible, cause not found."""
-    n = keys.shape[0]
-    if n <= block:
-        return trainer.init(keys, env, hp)
-    parts = [trainer.init(keys[i:i + block], env, None if not hp else {k: v[i:i + block] for k, v in hp.items()})
-             for i in range(0, n, block)]
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
-
-
 def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp: dict | None = None,
                 env_rows: dict | None = None) -> Prepared:
     """Initialise every row (in the calling thread: it executes a program). Rows are the run's seeds unless
@@ -77,7 +61,7 @@ def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp:
     # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
     # the shardings it was lowered with, and each chunk returns row-sharded states
     with guard(f"{name} initialisation"):
-        states = jax.tree_util.tree_map(engine.shard_seeds, init_in_blocks(trainer, keys, env, hp))
+        states = jax.tree_util.tree_map(engine.shard_seeds, trainer.init(keys, env, hp))
         jax.block_until_ready(states)
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
     return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0, env_rows=env_rows or None)
@@ -85,9 +69,9 @@ def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp:
 
 def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
     """Compile the chunk program ahead of time (one program for every eval mask). Lowering and compiling execute
-    nothing, so several methods can compile at once in threads (XLA compiles outside the GIL); executing programs
-    from several threads at once deadlocked XLA's CPU runtime here (a sweep hung with every thread in a futex
-    wait), so everything that runs a program stays in the main thread."""
+    nothing, so several methods can compile at once in threads (XLA compiles outside the GIL); everything that runs
+    a program stays in the main thread (executing the vmapped init from several threads at once deadlocked XLA's CPU
+    runtime: docs/hangs.md)."""
     t0 = time.perf_counter()
     parts = {"init_s": p.compile_s}
     chunk, parts["chunk"] = staged_compile(p.trainer.chunk_eval, p.states, p.keys, env, p.masks[0], *p.rows)
@@ -209,9 +193,8 @@ def compile_pool(names: Sequence[str], init: Callable[[str], Prepared], env: E.E
                  also: Callable[[str, Prepared], object] | None = None, init_first: bool = False) -> Iterator[Compiles]:
     """Initialise every method in the calling thread, in order (``init(name)``: ``init_method``'s result; it executes
     programs), and compile its programs in a thread pool (``compile_method``: compiles only) as soon as it is
-    initialised or, with ``init_first``, once every method is (no initialisation executes while a compile runs; a
-    program executed while compile threads ran could hang on 4 fake CPU devices: docs/performance.md, known
-    limits); ``also(name, initialised)``: more compile-only work per method, submitted after every method's
+    initialised or, with ``init_first``, once every method is (no initialisation executes while a compile runs);
+    ``also(name, initialised)``: more compile-only work per method, submitted after every method's
     compile. Yields the ``Compiles``; the caller trains in its own thread. On any exception or interrupt (in the
     initialisation or in the caller's block) the compiles not yet started are cancelled."""
     workers = max(1, min(len(names) or 1, os.cpu_count() or 1))
