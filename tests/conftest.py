@@ -105,3 +105,12 @@ def run_job(args: list, processes: int = 2, devices: int = 2, timeout: float = 6
             raise
         done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
     return done
+
+
+def tiny_vqa_profile_args(weights, requests, out, max_new_tokens=2, warmup=0, repeats=1, validate_samples=1) -> list:
+    """``e5jax-bridge profile`` of the tiny LLaVA-OLMoE on a 2 x 2 x 2 grid with the quality harness (bridge tests)."""
+    return ["profile", "--arch", "tiny-llava-olmoe", "--weights", str(weights), "--threads", "1", "--no-progress",
+            "--requests", str(requests), "--quality-harness", "--batch-size", "8", "--max-new-tokens", str(max_new_tokens),
+            "--grid", "vision_tokens=4,64", "top_k=1,4", "active_blocks=2,6", "--warmup", str(warmup), "--repeats",
+            str(repeats), "--e2e-repeats", "1", "--validate-samples", str(validate_samples), "--prefill-points", "2",
+            "--decode-points", "2", "--out", str(out)]

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("easy_vqa")
 
+from conftest import tiny_vqa_profile_args  # noqa: E402
 from e5jax.table import load_table  # noqa: E402
 from profiling_bridge import quality as qh  # noqa: E402
 from profiling_bridge import tiny_vqa as tv  # noqa: E402
@@ -88,11 +89,8 @@ def test_train_tiny_checkpoint_profile_and_validate(tmp_path, capsys):
 
     assert bridge(["easy-vqa", "--out", str(tmp_path / "data"), "--requests", "16", "--seed", "1"]) == 0
     table_path = tmp_path / "t.npz"
-    assert bridge(["profile", "--arch", "tiny-llava-olmoe", "--weights", str(ck), "--threads", "1", "--no-progress",
-                   "--requests", str(tmp_path / "data" / "requests.jsonl"), "--quality-harness", "--batch-size", "8",
-                   "--max-new-tokens", "3", "--grid", "vision_tokens=4,64", "top_k=1,4", "active_blocks=2,6",
-                   "--warmup", "1", "--repeats", "2", "--e2e-repeats", "1", "--validate-samples", "2",
-                   "--prefill-points", "2", "--decode-points", "2", "--out", str(table_path)]) == 0
+    assert bridge(tiny_vqa_profile_args(ck, tmp_path / "data" / "requests.jsonl", table_path, max_new_tokens=3, warmup=1,
+                                        repeats=2, validate_samples=2)) == 0
     t = load_table(table_path)
     assert t.exact_match.shape == (16, 8) and set(np.unique(t.exact_match)) <= {0.0, 1.0}
     assert np.all((t.quality > 0) & (t.quality < 1))  # graded: the probability of the right answer

@@ -96,7 +96,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, config):
 def test_resume_refuses_another_config(tmp_path, config):
     out = tmp_path / "run"
     proc_cfg = tmp_path / "one.toml"
-    proc_cfg.write_text(CONFIG.replace('methods = ["lut", "grpo"]', 'methods = ["lut"]'))
+    proc_cfg.write_text(CONFIG.replace('methods = ["lut", "grpo"]', 'methods = ["lut"]')
+                        .replace("total_env_steps = 25600", "total_env_steps = 2048"))
     assert _run(["--config", str(proc_cfg), "--out", str(out)]).returncode == 0
     other = tmp_path / "other.toml"
     other.write_text(CONFIG.replace("seeds = 2", "seeds = 3"))

@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from conftest import tiny_vqa_profile_args  # noqa: E402
 from e5jax.cli import main as e5jax_main  # noqa: E402
 from e5jax.table import load_table  # noqa: E402
 from profiling_bridge import quality as qh  # noqa: E402
@@ -112,11 +113,7 @@ def test_tiny_end_to_end_train_profile_validate_run(tmp_path, capsys):
     assert set(s["test"]["full_accuracy_by_type"]) <= set(sv.QUESTION_TYPES)
     assert bridge(["shapes-vqa", "--out", str(tmp_path / "data"), "--requests", "15", "--seed", "1"]) == 0
     table_path = tmp_path / "t.npz"
-    assert bridge(["profile", "--arch", "tiny-llava-olmoe", "--weights", str(ck), "--threads", "1", "--no-progress",
-                   "--requests", str(tmp_path / "data" / "requests.jsonl"), "--quality-harness", "--batch-size", "8",
-                   "--max-new-tokens", "2", "--grid", "vision_tokens=4,64", "top_k=1,4", "active_blocks=2,6",
-                   "--warmup", "0", "--repeats", "1", "--e2e-repeats", "1", "--validate-samples", "1",
-                   "--prefill-points", "2", "--decode-points", "2", "--out", str(table_path)]) == 0
+    assert bridge(tiny_vqa_profile_args(ck, tmp_path / "data" / "requests.jsonl", table_path)) == 0
     t = load_table(table_path)
     assert t.exact_match is not None and set(np.unique(t.exact_match)) <= {0.0, 1.0}
     assert np.all((t.quality > 0) & (t.quality < 1))  # graded: a probability, no 0/1 ties
