@@ -362,13 +362,14 @@ def compile_times(name, cfg, env, S, eval_every) -> dict:
     trainer = engine.make_train(method, cfg, eval_every)
     keys = engine.seed_keys(0, S)
     out = {}
+    shared = trainer.shared(keys, env)  # the policy-init program shared between methods, not timed here
     t = time.perf_counter()
-    low = trainer.init.lower(keys, env)
+    low = trainer.init_program.lower(keys, env, None, shared)
     out["init_lower_s"] = time.perf_counter() - t
     t = time.perf_counter()
     init_c = low.compile()
     out["init_compile_s"] = time.perf_counter() - t
-    states = init_c(keys, env)
+    states = init_c(keys, env, None, shared)
     t = time.perf_counter()
     low = trainer.chunk.lower(states, keys, env)
     out["chunk_lower_s"] = time.perf_counter() - t

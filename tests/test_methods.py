@@ -294,10 +294,11 @@ def test_lam_rows_match_envs_with_that_lam(known_table):
         tr.init(keys, env, {"lam": jnp.ones(2)})
 
 
-@pytest.mark.parametrize("name", ["supervised", "ppo"])
+@pytest.mark.parametrize("name", ["supervised", "ppo", "dpo", "grpo"])
 def test_row_by_row_init_equals_the_vmapped_init(known_table, name):
-    """On the CPU the engine initialises rows one at a time (engine.map_rows: lax.map, docs/hangs.md); the states
-    are the vmapped init's, bit for bit, with and without traced hyperparameters."""
+    """On the CPU the engine initialises rows one at a time (engine.map_rows: lax.map, docs/hangs.md), the initial
+    policy from the program the learned methods share (common.policy_params_for_rows); the states are each
+    method's own vmapped init, bit for bit, with and without traced hyperparameters."""
     env = E.make_env_params(known_table)
     m = METHODS[name]
     cfg = m.Config(env_steps_per_update=64)

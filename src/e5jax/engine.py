@@ -47,10 +47,12 @@ def evaluate(env: E.EnvParams, pol) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    init: Callable
+    init: Callable  # (keys, env, hp=None) -> states: ``shared`` then ``init_program``
     chunk: Callable
     evaluate: Callable
     chunk_eval: Callable | None = None
+    init_program: Callable | None = None  # jit: (keys, env, hp, shared) -> states
+    shared: Callable | None = None  # (keys, env) -> the rows' part computed by a program shared between methods
 
 
 def with_hp(state, hp: dict | None):
@@ -85,8 +87,19 @@ def map_rows(f: Callable, *rows):
 def make_train(method, cfg: Any, eval_every: int) -> Trainer:
     cumulative = method.cumulative
 
-    def init_one(key, env, hp):
-        return with_hp(method.init(key, env, cfg), hp)
+    def init_one(key, env, hp, shared):
+        return with_hp(method.init(key, env, cfg) if shared is None else method.init(key, env, cfg, shared), hp)
+
+    init_program = jax.jit(lambda keys, env, hp=None, shared=None:
+                           map_rows(lambda k, h, s: init_one(k, env, h, s), keys, hp, shared))
+
+    def shared(keys, env):
+        return None if method.shared_init is None else method.shared_init(keys, env, cfg)
+
+    def init(keys, env, hp=None):
+        # part of a method's initial state (the learned methods' initial policy) can come from one program shared
+        # by every method that needs the same values (Method.shared_init): compiled once per run, not per method
+        return init_program(keys, env, hp, shared(keys, env))
 
     def chunk_one(state, key, env, env_rows):
         env = row_env(env, env_rows)
@@ -127,13 +140,15 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
                        "env_steps_per_update": m["env_steps"]}
 
     return Trainer(
-        init=jax.jit(lambda keys, env, hp=None: map_rows(lambda k, h: init_one(k, env, h), keys, hp)),
+        init=init,
         chunk=jax.jit(lambda states, keys, env, env_rows=None: jax.vmap(chunk_one, in_axes=(0, 0, None, 0))(
             states, keys, env, env_rows)),
         evaluate=jax.jit(lambda states, env, env_rows=None: jax.vmap(eval_row, in_axes=(0, None, 0))(
             states, env, env_rows)),
         chunk_eval=jax.jit(lambda states, keys, env, eval_mask, env_rows=None: jax.vmap(
             chunk_eval_one, in_axes=(0, 0, None, None, 0))(states, keys, env, eval_mask, env_rows)),
+        init_program=init_program,
+        shared=shared,
     )
 
 

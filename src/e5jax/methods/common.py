@@ -31,6 +31,7 @@ from flax import struct
 
 from e5jax import env as E
 from e5jax import policy as P
+from e5jax.engine import map_rows
 
 
 # ----------------------------------------------------------------------------- traced hyperparameters
@@ -105,7 +106,9 @@ class Method:
     ``color``: its palette index in the figures (None: the next free one); ``versus``: (other method, the reason
     the seed expects this one to be cheaper) — the seed's expected findings compare the two;
     ``static_for(cfg, settings)``: the static config for sweep rows with these traced settings;
-    ``check(cfg)``: a config problem as one line (None when fine)."""
+    ``check(cfg)``: a config problem as one line (None when fine); ``shared_init(keys, env, cfg)``: the rows' part
+    of the initial state that methods share (computed by one program for all of them), passed to
+    ``init(key, env, cfg, shared)`` row by row (the learned methods: ``policy_params_for_rows``)."""
 
     name: str
     Config: type
@@ -124,6 +127,7 @@ class Method:
     versus: tuple | None = None
     static_for: Callable | None = None
     check: Callable | None = None
+    shared_init: Callable | None = None
 
     def collect(self, state, env, key):
         """The collect phase from the update's key (the subkeys it gets inside ``update``)."""
@@ -225,6 +229,23 @@ def init_policy_params(key, env: E.EnvParams, cfg: LearnerConfig):
     return params, sizes
 
 
+@functools.lru_cache(maxsize=None)
+def _policy_init_program(hidden: tuple, sizes: tuple, ar: tuple, obs_dim: int):
+    def one(key):  # the policy key exactly as ``init_learner`` splits it
+        return P.MLP(hidden, sizes, ar=ar).init(jax.random.split(key)[0], jnp.zeros((1, obs_dim)))
+
+    return jax.jit(lambda keys: map_rows(one, keys))
+
+
+def policy_params_for_rows(keys: jax.Array, env: E.EnvParams, cfg: LearnerConfig):
+    """[N] rows' initial policy parameters, the values ``init_learner`` draws from each row's key, from one compiled
+    program shared by every learned method with the same network and heads (``Method.shared_init``): the policy's
+    init is compiled once per run, not once per method."""
+    sizes = P.head_sizes(env, cfg.head_kind)
+    return _policy_init_program(tuple(cfg.hidden), tuple(sizes), tuple(P.ar_sizes(env, cfg.head_kind)),
+                                int(env.obs_dim))(keys)
+
+
 @struct.dataclass
 class LearnerState:
     params: Any  # trainable parameters (policy, or {"actor", "critic"} for PPO)
@@ -238,11 +259,16 @@ class LearnerState:
     ar: tuple = struct.field(pytree_node=False, default=())  # knob sizes of an autoregressive head, else ()
 
 
-def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = None, extra=None) -> LearnerState:
+def init_learner(key, env, cfg: LearnerConfig, make_params: Callable | None = None, extra=None,
+                 policy_params=None) -> LearnerState:
     """The learner state every learned method starts from (``make_params(policy_params, key, sizes)``: the
-    trainable parameters built around the policy, e.g. PPO's actor and critic)."""
+    trainable parameters built around the policy, e.g. PPO's actor and critic). ``policy_params``: the row's
+    initial policy when computed outside (``policy_params_for_rows``: the same values), else drawn here."""
     k_pol, k_other = jax.random.split(key)
-    policy_params, sizes = init_policy_params(k_pol, env, cfg)
+    if policy_params is None:
+        policy_params, sizes = init_policy_params(k_pol, env, cfg)
+    else:
+        sizes = P.head_sizes(env, cfg.head_kind)
     params = policy_params if make_params is None else make_params(policy_params, k_other, sizes)
     hp = traced_hp(cfg)
     return LearnerState(
@@ -266,9 +292,9 @@ def mlp_policy(state: LearnerState, params) -> P.MLPPolicy:
     return P.MLPPolicy(params, state.cfg.hidden, state.sizes, ar=state.ar)
 
 
-def init_policy(key, env: E.EnvParams, cfg: LearnerConfig) -> LearnerState:
-    """``init`` of a method whose trainable parameters are the policy alone (supervised, DPO, GRPO)."""
-    return init_learner(key, env, cfg)
+def init_policy(key, env: E.EnvParams, cfg: LearnerConfig, policy_params=None) -> LearnerState:
+    """``init`` of a method whose trainable parameters are the policy alone (DPO, GRPO)."""
+    return init_learner(key, env, cfg, policy_params=policy_params)
 
 
 def policy(state: LearnerState) -> P.MLPPolicy:

@@ -128,4 +128,5 @@ def learn(state: C.LearnerState, env: E.EnvParams, batch: PairBatch, key):
 
 
 METHOD = C.Method("dpo", Config, C.init_policy, collect, learn, C.policy, C.group_steps, keys=4,
-                  seed_columns={"pair_generation_s": ("collect",)}, color=4, check=check)
+                  seed_columns={"pair_generation_s": ("collect",)}, color=4, check=check,
+                  shared_init=C.policy_params_for_rows)

@@ -123,4 +123,4 @@ def learn(state: C.LearnerState, env: E.EnvParams, batch: Groups, key):
 
 METHOD = C.Method("grpo", Config, C.init_policy, collect, learn, C.policy, C.group_steps, keys=4,
                   seed_columns={"group_generation_s": ("collect",)}, color=5, versus=("ppo", "no critic"),
-                  static_for=static_for, check=check)
+                  static_for=static_for, check=check, shared_init=C.policy_params_for_rows)

@@ -50,12 +50,12 @@ def _value(cfg, params, obs):
     return P.MLP(cfg.hidden, (1,), head_scale=1.0).apply(params, obs)[0][..., 0]
 
 
-def init(key, env: E.EnvParams, cfg: Config = Config()):
+def init(key, env: E.EnvParams, cfg: Config = Config(), policy_params=None):
     def make_params(policy_params, k, sizes):
         critic = P.MLP(cfg.hidden, (1,), head_scale=1.0).init(k, jnp.zeros((1, env.obs_dim)))
         return {"actor": policy_params, "critic": critic}
 
-    return C.init_learner(key, env, cfg, make_params)
+    return C.init_learner(key, env, cfg, make_params, policy_params=policy_params)
 
 
 def steps_per_update(cfg: Config, env: E.EnvParams) -> int:
@@ -113,4 +113,4 @@ METHOD = C.Method(
     "ppo", Config, init, collect, learn, policy, steps_per_update, keys=4,
     # the overhead analysis times learn() without the critic: the critic's cost is the difference
     learn_without={"critic": functools.partial(learn, critic=False)},
-    seed_columns={"critic_training_s": ("critic_update",)}, color=3)
+    seed_columns={"critic_training_s": ("critic_update",)}, color=3, shared_init=C.policy_params_for_rows)

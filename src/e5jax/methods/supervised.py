@@ -46,11 +46,12 @@ class LabelBatch:
     env_steps: jax.Array  # this update's profiled cells
 
 
-def init(key, env: E.EnvParams, cfg: Config = Config()):
+def init(key, env: E.EnvParams, cfg: Config = Config(), policy_params=None):
     # the policy comes from `key` exactly as in every other learned method; the labelling order from a fold
     order = C.labelling_order(key, env)
     latency = jnp.zeros((order.shape[0], env.num_configs), jnp.float32)
-    return C.init_learner(key, env, cfg, extra=Labels(order, jnp.zeros((), jnp.int32), latency))
+    return C.init_learner(key, env, cfg, extra=Labels(order, jnp.zeros((), jnp.int32), latency),
+                          policy_params=policy_params)
 
 
 def _smoothed(nll, logits, label_smoothing: float):
@@ -145,4 +146,5 @@ def learn(state: C.LearnerState, env: E.EnvParams, batch: LabelBatch, key):
 
 
 METHOD = C.Method("supervised", Config, init, collect, learn, C.policy, C.labelling_steps, keys=3,
-                  cumulative=("num_failed_updates", "labelled_requests"), finite_data=True, color=2)
+                  cumulative=("num_failed_updates", "labelled_requests"), finite_data=True, color=2,
+                  shared_init=C.policy_params_for_rows)
