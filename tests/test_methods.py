@@ -316,7 +316,7 @@ def test_permutation_is_jax_random_permutation_without_the_sort():
     """The minibatch shuffle (common.permutation) draws the same permutation as jax.random.permutation for every
     key and size, both on the rank path (n <= RANK_PERMUTATION_MAX) and past it; ties among the sort keys go by
     index, as in jax's stable sort."""
-    sizes = [1, 2, 5, 64, 256, 1000, C.RANK_PERMUTATION_MAX, C.RANK_PERMUTATION_MAX + 1]
+    sizes = [1, 2, 5, 256, C.RANK_PERMUTATION_MAX, C.RANK_PERMUTATION_MAX + 1]
     for n in sizes:
         keys = jax.random.split(jax.random.PRNGKey(n), 8)
         ours = jax.vmap(lambda k: C.permutation(k, n))(keys)
