@@ -46,6 +46,8 @@ QUESTION_TYPES = ("count", "exists", "color", "shape", "relation")
 CLUTTER_SPECKS = (0, 12, 40)  # specks per clutter level
 MAX_OBJECTS = 5
 MARGIN = 2  # px between objects' bounding boxes; also the least centre offset of a relation
+PATCH = 8  # the tiny arch's ViT patch in px (:func:`patch_targets`)
+MIN_COVER = 8  # px of an object in a patch for the patch to show it (besides the patch of its centre)
 TEMPLATES = ("how many shapes are there?", "how many {shape}s are there?", "is there a {size} {colour} {shape}?",
              "what color is the {size} {shape}?", "what is the {size} {colour} shape?",
              "what color is the shape {relation} the {size} {shape}?")
@@ -76,14 +78,18 @@ def render(scene: Scene) -> Image.Image:
     for x, y, c in scene.specks:
         draw.point((x, y), fill=COLOURS[c])
     for o in scene.objects:
-        box = (o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r)
-        if o.shape == "circle":
-            draw.ellipse(box, fill=COLOURS[o.colour])
-        elif o.shape == "rectangle":
-            draw.rectangle(box, fill=COLOURS[o.colour])
-        else:
-            draw.polygon([(o.x, o.y - o.r), (o.x - o.r, o.y + o.r), (o.x + o.r, o.y + o.r)], fill=COLOURS[o.colour])
+        draw_object(draw, o, COLOURS[o.colour])
     return img
+
+
+def draw_object(draw: ImageDraw.ImageDraw, o: Obj, fill) -> None:
+    box = (o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r)
+    if o.shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif o.shape == "rectangle":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(o.x, o.y - o.r), (o.x - o.r, o.y + o.r), (o.x + o.r, o.y + o.r)], fill=fill)
 
 
 def random_scene(rng: np.random.Generator, n_objects: int, clutter: int) -> Scene | None:
@@ -191,15 +197,27 @@ def generate(n: int, seed: int, types=QUESTION_TYPES) -> list[tuple[Scene, str, 
     return out
 
 
-def scene_targets(scene: Scene) -> np.ndarray:
-    """Multi-hot ``[22]`` of what a scene holds: each shape, each colour, each (size, shape), the object count 1-5
-    (the vision-tower stage's targets, :func:`profiling_bridge.tiny_vqa.pretrain_vision`)."""
-    keys = [("shape", s) for s in SHAPES] + [("colour", c) for c in COLOURS] + [
-        ("size_shape", (z, s)) for z in SIZES for s in SHAPES] + [("count", n) for n in range(1, MAX_OBJECTS + 1)]
-    have = {("count", len(scene.objects))}
+def patch_targets(scene: Scene, patch: int = PATCH) -> np.ndarray:
+    """Per patch ``[(64 / patch)^2, 4]`` (row-major, the ViT's patch order): shape, colour and size index + 1 of the
+    object the patch shows (0: none) and 1 where the patch holds an object's centre pixel (the vision-tower stage's
+    per-object targets, :func:`profiling_bridge.tiny_vqa.pretrain_vision`). A patch shows the object whose centre it
+    holds (no two centres share a patch), else the object covering most of its pixels if at least ``MIN_COVER``;
+    clutter specks are background."""
+    g = IMAGE_SIZE // patch
+    cover = np.zeros((len(scene.objects) + 1, g, g))  # row 0: background
+    for i, o in enumerate(scene.objects, 1):
+        mask = Image.new("1", (IMAGE_SIZE, IMAGE_SIZE), 0)
+        draw_object(ImageDraw.Draw(mask), o, 1)
+        cover[i] = np.asarray(mask).reshape(g, patch, g, patch).sum((1, 3))
+        cover[i, o.y // patch, o.x // patch] += IMAGE_SIZE * IMAGE_SIZE
+    cover[0] = MIN_COVER - 0.5
+    shown = cover.argmax(0).ravel()
+    table = np.array([(0, 0, 0, 0)] + [(SHAPES.index(o.shape) + 1, list(COLOURS).index(o.colour) + 1,
+                                        list(SIZES).index(o.size) + 1, 0) for o in scene.objects])
+    out = table[shown]
     for o in scene.objects:
-        have |= {("shape", o.shape), ("colour", o.colour), ("size_shape", (o.size, o.shape))}
-    return np.array([k in have for k in keys], dtype=np.float32)
+        out[(o.y // patch) * g + o.x // patch, 3] = 1
+    return out
 
 
 def vocabulary_words() -> set[str]:
@@ -231,13 +249,13 @@ def write_images(requests, directory: Path, prefix: str, stats: bool = True) -> 
 def items(n: int, seed: int, directory: str | Path, split: str = "train", types=QUESTION_TYPES,
           stats: bool = True) -> tuple[list[QAItem], np.ndarray]:
     """``n`` generated requests as quality-harness items (images written under ``directory``) and each one's
-    :func:`scene_targets` ``[n, 22]``."""
+    :func:`patch_targets` ``[n, 64, 4]``."""
     reqs = generate(n, seed, types)
     paths = write_images(reqs, Path(directory), f"{split}-", stats)
     out = [QAItem(id=f"shapes-{split}-{i}", image=p, question=q, answers=(a,), task_type=t, split=split,
                   metric="exact_match", features=tuple(sorted(f.items())))
            for i, ((_s, q, a, t, f), p) in enumerate(zip(reqs, paths))]
-    return out, np.stack([scene_targets(r[0]) for r in reqs])
+    return out, np.stack([patch_targets(r[0]) for r in reqs])
 
 
 @contextlib.contextmanager

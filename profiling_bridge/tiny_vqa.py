@@ -216,16 +216,24 @@ def shape_colour_loss(logits: torch.Tensor, y: torch.Tensor):
                if bool((t >= 0).any()))  # ignore_index=-100: images whose label no question gives
 
 
-def scene_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """shapes-vqa's tower targets: binary cross-entropy of what the scene holds (:func:`shapes_vqa.scene_targets`)."""
-    return F.binary_cross_entropy_with_logits(logits, y)
+PATCH_HEADS = (len(shapes_vqa.SHAPES) + 1, len(shapes_vqa.COLOURS) + 1, len(shapes_vqa.SIZES) + 1)  # + "none"
+
+
+def patch_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """shapes-vqa's tower targets, per patch (:func:`shapes_vqa.patch_targets`): cross-entropy of the shape, colour
+    and size of the object the patch shows (class 0: none) and binary cross-entropy of "holds an object's centre";
+    ``logits [B, N, sum(PATCH_HEADS) + 1]``, ``y [B, N, 4]``."""
+    parts = torch.split(logits, [*PATCH_HEADS, 1], dim=-1)
+    ce = sum(F.cross_entropy(part.reshape(-1, part.shape[-1]), y[..., i].reshape(-1)) for i, part in enumerate(parts[:-1]))
+    return ce + F.binary_cross_entropy_with_logits(parts[-1][..., 0], y[..., 3].float())
 
 
 def pretrain_vision(model, pixels: torch.Tensor, labels: torch.Tensor, out_dim: int, loss_fn, steps: int,
-                    batch_size: int, lr: float, rng: np.random.Generator) -> list[float]:
-    """Stage 1, a stand-in for a pre-trained vision tower: the tower alone learns each image's ``labels`` (``loss_fn``:
-    :func:`shape_colour_loss` or :func:`scene_loss`) through a linear head of ``out_dim`` outputs on its mean patch
-    feature (the layer LLaVA feeds the projector); the head is dropped."""
+                    batch_size: int, lr: float, rng: np.random.Generator, per_patch: bool = False) -> list[float]:
+    """Stage 1, a stand-in for a pre-trained vision tower: the tower alone learns each image's ``labels`` through a
+    linear head of ``out_dim`` outputs on the patch features LLaVA feeds the projector: on their mean
+    (:func:`shape_colour_loss`, images flipped horizontally with p=0.5), or on each patch (``per_patch``,
+    :func:`patch_loss`, no flip: the labels are placed); the head is dropped."""
     tower = model.model.vision_tower
     hidden = model.config.vision_config.hidden_size
     heads = torch.nn.Linear(hidden, out_dim)
@@ -238,10 +246,11 @@ def pretrain_vision(model, pixels: torch.Tensor, labels: torch.Tensor, out_dim: 
     for _ in range(steps):
         idx = rng.choice(len(pixels), size=min(batch_size, len(pixels)), replace=False)
         px = pixels[idx]
-        flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-        px = torch.where(flip[:, None, None, None], px.flip(-1), px)
-        h = tower(pixel_values=px, output_hidden_states=True).hidden_states[layer][:, 1:].mean(1)
-        logits = heads(h)
+        if not per_patch:
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            px = torch.where(flip[:, None, None, None], px.flip(-1), px)
+        h = tower(pixel_values=px, output_hidden_states=True).hidden_states[layer][:, 1:]
+        logits = heads(h if per_patch else h.mean(1))
         loss = loss_fn(logits, labels[idx])
         if not torch.is_tensor(loss):
             continue
@@ -344,11 +353,13 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     if targets is None:  # easy-vqa: each image's shape and colour, read from the questions
         colours = sorted({it.answers[0] for it in items if it.task_type == "color"})
         labels, out_dim, loss_fn = image_labels(items, len(pixels), img_row, colours), len(SHAPES) + len(colours), shape_colour_loss
-    else:  # shapes-vqa: what each scene holds
-        labels = torch.zeros(len(pixels), targets.shape[1])
+    else:  # shapes-vqa: the object each patch shows
+        labels = torch.zeros((len(pixels), *targets.shape[1:]), dtype=torch.long)
         labels[torch.from_numpy(img_row)] = torch.from_numpy(targets)
-        out_dim, loss_fn = targets.shape[1], scene_loss
-    vision_losses = pretrain_vision(model, pixels, labels, out_dim, loss_fn, vision_steps, batch_size, lr, rng) if vision_steps else []
+        out_dim, loss_fn = sum(PATCH_HEADS) + 1, patch_loss
+    per_patch = targets is not None
+    vision_losses = (pretrain_vision(model, pixels, labels, out_dim, loss_fn, vision_steps, batch_size, lr, rng, per_patch)
+                     if vision_steps else [])
     vision_seconds = time.perf_counter() - t0
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
@@ -380,8 +391,9 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
             width = max(map(len, seqs))
             batch_ids = torch.tensor([s + [tc.pad_token_id] * (width - len(s)) for s in seqs])
             px = pixels[img_row[idx]]
-            flip = torch.from_numpy(rng.random(batch_size) < 0.5)
-            px = torch.where(flip[:, None, None, None], px.flip(-1), px)  # label-preserving augmentation
+            if not per_patch:  # easy-vqa: a label-preserving augmentation (not for shapes-vqa: left of / right of)
+                flip = torch.from_numpy(rng.random(batch_size) < 0.5)
+                px = torch.where(flip[:, None, None, None], px.flip(-1), px)
             feats = torch.stack(list(model.model.get_image_features(pixel_values=px).pooler_output))  # [B, N, H]
             if not knobs or rng.random() < 0.5:  # the inference rule: uniform stride
                 feats = select_image_features(feats.transpose(0, 1), k, "uniform").transpose(0, 1)
@@ -410,7 +422,8 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
                 final_loss=round(float(np.mean(losses[-50:])), 4), loss_every_100=[round(x, 4) for x in losses[::100]],
                 recipe=dict(vision_tokens=f"per batch a level of {list(v_levels)}; half uniform stride, half random subset",
                             top_k=f"per layer and step uniform in 1..{max_k}", early_exit_weights=weights.tolist(),
-                            augmentation="horizontal flip p=0.5", optimizer="AdamW wd 0.01, warmup 5%, cosine to 10%, clip 1.0"))
+                            augmentation="none" if per_patch else "horizontal flip p=0.5",
+                            vision_targets="per patch: shape, colour, size, centre" if per_patch else "shape and colour per image", optimizer="AdamW wd 0.01, warmup 5%, cosine to 10%, clip 1.0"))
     save_checkpoint(model.eval(), tokenizer, Path(out), meta)
     log(f"trained {arch} for {steps} steps x {batch_size} in {seconds:.0f} s (loss {meta['final_loss']}); checkpoint: {out}")
     return meta

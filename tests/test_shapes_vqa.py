@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+F = pytest.importorskip("torch.nn.functional")
 pytest.importorskip("transformers")
 
 from conftest import tiny_vqa_profile_args  # noqa: E402
@@ -46,7 +47,30 @@ def test_answers_on_a_known_scene():
     for o in SCENE.objects:  # each object's centre pixel has its colour, the corner the background
         assert tuple(img[o.y, o.x]) == sv.COLOURS[o.colour]
     assert tuple(img[0, 63]) == (240, 240, 240)
-    np.testing.assert_array_equal(sv.scene_targets(SCENE)[:3], [1, 1, 0])  # circle, rectangle, no triangle
+
+
+def test_patch_targets_on_a_known_scene():
+    t = sv.patch_targets(SCENE)  # 8 x 8 patches of 8 px, row-major; (shape, colour, size) index + 1, centre
+    assert t.shape == (64, 4)
+    red, blue, green = (list(sv.COLOURS).index(c) + 1 for c in ("red", "blue", "green"))
+    np.testing.assert_array_equal(t[3 * 8 + 1], [1, red, 1, 1])  # A's centre (10, 30): circle, red, small
+    np.testing.assert_array_equal(t[3 * 8 + 5], [2, blue, 2, 1])  # B's centre (40, 30): rectangle, blue, large
+    np.testing.assert_array_equal(t[1 * 8 + 5], [1, green, 2, 1])  # C's centre (40, 8)
+    assert t[:, 3].sum() == 3 and not t[0].any() and not t[63].any()
+    np.testing.assert_array_equal(t[2 * 8 + 3], [2, blue, 2, 0])  # B covers x 30-31, y 20-23 of it: 8 px
+    assert not t[5 * 8 + 3].any()  # B covers 2 px of it (x 30-31, y 40): below MIN_COVER
+    assert (t[:, 0] == 2).sum() == 14 and (t[:, 0] == 1).sum() == 2 + 4  # B's patches; A's two, C's four
+    cluttered = sv.Scene(SCENE.objects, clutter=1, background=SCENE.background, specks=((60, 60, "red"), (1, 1, "blue")))
+    np.testing.assert_array_equal(sv.patch_targets(cluttered), t)  # specks are background
+
+
+def test_patch_loss_scores_the_right_targets():
+    y = torch.from_numpy(sv.patch_targets(SCENE))[None]
+    sure = torch.cat([F.one_hot(y[..., i], n) for i, n in enumerate(tv.PATCH_HEADS)] + [y[..., 3:]], -1).float() * 40 - 20
+    assert tv.patch_loss(sure, y) < 1e-6
+    wrong = y.clone()
+    wrong[0, 3 * 8 + 1, 1] = 1  # A's colour says black
+    assert tv.patch_loss(sure, wrong) > 40 / 64 / 2
 
 
 def _recomputed(scene, question):
