@@ -7,7 +7,9 @@ before anything is measured; tables are written atomically by ``ProfileTable.sav
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -172,6 +174,7 @@ def provenance(args, runner: MLLMRunner, argv) -> dict:
         arch=spec.name,
         model=spec.description,
         weights=args.weights or f"random (seed {args.seed})",
+        **({"weights_sha256": weights_digest(args.weights)} if args.weights else {}),
         model_info=describe(runner.model),
         vision_token_selection=runner.selection,
         device=device_info(args.device),
@@ -181,7 +184,45 @@ def provenance(args, runner: MLLMRunner, argv) -> dict:
     )
 
 
+def weights_digest(directory) -> str:
+    """sha256 over a checkpoint directory's weight files (``*.safetensors`` / ``*.bin``, sorted by name: name and
+    bytes), so a table names the exact checkpoint it was profiled with (``meta.weights_sha256``)."""
+    files = sorted(f for f in Path(directory).iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file())
+    if not files:
+        raise BridgeError(f"--weights {directory}: no .safetensors or .bin weight file in it")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _check_load(args) -> None:
+    """``--max-load L``: refuse to measure when the 1-minute load average is above L (latency measured beside other
+    work is contention, not the model's)."""
+    if args.max_load is None:
+        return
+    load = load_average()
+    if load is not None and load[0] > args.max_load:
+        raise BridgeError(f"--max-load {args.max_load:g}: the machine's 1-minute load average is {load[0]:g}; "
+                          "measure latency on a quieter machine (or raise --max-load)")
+
+
 def _latency(args, runner, requests, grid, configs):
+    before = load_average()
+    if args.max_load is not None and before is not None and before[0] > args.max_load:
+        _warn(f"the 1-minute load average rose to {before[0]:g} (above --max-load {args.max_load:g}) before the latency "
+              "measurement; measured anyway and recorded in meta.latency.load_average")
     res = sweep_latency(runner, requests, configs, grid, _settings(args), method=args.method,
                         validate_samples=args.validate_samples, prefill_points=args.prefill_points,
                         decode_points=args.decode_points, seed=args.seed, progress=not args.no_progress)
@@ -189,6 +230,8 @@ def _latency(args, runner, requests, grid, configs):
     if v and v.get("n"):
         print(f"latency model vs end-to-end on {v['n']} random (request, config) samples: "
               f"median APE {v['median_ape_pct']:.1f}%, p95 APE {v['p95_ape_pct']:.1f}%")
+    res.meta["load_average"] = dict(before=before, after=load_average(), max_load=args.max_load,
+                                     note="1/5/15-minute load averages before and after the latency measurement")
     return res
 
 
@@ -204,6 +247,7 @@ def _save(table: ProfileTable, out: Path) -> None:
 def cmd_profile(args, argv) -> int:
     out = _check_out(args.out)
     _settings(args)  # bad measurement settings are refused before anything is loaded or built
+    _check_load(args)
     grid = parse_grid(args.grid, get_arch(args.arch).grid)
     is_dataset = Path(args.requests).suffix.lower() == ".jsonl"
     if args.quality_harness and not is_dataset:
@@ -264,6 +308,13 @@ def cmd_refresh(args, argv) -> int:
     check_grid_names(table.knobs)
     grid = {k: tuple(int(x) for x in v) for k, v in table.knobs.items()}
     requests = from_table(table, args.table, args.output_tokens)
+    recorded = table.meta.get("weights_sha256")
+    digest = weights_digest(args.weights) if args.weights is not None and recorded is not None else recorded
+    if digest != recorded:
+        raise BridgeError(f"--weights {args.weights}: checkpoint sha256 {digest[:12]}... is not "
+                          f"the one {args.table} was profiled with ({recorded[:12]}..., meta.weights "
+                          f"{table.meta.get('weights')})")
+    _check_load(args)
     runner = _runner(args)
     check_levels(runner.model, grid)
     _check_positions(runner, requests, grid)
@@ -424,6 +475,9 @@ def _measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate-samples", type=int, default=20, help="random (request, config) pairs measured end to end")
     p.add_argument("--prefill-points", type=int, default=6, help="total-token points of the prefill grid")
     p.add_argument("--decode-points", type=int, default=5, help="KV-length points of the decode grid")
+    p.add_argument("--max-load", type=float, default=None, metavar="L",
+                   help="refuse to measure when the 1-minute load average is above L (the load before and after the "
+                        "measurement is recorded in meta.latency.load_average either way)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,6 +139,35 @@ def test_profile_with_local_weights_directory(tmp_path):
     m = load_table(out).meta
     assert m["weights"] == str(tmp_path / "ckpt") and m["quality_is_placeholder"] is False
     assert "RANDOM" not in m["quality_source"]
+    from profiling_bridge.cli import weights_digest
+
+    assert m["weights_sha256"] == weights_digest(tmp_path / "ckpt") and len(m["weights_sha256"]) == 64
+    assert len(m["latency"]["load_average"]["before"]) == 3  # the load is recorded with the latency
+
+    # refresh with another checkpoint than the table's: one line, exit 2, nothing written
+    build_model("tiny", seed=8).save_pretrained(tmp_path / "other")
+    assert weights_digest(tmp_path / "other") != m["weights_sha256"]
+    again = tmp_path / "refreshed.npz"
+    argv = ["refresh", "--arch", "tiny", "--table", str(out), "--out", str(again), "--method", "e2e", "--e2e-repeats",
+            "1", *FAST]
+    r = subprocess.run([sys.executable, "-m", "profiling_bridge", *argv, "--weights", str(tmp_path / "other")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is not the one" in r.stderr and not again.exists()
+    # the same checkpoint is accepted
+    assert main([*argv, "--weights", str(tmp_path / "ckpt")]) == 0
+    assert load_table(again).meta["weights_sha256"] == m["weights_sha256"]
+
+
+def test_profile_refuses_a_loaded_machine_with_max_load(shapes, tmp_path, monkeypatch, capsys):
+    import profiling_bridge.cli as cli
+
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (9.5, 9.0, 8.0))
+    out = tmp_path / "loaded.npz"
+    rc = main(["profile", "--arch", "tiny", "--requests", str(shapes), "--out", str(out), "--max-load", "4", *GRID,
+               *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "load average is 9.5" in err[0] and not out.exists()
 
 
 def test_profile_from_an_existing_table_keeps_its_requests(profiled, tmp_path):
