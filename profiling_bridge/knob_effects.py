@@ -1,7 +1,7 @@
 """Per-knob effects of a profile table: each level of one knob with the other knobs at their full level.
 
 For every knob and level: mean quality over the requests, and mean latency relative to the request's full-config
-latency. ``e5jax-bridge knob-effects --table A.npz [--table B.npz ...]`` prints them side by side (and writes JSON
+latency; and the same quality per task type (``by_task``: whether a knob costs every kind of request the same). ``e5jax-bridge knob-effects --table A.npz [--table B.npz ...]`` prints them side by side (and writes JSON
 with ``--out``); docs/measured_table.md compares the measured easy-vqa table with the synthetic default this way.
 """
 
@@ -18,7 +18,8 @@ def knob_effects(table: ProfileTable) -> dict:
     idx = np.stack(np.unravel_index(np.arange(table.num_configs), sizes), -1)  # [C, K] level indices
     full = np.array(sizes) - 1
     rel = table.latency_ms / table.latency_ms[:, [table.full_config]]
-    out = {}
+    tasks = np.asarray(table.task_types)
+    out, by_task = {}, {t: {"requests": int((tasks == t).sum()), "knobs": {}} for t in table.task_names}
     for j, name in enumerate(names):
         rows = {}
         for lv, level in enumerate(table.knobs[name]):
@@ -27,11 +28,17 @@ def knob_effects(table: ProfileTable) -> dict:
             c = int(np.flatnonzero((idx == want).all(-1))[0])
             rows[str(int(level))] = dict(quality=round(float(table.quality[:, c].mean()), 4),
                                          latency_over_full=round(float(rel[:, c].mean()), 4))
+            for t in table.task_names:
+                by_task[t]["knobs"].setdefault(name, {})[str(int(level))] = round(
+                    float(table.quality[tasks == t, c].mean()), 4)
         out[name] = rows
+    for t in table.task_names:
+        by_task[t]["full_quality"] = round(float(table.quality[tasks == t, table.full_config].mean()), 4)
+        by_task[t]["smallest_quality"] = round(float(table.quality[tasks == t, 0].mean()), 4)
     return dict(full_config=table.config_label(table.full_config),
                 full_quality=round(float(table.quality[:, table.full_config].mean()), 4),
                 smallest_over_full_latency=round(float(rel[:, 0].mean()), 4),
-                smallest_quality=round(float(table.quality[:, 0].mean()), 4), knobs=out)
+                smallest_quality=round(float(table.quality[:, 0].mean()), 4), knobs=out, by_task=by_task)
 
 
 def format_effects(path: str, e: dict) -> str:
@@ -40,4 +47,10 @@ def format_effects(path: str, e: dict) -> str:
     for name, rows in e["knobs"].items():
         cells = "  ".join(f"{lv}: q {r['quality']:.3f} lat {r['latency_over_full']:.3f}" for lv, r in rows.items())
         lines.append(f"  {name:<14} {cells}")
+    if e.get("by_task"):
+        lines.append("  quality per task type (each knob level with the others at full):")
+        for t, d in e["by_task"].items():
+            knobs = "  ".join(f"{name} " + "/".join(f"{q:.2f}" for q in rows.values()) for name, rows in d["knobs"].items())
+            lines.append(f"    {t:<12} n={d['requests']:<5} full {d['full_quality']:.3f} smallest {d['smallest_quality']:.3f}  "
+                         f"{knobs}")
     return "\n".join(lines)

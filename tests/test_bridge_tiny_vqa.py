@@ -124,3 +124,12 @@ def test_knob_effects_on_a_small_table():
         top = rows[str(int(t.knobs[name][-1]))]
         assert top["latency_over_full"] == 1.0 and top["quality"] == e["full_quality"]
     assert e["smallest_over_full_latency"] < 1
+    # per task type: the requests' own means, weighted back to the overall mean
+    tasks = np.asarray(t.task_types)
+    assert sum(d["requests"] for d in e["by_task"].values()) == t.num_requests
+    for task, d in e["by_task"].items():
+        assert d["full_quality"] == round(float(t.quality[tasks == task, t.full_config].mean()), 4)
+    name = next(iter(t.knobs))
+    low = str(int(t.knobs[name][0]))
+    overall = sum(d["knobs"][name][low] * d["requests"] for d in e["by_task"].values()) / t.num_requests
+    assert abs(overall - e["knobs"][name][low]["quality"]) < 1e-3

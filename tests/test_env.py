@@ -125,6 +125,10 @@ def test_default_table_summary_is_contextual():
     for task, rows in s["oracle_diversity"].items():
         assert any(r["distinct_oracle_configs"] > 1 for r in rows[:-1]), task
     assert s["full_config_latency_ms_mean"] > 2 * s["smallest_config_latency_ms_mean"]
+    # where the task's LUT is optimal for every val request (b = 1: the full config), no request misses it
+    missed = s["lut_choice_not_optimal_val"]
+    assert s["task_budget_lut_normalized_utility_val"][-1] == 1.0 and missed[-1] == 0.0
+    assert all(0.3 < m <= 1.0 for m in missed[:-1])  # the request matters below b = 1 on the default table
 
 
 # ----------------------------------------------------------------------------- the set-valued oracle

@@ -61,7 +61,12 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
     env = E.make_env_params(table, lam=lam, oracle_tol=oracle_tol)
     budgets = [float(b) for b in np.asarray(env.budgets)]
     refs = {k: {m: np.asarray(v).tolist() for m, v in d.items()} for k, d in E.evaluate_references(env).items()}
-    lut = {m: np.asarray(v) for m, v in E.evaluate_actions(env, task_budget_lut_actions(env)).items()}
+    lut_actions = task_budget_lut_actions(env)  # [B, Rv]
+    lut = {m: np.asarray(v) for m, v in E.evaluate_actions(env, lut_actions).items()}
+    vreq, vbud = E.eval_grid(env)
+    val_opt = np.asarray(E.oracle_set(env, vreq, vbud))  # [B, Rv, C]
+    # where the request matters: val requests whose optimal set misses the config their task's LUT picks
+    lut_missed = ~np.take_along_axis(val_opt, np.asarray(lut_actions)[..., None], -1)[..., 0]  # [B, Rv]
     u_r = np.asarray(refs["random"]["utility"])
     u_o = np.asarray(refs["oracle"]["utility"])
     ctx = A.normalized_utility(lut["utility"], u_r, u_o)
@@ -123,6 +128,7 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
         "oracle_tie_break_modal": tie_break,
         "task_budget_lut_normalized_utility_val": ctx.tolist(),
         "context_value": float(A.mean_over_budgets(ctx)),
+        "lut_choice_not_optimal_val": lut_missed.mean(-1).tolist(),
         "notes": table_notes(table),
     }
 
@@ -163,6 +169,9 @@ def format_summary(s: dict, source: str = "") -> str:
     L.append("    taskLUT " + "".join(f"{x:8.3f}" for x in s["task_budget_lut_normalized_utility_val"])
              + "   (normalized utility of the perfect-knowledge task x budget LUT)")
     L.append(f"  context value (task x budget LUT normalized utility, mean over budgets): {s['context_value']:.3f}")
+    if "lut_choice_not_optimal_val" in s:
+        L.append("    LUT!=opt" + "".join(f"{x:8.1%}" for x in s["lut_choice_not_optimal_val"])
+                 + "   (share of val requests whose optimal set misses their task's LUT config)")
     L.append(f"  oracle ties (configs within {s['oracle_tol']:g} of the best reward are all optimal), per budget b:")
     L.append("    b              " + "".join(f"{b:>8.2f}" for b in s["budgets"]))
     for split in ("val", "all"):
