@@ -66,9 +66,9 @@ def check_agreement(controllers: Sequence, method, states, table, env: E.EnvPara
 
 # ----------------------------------------------------------------------------- parameters
 def param_counts(method, states) -> dict:
-    s0 = X.unstack(states, 0)
     """The policy's own report (``sizes_report``); for a parametric policy also the state's other trainable
     parameters (PPO's critic)."""
+    s0 = X.unstack(states, 0)
     rep = method.policy(s0).sizes_report()
     if "total" in rep:
         return rep
