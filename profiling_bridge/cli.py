@@ -92,7 +92,9 @@ def _settings(args) -> MeasureSettings:
             raise BridgeError(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0:
         raise BridgeError("--warmup must be >= 0")
-    return MeasureSettings(warmup=args.warmup, repeats=args.repeats, e2e_repeats=args.e2e_repeats)
+    if args.rounds < 1:
+        raise BridgeError("--rounds must be at least 1")
+    return MeasureSettings(warmup=args.warmup, repeats=args.repeats, e2e_repeats=args.e2e_repeats, rounds=args.rounds)
 
 
 def _check_positions(runner: MLLMRunner, requests: Requests, grid) -> None:
@@ -226,6 +228,10 @@ def _latency(args, runner, requests, grid, configs):
     res = sweep_latency(runner, requests, configs, grid, _settings(args), method=args.method,
                         validate_samples=args.validate_samples, prefill_points=args.prefill_points,
                         decode_points=args.decode_points, seed=args.seed, progress=not args.no_progress)
+    spread = res.meta.get("stage_relative_round_spread")
+    if spread:
+        print("stage timings, spread of a point's per-round medians relative to its p50 (median / max over points): "
+              + ", ".join(f"{k} {v['median']:.1%} / {v['max']:.1%}" for k, v in spread.items()))
     v = res.meta.get("validation")
     if v and v.get("n"):
         print(f"latency model vs end-to-end on {v['n']} random (request, config) samples: "
@@ -471,6 +477,9 @@ def _measure_args(p: argparse.ArgumentParser) -> None:
                    help="model: stage grids + latency model, validated end to end (default); e2e: measure every pair")
     p.add_argument("--warmup", type=int, default=5, help="untimed passes per grid point")
     p.add_argument("--repeats", type=int, default=30, help="timed passes per grid point (p50/p95)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="spread each grid point's timed passes over this many sweeps of the stage grid (at most "
+                        "--repeats); the spread of a point's per-round medians is recorded")
     p.add_argument("--e2e-repeats", type=int, default=5, help="timed passes per end-to-end (request, config)")
     p.add_argument("--validate-samples", type=int, default=20, help="random (request, config) pairs measured end to end")
     p.add_argument("--prefill-points", type=int, default=6, help="total-token points of the prefill grid")

@@ -1,7 +1,10 @@
 """Latency measurements: stage grids (vision, prefill, decode) and end-to-end (request, config) runs.
 
-Every point: ``warmup`` untimed passes, then ``repeats`` timed passes, rotating over a few input
-variants (image, prompt ids, decode token) so MoE routing and caches see different inputs.
+Every stage point: ``warmup`` untimed passes, then ``repeats`` timed passes, rotating over a few input variants
+(image, prompt ids, decode token) so MoE routing and caches see different inputs. With ``rounds`` > 1 the timed
+passes of a stage grid are spread over that many sweeps of the whole grid (one untimed pass before each later
+visit): a slow phase of the machine then lands on every point alike instead of on the few points measured during
+it, and the spread of a point's per-round medians says how far its p50 can be trusted.
 """
 
 from __future__ import annotations
@@ -22,9 +25,40 @@ class MeasureSettings:
     repeats: int = 30
     e2e_repeats: int = 5
     variants: int = 4  # rotated inputs per point
+    rounds: int = 1  # sweeps of a stage grid the timed passes are spread over (at most ``repeats``)
 
     def to_dict(self) -> dict:
-        return dict(warmup=self.warmup, repeats=self.repeats, e2e_repeats=self.e2e_repeats, input_variants=self.variants)
+        return dict(warmup=self.warmup, repeats=self.repeats, e2e_repeats=self.e2e_repeats, input_variants=self.variants,
+                    rounds=self.effective_rounds)
+
+    @property
+    def effective_rounds(self) -> int:
+        return max(1, min(self.rounds, self.repeats))
+
+
+def interleaved(points: list, s: MeasureSettings, bar=None) -> list[dict]:
+    """Time every point of a stage grid in ``s.rounds`` sweeps over the grid. ``points[j](warmup, repeats)`` times
+    one visit (its own knob setting and inputs) and returns ms per timed pass. Per point: ``summarize`` of all its
+    passes, plus ``round_p50`` (the median of each round's passes) and ``round_spread`` (their max - min; 0 with one
+    round). The progress bar ticks once per point, on its last visit."""
+    rounds = s.effective_rounds
+    per = [s.repeats // rounds + (r < s.repeats % rounds) for r in range(rounds)]
+    samples = [[] for _ in points]
+    medians = [[] for _ in points]
+    for r in range(rounds):
+        for j, point in enumerate(points):
+            ms = np.asarray(point(s.warmup if r == 0 else min(s.warmup, 1), per[r]))
+            samples[j].append(ms)
+            medians[j].append(float(np.median(ms)))
+            if r == rounds - 1:
+                _tick(bar)
+    out = []
+    for j in range(len(points)):
+        st = summarize(np.concatenate(samples[j]))
+        st["round_p50"] = medians[j]
+        st["round_spread"] = float(max(medians[j]) - min(medians[j]))
+        out.append(st)
+    return out
 
 
 def token_grid(lo: int, hi: int, points: int) -> np.ndarray:
@@ -46,56 +80,56 @@ def _random_features(runner: MLLMRunner, k: int) -> torch.Tensor:
 def measure_vision(runner: MLLMRunner, levels, s: MeasureSettings, bar=None) -> dict[int, dict]:
     """Vision stage (tower + projector + selection) per vision_tokens level."""
     pixels = [runner.random_pixels() for _ in range(s.variants)]
-    out = {}
-    for k in levels:
-        ms = time_repeats(lambda i: runner.encode_image(pixels[i % len(pixels)], k), runner.device, s.warmup, s.repeats)
-        out[int(k)] = summarize(ms)
-        _tick(bar)
-    return out
+
+    def point(k):
+        return lambda warmup, repeats: time_repeats(lambda i: runner.encode_image(pixels[i % len(pixels)], k),
+                                                    runner.device, warmup, repeats)
+
+    return dict(zip((int(k) for k in levels), interleaved([point(k) for k in levels], s, bar)))
+
+
+def _grid(stats: list[dict], shape: tuple) -> dict[str, np.ndarray]:
+    """p50 / p95 / round_spread arrays of a stage grid's points (row-major over ``shape``)."""
+    return {key: np.array([st[key] for st in stats]).reshape(shape) for key in ("p50", "p95", "round_spread")}
 
 
 def measure_prefill(runner: MLLMRunner, tokens, blocks, top_ks, s: MeasureSettings, bar=None) -> dict[str, np.ndarray]:
-    """Prefill p50/p95 [T, B, K] over total prompt tokens x active_blocks x top_k."""
-    p50 = np.zeros((len(tokens), len(blocks), len(top_ks)))
-    p95 = np.zeros_like(p50)
-    for t, total in enumerate(tokens):
+    """Prefill p50/p95 (and round spread) [T, B, K] over total prompt tokens x active_blocks x top_k."""
+    points = []
+    for total in tokens:
         text, image = _prompt_split(runner, int(total))
         ids = [runner.synthetic_prompt(text, image) for _ in range(s.variants)]
         feats = [_random_features(runner, image) for _ in range(s.variants)]
-        for b, nb in enumerate(blocks):
-            for k, nk in enumerate(top_ks):
-                with applied(runner.model, KnobConfig(image, int(nk), int(nb))):
-                    ms = time_repeats(lambda i: runner.prefill(ids[i % s.variants], feats[i % s.variants]),
-                                      runner.device, s.warmup, s.repeats)
-                st = summarize(ms)
-                p50[t, b, k], p95[t, b, k] = st["p50"], st["p95"]
-                _tick(bar)
-    return dict(p50=p50, p95=p95)
+        for nb in blocks:
+            for nk in top_ks:
+                def point(warmup, repeats, ids=ids, feats=feats, cfg=KnobConfig(image, int(nk), int(nb))):
+                    with applied(runner.model, cfg):
+                        return time_repeats(lambda i: runner.prefill(ids[i % s.variants], feats[i % s.variants]),
+                                            runner.device, warmup, repeats)
+                points.append(point)
+    return _grid(interleaved(points, s, bar), (len(tokens), len(blocks), len(top_ks)))
 
 
 def measure_decode(runner: MLLMRunner, kv_lengths, blocks, top_ks, s: MeasureSettings, bar=None) -> dict[str, np.ndarray]:
-    """One decode step p50/p95 [L, B, K] with L tokens already in the KV cache.
+    """One decode step p50/p95 (and round spread) [L, B, K] with L tokens already in the KV cache.
 
-    The cache is filled once per point by a prefill of L tokens and cropped back to L after each step.
+    The cache is filled by a prefill of L tokens at each visit of a point and cropped back to L after each step.
     """
-    p50 = np.zeros((len(kv_lengths), len(blocks), len(top_ks)))
-    p95 = np.zeros_like(p50)
-    for t, length in enumerate(kv_lengths):
+    points = []
+    for length in kv_lengths:
         text, image = _prompt_split(runner, int(length))
         ids = runner.synthetic_prompt(text, image)
         feats = _random_features(runner, image)
         tokens = [runner.synthetic_prompt(1, 0)[0] for _ in range(s.variants)]
-        for b, nb in enumerate(blocks):
-            for k, nk in enumerate(top_ks):
-                with applied(runner.model, KnobConfig(image, int(nk), int(nb))):
-                    _, cache = runner.prefill(ids, feats)
-                    ms = time_repeats(lambda i: runner.decode_step(tokens[i % s.variants], cache), runner.device,
-                                      s.warmup, s.repeats, after=lambda i: cache.crop(-1))
-                del cache
-                st = summarize(ms)
-                p50[t, b, k], p95[t, b, k] = st["p50"], st["p95"]
-                _tick(bar)
-    return dict(p50=p50, p95=p95)
+        for nb in blocks:
+            for nk in top_ks:
+                def point(warmup, repeats, ids=ids, feats=feats, tokens=tokens, cfg=KnobConfig(image, int(nk), int(nb))):
+                    with applied(runner.model, cfg):
+                        _, cache = runner.prefill(ids, feats)
+                        return time_repeats(lambda i: runner.decode_step(tokens[i % s.variants], cache), runner.device,
+                                            warmup, repeats, after=lambda i: cache.crop(-1))
+                points.append(point)
+    return _grid(interleaved(points, s, bar), (len(kv_lengths), len(blocks), len(top_ks)))
 
 
 def measure_e2e(runner: MLLMRunner, prompt_tokens: int, output_tokens: int, cfg: KnobConfig, warmup: int, repeats: int) -> dict:

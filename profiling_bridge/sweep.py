@@ -59,6 +59,17 @@ def _bar(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True)
 
 
+def round_spread_summary(vision: dict, prefill: dict, decode: dict) -> dict:
+    """Per stage, the median and max over its points of round_spread / p50 (how far apart the interleaved rounds'
+    medians of one point lie, relative to its p50)."""
+    def rel(spread, p50):
+        r = np.asarray(spread, float).ravel() / np.asarray(p50, float).ravel()
+        return dict(median=round(float(np.median(r)), 4), max=round(float(r.max()), 4))
+    return dict(vision=rel([v["round_spread"] for v in vision.values()], [v["p50"] for v in vision.values()]),
+                prefill=rel(prefill["round_spread"], prefill["p50"]),
+                decode_step=rel(decode["round_spread"], decode["p50"]))
+
+
 def _sweep_model(runner, requests, configs, grid, s, validate_samples, prefill_points, decode_points, seed, progress):
     v_levels, blocks, top_ks = (np.array(grid[k]) for k in ("vision_tokens", "active_blocks", "top_k"))
     first = requests.prompt_tokens + v_levels.min()
@@ -89,6 +100,13 @@ def _sweep_model(runner, requests, configs, grid, s, validate_samples, prefill_p
             prefill=np.round(prefill["p95"], 4).tolist(),
             decode_step=np.round(decode["p95"], 4).tolist(),
         ),
+        stage_round_spread_ms=dict(
+            vision={str(k): round(v["round_spread"], 4) for k, v in vision.items()},
+            prefill=np.round(prefill["round_spread"], 4).tolist(),
+            decode_step=np.round(decode["round_spread"], 4).tolist(),
+            note=f"max - min of a point's per-round medians over {s.effective_rounds} interleaved sweeps of the grid",
+        ),
+        stage_relative_round_spread=round_spread_summary(vision, prefill, decode),
         validation=validation,
     )
     return LatencyResult(latency_ms=latency, latency_std_ms=None, meta=meta)

@@ -235,3 +235,37 @@ def test_decode_steps_extend_the_kv_cache_of_the_active_layers(runner):
         runner.decode_step(token, cache)
         runner.decode_step(token, cache)
     assert cache.get_seq_length() == 11
+
+
+def test_interleaved_rounds_spread_passes_over_sweeps_of_the_grid():
+    """Stage grids are timed in rounds: every point is visited once per round (full warm-up first, one untimed pass
+    after), its timed passes split over the rounds, pooled for p50/p95, and the spread of its per-round medians kept."""
+    from profiling_bridge.measure import MeasureSettings, interleaved
+
+    visits = []
+
+    def point(j):
+        def visit(warmup, repeats):
+            visits.append((j, warmup, repeats))
+            r = sum(1 for v in visits if v[0] == j) - 1  # this point's round
+            return np.full(repeats, 10.0 * (j + 1) + r)  # slower every round: a drifting machine
+        return visit
+
+    ticks = []
+
+    class Bar:
+        def update(self, n):
+            ticks.append(n)
+
+    s = MeasureSettings(warmup=5, repeats=7, rounds=3)
+    out = interleaved([point(0), point(1)], s, Bar())
+    assert [v[0] for v in visits] == [0, 1, 0, 1, 0, 1]  # whole grid per round, not a point's passes in a block
+    assert [(w, n) for j, w, n in visits if j == 0] == [(5, 3), (1, 2), (1, 2)]  # 7 passes over 3 rounds
+    assert len(ticks) == 2
+    assert out[0]["round_p50"] == [10.0, 11.0, 12.0] and out[0]["round_spread"] == 2.0
+    assert out[1]["p50"] == 21.0 and out[1]["round_spread"] == 2.0
+    # more rounds than passes: one pass per round; one round: no spread
+    assert MeasureSettings(repeats=3, rounds=5).effective_rounds == 3
+    visits.clear()
+    one = interleaved([point(0)], MeasureSettings(warmup=2, repeats=4, rounds=1))
+    assert visits == [(0, 2, 4)] and one[0]["round_spread"] == 0.0
