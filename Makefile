@@ -70,3 +70,24 @@ measured-table: $(STAMP_TEST)
 	$(PY) -m profiling_bridge.measured_summary
 	cp artifacts/measured_e5/summary.md $(MEASURED)/e5_summary_measured.md
 	cp artifacts/default_e5_cmp/summary.md $(MEASURED)/e5_summary_default.md
+
+# The shapes-vqa table (docs/shapes_table.md): train tiny-llava-olmoe on generated shapes-vqa questions, profile
+# latency and graded quality of every config with that same checkpoint on 1,500 generated requests (latency last,
+# refused above load 1.5), validate, knob effects per question type, run E5 on it.
+SHAPES       := artifacts/shapes
+SHAPES_TABLE := artifacts/tables/cpu_tiny_llava_olmoe_shapes.npz
+.PHONY: shapes-table
+shapes-table: $(STAMP_TEST)
+	nice -n 5 $(VENV)/bin/e5jax-bridge train-tiny --task-set shapes --out $(SHAPES)/ck --seed 0 --full-fraction 0.3 \
+	    --threads 1 --summary $(SHAPES)/train_summary.json
+	$(VENV)/bin/e5jax-bridge shapes-vqa --out $(SHAPES)/requests --requests 1500 --seed 0
+	$(VENV)/bin/e5jax-bridge profile --arch tiny-llava-olmoe --weights $(SHAPES)/ck --threads 1 --max-load 1.5 \
+	    --requests $(SHAPES)/requests/requests.jsonl --quality-harness --batch-size 256 --max-new-tokens 4 \
+	    --repeats 50 --rounds 10 --out $(SHAPES_TABLE)
+	$(VENV)/bin/e5jax validate $(SHAPES_TABLE) > $(SHAPES)/validate.txt
+	$(VENV)/bin/e5jax-bridge knob-effects --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
+	    --table src/e5jax/data/default_table.npz --out $(SHAPES)/knob_effects.json
+	nice -n 10 $(VENV)/bin/e5jax run --table $(SHAPES_TABLE) --out artifacts/shapes_e5 --overwrite
+	cp artifacts/shapes_e5/summary.md $(SHAPES)/e5_summary.md
+	$(PY) experiments/feature_lut.py --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
+	    --table src/e5jax/data/default_table.npz --out $(SHAPES)/feature_lut.json

@@ -261,3 +261,15 @@ def test_refresh_of_a_table_without_output_lengths_takes_them_from_the_flag(prof
     r = load_table(out)
     assert r.feature_names == ("prompt_tokens",) and r.meta["output_tokens"].startswith("2 for every request")
     assert all(s["output_tokens"] == 2 for s in r.meta["latency"]["validation"]["samples"])
+
+
+def test_committed_shapes_table_comes_from_its_committed_checkpoint():
+    """The shapes-vqa table's latency and quality were profiled with the checkpoint committed beside it (one
+    command, one checkpoint: docs/shapes_table.md); its latency stage was timed in interleaved rounds."""
+    from profiling_bridge.cli import weights_digest
+
+    root = Path(__file__).resolve().parent.parent
+    t = load_table(root / "artifacts/tables/cpu_tiny_llava_olmoe_shapes.npz")
+    assert t.meta["weights_sha256"] == weights_digest(root / "artifacts/shapes/ck")
+    assert "quality harness" in t.meta["quality_source"] and t.exact_match is not None
+    assert t.meta["latency"]["settings"]["rounds"] == 10 and t.meta["latency"]["load_average"]["before"][0] < 1.5

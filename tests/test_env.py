@@ -217,3 +217,28 @@ def test_numpy_twins_equal_the_jax_observation_and_reward(small_table):
     for b in (0.35, 0.7, 1.0):
         np.testing.assert_array_equal(E.reward_np(q, lat, b, 3.0), np.asarray(E.reward(env.quality, env.latency_norm,
                                                                                        jnp.float32(b), env.lam)))
+
+
+def test_feature_lut_finds_what_features_predict_and_nothing_else():
+    """A LUT keyed on (task, feature) fitted on train beats the task LUT exactly when the feature says which config
+    a request needs: here config 0 suits f0 = 0 and config 1 suits f0 = 1; f1 is unrelated noise."""
+    import pytest
+
+    from e5jax.stats import feature_lut
+    from e5jax.table import ProfileTable
+
+    rng = np.random.default_rng(0)
+    R = 400
+    f0 = rng.integers(0, 2, R)
+    quality = np.where(np.arange(2)[None, :] == f0[:, None], 0.8, 0.2) + rng.uniform(0, 0.01, (R, 2))
+    t = ProfileTable(knobs={"vision_tokens": np.array([1, 2]), "top_k": np.array([1]), "active_blocks": np.array([1])},
+                     request_ids=np.array([f"r{i}" for i in range(R)]), task_types=np.array(["t"] * R),
+                     split=np.where(np.arange(R) % 4 == 0, "val", "train"), feature_names=("f0", "f1"),
+                     features=np.column_stack([f0, rng.normal(size=R)]).astype(float),
+                     latency_ms=np.full((R, 2), 10.0), quality=quality, meta={"source": "test"})
+    task = feature_lut(t, ())
+    by_f0 = feature_lut(t, ("f0",))
+    by_f1 = feature_lut(t, ("f1",))
+    assert by_f0["normalized_utility"] > 0.98 and task["normalized_utility"] < 0.2
+    assert by_f1["normalized_utility"] < task["normalized_utility"] + 0.1 and by_f1["keys_on_val"] == 4
+    assert feature_lut(t, (), fit="all")["normalized_utility"] == pytest.approx(table_summary(t)["context_value"], abs=1e-5)

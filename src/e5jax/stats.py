@@ -196,3 +196,40 @@ def format_summary(s: dict, source: str = "") -> str:
     for b, (c, n, u) in zip(s["budgets"], s["oracle_tie_break_modal"]):
         L.append(f"    b={b:.2f}: {c} x{n} ({u} unique)")
     return "\n".join(L)
+
+
+def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "train", bins: int = 4) -> dict:
+    """Normalized utility on val of a lookup table keyed on (task, binned ``columns``): per budget, each key's config
+    is the one with the best mean reward over the ``fit`` split's requests of that key ("train": what a controller
+    could learn; "val": the in-sample ceiling; "all": perfect knowledge); a val key never seen in ``fit`` falls back
+    to its task's choice. A feature with more than ``bins`` distinct values is cut at its train quantiles. Whether
+    this beats the task LUT (``columns=()``) says whether the features predict which config a request needs."""
+    env = E.make_env_params(table, lam=lam)
+    R = table.num_requests
+    rew = np.asarray(E.reward_matrix(env, jnp.arange(R)[None, :], env.budgets[:, None]))  # [B, R, C]
+    val, train = table.split == "val", table.split == "train"
+    fitted = {"train": train, "val": val, "all": np.ones(R, bool)}[fit]
+    names = list(table.feature_names)
+    parts = [np.asarray(table.task_types).astype(str)]
+    for c in columns:
+        x = np.asarray(table.features[:, names.index(c)], float)
+        if len(np.unique(x)) > bins:
+            x = np.searchsorted(np.quantile(x[train], np.linspace(0, 1, bins + 1)[1:-1]), x)
+        parts.append(np.char.mod("%g", x))
+    keys = parts[0]
+    for p in parts[1:]:
+        keys = np.char.add(np.char.add(keys, "|"), p)
+    tasks = np.asarray(table.task_types)
+    u = np.zeros(rew.shape[0])
+    for g in np.unique(keys[val]):
+        at_val = (keys == g) & val
+        at_fit = (keys == g) & fitted
+        if not at_fit.any():
+            at_fit = (tasks == tasks[at_val][0]) & fitted
+        best = rew[:, at_fit].mean(1).argmax(-1)  # [B]
+        u += rew[np.arange(rew.shape[0]), :, best][:, at_val].sum(-1)
+    u /= val.sum()
+    refs = E.evaluate_references(env)
+    norm = A.normalized_utility(u, np.asarray(refs["random"]["utility"]), np.asarray(refs["oracle"]["utility"]))
+    return {"columns": list(columns), "fit": fit, "keys_on_val": int(len(np.unique(keys[val]))),
+            "normalized_utility_per_budget": np.asarray(norm).tolist(), "normalized_utility": float(A.mean_over_budgets(norm))}
