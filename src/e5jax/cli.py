@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "tables.")
     rb.add_argument("--tables", default=None,
                     help="comma-separated [NAME=]SOURCE, SOURCE = a .npz/.csv path, default, synth:SEED[:REQUESTS] "
-                         "or a built-in name (default, synth_seed1, h100, easyvqa: the default list)")
+                         "or a built-in name (default, synth_seed1, h100, easyvqa, shapes: the default list)")
     rb.add_argument("--spec", default=None, help="TOML spec instead of --tables: [tables] NAME = \"SOURCE\" (in "
                                                  "order), optional [robustness] config, seeds, methods")
     rb.add_argument("--config", default=None, help="run config TOML (default: the built-in default protocol)")

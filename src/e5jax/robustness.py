@@ -41,12 +41,13 @@ TABLE_DIR = "tables"  # generated synthetic tables
 RESERVED = ("tables", "figures")
 ROOT = Path(__file__).resolve().parents[2]  # the repository (built-in table paths are relative to it)
 SYNTH_REQUESTS = 1200  # the default table's size (docs/default_table.md)
-# built-in names -> sources; the default list is these four, in this order
+# built-in names -> sources; the default list is these five, in this order
 BUILTIN = {
     "default": "default",
     "synth_seed1": "synth:1",
     "h100": "artifacts/tables/h100_llava_olmoe.npz",
     "easyvqa": "artifacts/tables/cpu_tiny_llava_olmoe_easyvqa.npz",
+    "shapes": "artifacts/tables/cpu_tiny_llava_olmoe_shapes.npz",
 }
 DEFAULT_TABLES = tuple(BUILTIN)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
