@@ -1,7 +1,7 @@
 """Are two code versions of the lab statistically equivalent? (the rule for changes that alter arithmetic, issue 23)
 
     python experiments/equivalence.py OLD_REV [NEW_REV] --seeds 20 [--config TOML] [--out REPORT.json]
-                                      [--margin 0.01] [--workdir DIR] [--reuse]
+                                      [--margin 0.01] [--workdir DIR] [--reuse] [--new-env KEY=VALUE ...]
 
 Runs `e5jax run --seeds N --no-progress` with the overhead analysis off (E5JAX_OVERHEAD=off) for OLD_REV (checked
 out in a detached git worktree) and for NEW_REV (default: this working tree), one after the other, each with its
@@ -176,7 +176,7 @@ def file_sha(path: Path | None) -> str | None:
 
 
 def run_version(label: str, root: Path, out: Path, seeds: int, config: Path | None, stamp: dict,
-                reuse: bool) -> dict:
+                reuse: bool, extra_env: dict | None = None) -> dict:
     """`e5jax run` of the code under ``root`` into ``out`` (overhead analysis off); with ``reuse``, a finished run
     there with the same ``stamp`` (revision, seeds, config) is kept. Returns what the report records of it."""
     marker = out / "equivalence_run.json"
@@ -188,7 +188,7 @@ def run_version(label: str, root: Path, out: Path, seeds: int, config: Path | No
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "e5jax", "run", "--seeds", str(seeds), "--out", str(out), "--no-progress"]
     cmd += ["--config", str(config)] if config else []
-    env = {**os.environ, "PYTHONPATH": str(root / "src"), "E5JAX_OVERHEAD": "off"}
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "E5JAX_OVERHEAD": "off", **(extra_env or {})}
     load = os.getloadavg()
     print(f"{label}: running {stamp['rev']} ({seeds} seeds) -> {out}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -199,7 +199,8 @@ def run_version(label: str, root: Path, out: Path, seeds: int, config: Path | No
     if rc != 0:
         tail = log.read_text().splitlines()[-15:]
         raise RuntimeError(f"{label} run failed (exit {rc}, log {log}):\n" + "\n".join(tail))
-    done = {"stamp": stamp, "command": " ".join(["E5JAX_OVERHEAD=off", f"PYTHONPATH={root / 'src'}", *cmd]),
+    done = {"stamp": stamp, "command": " ".join(["E5JAX_OVERHEAD=off", f"PYTHONPATH={root / 'src'}",
+                                                 *(f"{k}={v}" for k, v in (extra_env or {}).items()), *cmd]),
             "cwd": str(root), "wall_s": round(wall, 1), "load_average_before": list(load),
             "load_average_after": list(os.getloadavg())}
     marker.write_text(json.dumps(done, indent=1))
@@ -224,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "new temporary directory, kept)")
     p.add_argument("--reuse", action="store_true", help="keep finished runs in --workdir of the same revision, "
                                                         "seeds and config")
+    p.add_argument("--new-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for the new run only (repeatable): the same revision on both sides "
+                        "with e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 measures how many orderings a "
+                        "last-bit change flips")
     p.add_argument("--allow-few-seeds", action="store_true", help=f"allow fewer than {MIN_SEEDS} seeds (tests, smoke)")
     return p
 
@@ -234,6 +239,11 @@ def main(argv=None) -> int:
         print(f"equivalence: --seeds {args.seeds} is below the rule's {MIN_SEEDS} (add --allow-few-seeds for a smoke "
               "run)", file=sys.stderr)
         return 2
+    bad = [kv for kv in args.new_env if "=" not in kv or not kv.split("=", 1)[0]]
+    if bad:
+        print(f"equivalence: --new-env {bad[0]}: expected KEY=VALUE", file=sys.stderr)
+        return 2
+    new_env = dict(kv.split("=", 1) for kv in args.new_env)
     if args.reuse and args.workdir is None:
         print("equivalence: --reuse needs --workdir", file=sys.stderr)
         return 2
@@ -264,8 +274,10 @@ def main(argv=None) -> int:
                     git(repo, "worktree", "remove", "--force", str(root))
                 git(repo, "worktree", "add", "-f", "--detach", str(root), ver["commit"])
                 trees.append(root)
-            stamp = {"rev": ver.get("commit") or f"working tree at {ver['head']}", "seeds": args.seeds, "config": cfg}
-            runs[label] = run_version(label, root, work / f"run_{label}", args.seeds, config, stamp, args.reuse)
+            extra = new_env if label == "new" else {}
+            stamp = {"rev": ver.get("commit") or f"working tree at {ver['head']}", "seeds": args.seeds, "config": cfg,
+                     **({"env": extra} if extra else {})}
+            runs[label] = run_version(label, root, work / f"run_{label}", args.seeds, config, stamp, args.reuse, extra)
     except (RuntimeError, subprocess.CalledProcessError) as e:
         print(f"equivalence: {e}", file=sys.stderr)
         return 2
@@ -292,7 +304,7 @@ def main(argv=None) -> int:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["experiments/equivalence.py", *(sys.argv[1:] if argv is None else argv)]),
             "old": old, "new": new, "seeds": args.seeds, "seed_keys": c_new["meta"]["seed_keys"],
-            "config": cfg, "cpu": host.get("cpu"), "cpu_count": host.get("cpu_count"),
+            "config": cfg, "new_env": new_env, "cpu": host.get("cpu"), "cpu_count": host.get("cpu_count"),
             "jax_version": host.get("jax_version"), "backend": host.get("backend"),
             "jax_version_old": c_old["meta"]["host"].get("jax_version"),
             "workdir": str(work), "runs": runs,

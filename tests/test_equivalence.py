@@ -116,3 +116,11 @@ def test_fewer_than_20_seeds_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--allow-few-seeds" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_new_env_without_a_value_refused_in_one_line(tmp_path, capsys):
+    rc = eq.main(["HEAD", "--new-env", "XLA_FLAGS", "--out", str(tmp_path / "r.json"), "--workdir", str(tmp_path / "w")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "KEY=VALUE" in err
+    assert list(tmp_path.iterdir()) == []
