@@ -241,4 +241,4 @@ def test_feature_lut_finds_what_features_predict_and_nothing_else():
     by_f1 = feature_lut(t, ("f1",))
     assert by_f0["normalized_utility"] > 0.98 and task["normalized_utility"] < 0.2
     assert by_f1["normalized_utility"] < task["normalized_utility"] + 0.1 and by_f1["keys_on_val"] == 4
-    assert feature_lut(t, (), fit="all")["normalized_utility"] == pytest.approx(table_summary(t)["context_value"], abs=1e-5)
+    assert feature_lut(t, (), fit="all")["normalized_utility"] == pytest.approx(table_summary(t)["context_value"], abs=1e-6)

@@ -198,38 +198,45 @@ def format_summary(s: dict, source: str = "") -> str:
     return "\n".join(L)
 
 
+def _best_per_group(rew: np.ndarray, groups: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per budget and group, the config with the best mean reward over the group's ``members`` ([B, G]), and which
+    groups have members ([G]). ``rew`` [B, R, C], ``groups`` [R] ints in 0..G-1, ``members`` [R] bool."""
+    onehot = (groups[:, None] == np.arange(groups.max() + 1)[None]) & members[:, None]  # [R, G]
+    counts = onehot.sum(0)
+    mean = np.einsum("brc,rg->bgc", rew, onehot) / np.maximum(counts, 1)[None, :, None]
+    return mean.argmax(-1), counts > 0
+
+
 def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "train", bins: int = 4) -> dict:
     """Normalized utility on val of a lookup table keyed on (task, binned ``columns``): per budget, each key's config
     is the one with the best mean reward over the ``fit`` split's requests of that key ("train": what a controller
     could learn; "val": the in-sample ceiling; "all": perfect knowledge); a val key never seen in ``fit`` falls back
     to its task's choice. A feature with more than ``bins`` distinct values is cut at its train quantiles. Whether
-    this beats the task LUT (``columns=()``) says whether the features predict which config a request needs."""
-    env = E.make_env_params(table, lam=lam)
+    this beats the task LUT (``columns=()``; with ``fit="all"`` it is the context value) says whether the features
+    predict which config a request needs. Scored by ``env.evaluate_actions`` like every controller."""
+    env = E.make_env_params(table, lam=lam, oracle_tol=E.ORACLE_TOL)
     R = table.num_requests
     rew = np.asarray(E.reward_matrix(env, jnp.arange(R)[None, :], env.budgets[:, None]))  # [B, R, C]
-    val, train = table.split == "val", table.split == "train"
-    fitted = {"train": train, "val": val, "all": np.ones(R, bool)}[fit]
+    train = table.split == "train"
+    fitted = {"train": train, "val": table.split == "val", "all": np.ones(R, bool)}[fit]
     names = list(table.feature_names)
-    parts = [np.asarray(table.task_types).astype(str)]
+    cols = [np.asarray(table.task_types).astype(str)]
     for c in columns:
         x = np.asarray(table.features[:, names.index(c)], float)
         if len(np.unique(x)) > bins:
             x = np.searchsorted(np.quantile(x[train], np.linspace(0, 1, bins + 1)[1:-1]), x)
-        parts.append(np.char.mod("%g", x))
-    keys = parts[0]
-    for p in parts[1:]:
-        keys = np.char.add(np.char.add(keys, "|"), p)
-    tasks = np.asarray(table.task_types)
-    u = np.zeros(rew.shape[0])
-    for g in np.unique(keys[val]):
-        at_val = (keys == g) & val
-        at_fit = (keys == g) & fitted
-        if not at_fit.any():
-            at_fit = (tasks == tasks[at_val][0]) & fitted
-        best = rew[:, at_fit].mean(1).argmax(-1)  # [B]
-        u += rew[np.arange(rew.shape[0]), :, best][:, at_val].sum(-1)
-    u /= val.sum()
+        cols.append(np.char.mod("%g", x))
+    key = np.unique(np.stack(cols, -1), axis=0, return_inverse=True)[1].reshape(-1)  # [R] (task, bins) code
+    task = np.asarray(env.task)
+    by_key, seen = _best_per_group(rew, key, fitted)
+    by_task, _ = _best_per_group(rew, task, fitted)
+    choice = np.where(seen[key][None], by_key[:, key], by_task[:, task])  # [B, R]
+    vreq, _ = E.eval_grid(env)
+    actions = np.take_along_axis(choice, np.asarray(vreq), -1)  # [B, Rv]
+    u = np.asarray(E.evaluate_actions(env, jnp.asarray(actions))["utility"])
     refs = E.evaluate_references(env)
     norm = A.normalized_utility(u, np.asarray(refs["random"]["utility"]), np.asarray(refs["oracle"]["utility"]))
-    return {"columns": list(columns), "fit": fit, "keys_on_val": int(len(np.unique(keys[val]))),
-            "normalized_utility_per_budget": np.asarray(norm).tolist(), "normalized_utility": float(A.mean_over_budgets(norm))}
+    val = np.asarray(vreq[0])
+    return {"columns": list(columns), "fit": fit, "keys_on_val": int(len(np.unique(key[val]))),
+            "normalized_utility_per_budget": np.asarray(norm).tolist(),
+            "normalized_utility": float(A.mean_over_budgets(norm))}
