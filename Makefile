@@ -28,8 +28,10 @@ $(STAMP_TEST): pyproject.toml $(LOCK) | $(PY)
 run: $(STAMP_RUN)
 	$(VENV)/bin/e5jax run --overwrite $(ARGS)
 
+# one pytest worker per core (pytest-xdist; tests are handed out as workers free up). PYTEST_WORKERS=0: one process
+PYTEST_WORKERS ?= auto
 test: $(STAMP_TEST)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 bench: $(STAMP_TEST)
 	$(PY) experiments/bench_vectorization.py
