@@ -34,7 +34,8 @@ PLACEHOLDER_QUALITY = 1.0
 ROUTING_NOTE = ("random router weights route tokens near-uniformly over experts; a trained router can be skewed, "
                 "which changes grouped-experts latency somewhat (docs/bridge.md)")
 # train-tiny's defaults: the recipe behind the committed checkpoint (docs/measured_table.md)
-TINY_TRAIN = dict(steps=1500, batch_size=64, lr=1e-3, vision_steps=300, full_fraction=0.0, balance=True)
+TINY_TRAIN = dict(steps=1500, batch_size=64, lr=1e-3, vision_steps=300, full_fraction=0.0, balance=True,
+                  freeze_vision=False)
 DTYPES = dict(float32="float32", bfloat16="bfloat16", float16="float16")
 
 
@@ -411,7 +412,7 @@ def cmd_train_tiny(args, argv) -> int:
     meta = tiny_vqa.train(out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           limit=args.limit, progress=not args.no_progress, vision_steps=args.vision_steps,
                           full_fraction=args.full_fraction, balance=args.balance, task_set=args.task_set,
-                          train_size=args.train_size)
+                          train_size=args.train_size, freeze_vision=args.freeze_vision)
     return _tiny_summary(args, argv, meta)
 
 
@@ -556,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--vision-steps", type=int, default=TINY_TRAIN["vision_steps"],
                     help="stage 1: steps training the vision tower alone on each image's shape and colour")
+    tt.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=TINY_TRAIN["freeze_vision"],
+                    help="keep the vision tower's stage-1 weights during the VQA steps (LLaVA's recipe: the projector "
+                         "and the language model learn)")
     tt.add_argument("--full-fraction", type=float, default=TINY_TRAIN["full_fraction"],
                     help="fraction of the VQA steps at the full config before the knob-aware recipe")
     tt.add_argument("--balance", action=argparse.BooleanOptionalAction, default=TINY_TRAIN["balance"],

@@ -320,7 +320,7 @@ def save_checkpoint(model, tokenizer, out: Path, meta: dict) -> None:
 def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
           arch: str = ARCH, limit: int | None = None, progress: bool = True, log=print,
           full_fraction: float = 0.0, vision_steps: int = 0, balance: bool = False, task_set: str = "easy-vqa",
-          train_size: int = SHAPES_TRAIN_SIZE) -> dict:
+          train_size: int = SHAPES_TRAIN_SIZE, freeze_vision: bool = False) -> dict:
     """Train ``arch`` on easy-vqa's train split, or on ``train_size`` generated shapes-vqa questions (``task_set``
     ``shapes``, seed ``[seed, 1]``; ``limit`` caps either); returns the train meta (also in ``out/train_meta.json``).
 
@@ -328,6 +328,8 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     token, the grid's largest top-k, loss on the last block's output); the knob-aware recipe follows.
     ``vision_steps``: steps of :func:`pretrain_vision` before that (batch ``batch_size``, lr ``lr``).
     ``balance``: sample the question types equally often (easy-vqa's train split is 74% yes/no, 13% shape).
+    ``freeze_vision``: the vision tower keeps its stage-1 weights during the VQA steps (LLaVA's recipe: only the
+    projector and the language model learn); otherwise the VQA loss trains it too.
     """
     spec = get_arch(arch)
     torch.manual_seed(seed)
@@ -361,7 +363,9 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
     vision_losses = (pretrain_vision(model, pixels, labels, out_dim, loss_fn, vision_steps, batch_size, lr, rng, per_patch)
                      if vision_steps else [])
     vision_seconds = time.perf_counter() - t0
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    if freeze_vision:  # no gradient reaches the tower: its forward builds no graph
+        model.model.vision_tower.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
@@ -415,7 +419,7 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
         g.top_k = model.config.text_config.num_experts_per_tok
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     meta = dict(arch=arch, task_set=task_set, seed=seed, steps=steps, batch_size=batch_size, lr=lr, full_fraction=full_fraction,
-                full_config_steps=full_steps, vision_steps=vision_steps, balance=balance, vision_seconds=round(vision_seconds, 1),
+                full_config_steps=full_steps, vision_steps=vision_steps, freeze_vision=freeze_vision, balance=balance, vision_seconds=round(vision_seconds, 1),
                 vision_final_loss=round(float(np.mean(vision_losses[-50:])), 4) if vision_losses else None,
                 train_questions=len(items), question_types=dict(sorted(Counter(types.tolist()).items())),
                 train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1), torch_threads=torch.get_num_threads(),
@@ -424,6 +428,7 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
                             top_k=f"per layer and step uniform in 1..{max_k}", early_exit_weights=weights.tolist(),
                             augmentation="none" if per_patch else "horizontal flip p=0.5",
                             vision_targets="per patch: shape, colour, size, centre" if per_patch else "shape and colour per image", optimizer="AdamW wd 0.01, warmup 5%, cosine to 10%, clip 1.0"))
+    model.requires_grad_(True)
     save_checkpoint(model.eval(), tokenizer, Path(out), meta)
     log(f"trained {arch} for {steps} steps x {batch_size} in {seconds:.0f} s (loss {meta['final_loss']}); checkpoint: {out}")
     return meta

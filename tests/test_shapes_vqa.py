@@ -151,3 +151,21 @@ def test_tiny_end_to_end_train_profile_validate_run(tmp_path, capsys):
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "lut" in json.loads((tmp_path / "run" / "e5_training_curves.json").read_text())["methods"]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_vision_keeps_the_tower_and_trains_the_rest(tmp_path, freeze):
+    from profiling_bridge.archs import build_model
+
+    meta = tv.train(tmp_path / "ck", steps=2, batch_size=4, limit=16, vision_steps=0, task_set="shapes",
+                          progress=False, log=lambda *_: None, freeze_vision=freeze)
+    assert meta["freeze_vision"] is freeze
+    init, trained = build_model(tv.ARCH, seed=0), build_model(tv.ARCH, weights=str(tmp_path / "ck"))
+    a = {k: v.half().float() for k, v in init.state_dict().items()}  # checkpoints hold fp16 weights
+    b = trained.state_dict()
+    tower = [k for k in a if ".vision_tower." in k or k.startswith("vision_tower.")]
+    rest = [k for k in a if k not in tower and "embed" not in k]
+    assert tower and rest
+    assert all(torch.equal(a[k], b[k]) for k in tower) is freeze  # frozen: every tower weight as initialised
+    assert not all(torch.equal(a[k], b[k]) for k in rest)  # the projector / language model learned either way
+    assert all(p.requires_grad for p in trained.parameters())
