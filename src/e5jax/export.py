@@ -411,15 +411,20 @@ def _(pol: P.MLPPolicy, spec, name, seed, env, cache):
     return MLPController.from_params(pol.params, spec, name, seed, {"hidden": [int(h) for h in pol.hidden]})
 
 
+def host_policies(method, states):
+    """Every row's ``method.policy`` from one compiled program, on the host (NumPy leaves, leading row axis): sliced
+    there, not op by op on the device (the per-row slicing and policy ops compiled dozens of small programs)."""
+    return jax.device_get(jax.jit(jax.vmap(method.policy))(states))
+
+
 def export_controllers(name: str, method, states, table, env: E.EnvParams, seeds: Sequence[int] | None = None,
-                       env_rows: dict | None = None) -> list:
+                       env_rows: dict | None = None, policies=None) -> list:
     """Trained vmapped ``states`` (leading row axis) -> one controller per row, from ``method.policy``.
-    ``env_rows``: the rows' env overrides ({field: [S] values}, ``engine.row_env``): each controller gets its row's."""
+    ``env_rows``: the rows' env overrides ({field: [S] values}, ``engine.row_env``): each controller gets its row's.
+    ``policies``: :func:`host_policies` of these states, when the caller has them."""
     spec = observation_spec(table, env)
     S = jax.tree_util.tree_leaves(states)[0].shape[0]
-    # every seed's policy from one compiled program, then sliced on the host (op by op, the per-seed slicing and
-    # policy ops compiled dozens of small programs)
-    policies = jax.device_get(jax.jit(jax.vmap(method.policy))(states))
+    policies = host_policies(method, states) if policies is None else policies
     cache: dict = {}
     out = []
     for i in range(S) if seeds is None else seeds:

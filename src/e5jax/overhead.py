@@ -65,15 +65,15 @@ def check_agreement(controllers: Sequence, method, states, table, env: E.EnvPara
 
 
 # ----------------------------------------------------------------------------- parameters
-def param_counts(method, states) -> dict:
-    """The policy's own report (``sizes_report``); for a parametric policy also the state's other trainable
-    parameters (PPO's critic)."""
-    s0 = X.unstack(states, 0)
-    rep = method.policy(s0).sizes_report()
+def param_counts(method, states, policies=None) -> dict:
+    """The policy's own report (``sizes_report``, of row 0); for a parametric policy also the state's other
+    trainable parameters (PPO's critic). ``policies``: :func:`export.host_policies` of these states, when known."""
+    pols = X.host_policies(method, states) if policies is None else policies
+    rep = X.unstack(pols, 0).sizes_report()
     if "total" in rep:
         return rep
     n_pol = rep["policy"]
-    n_all = P.count_params(s0.params) if hasattr(s0, "params") else n_pol
+    n_all = P.count_params(states.params, batch_dims=1) if hasattr(states, "params") else n_pol
     return {"policy": n_pol, "critic": n_all - n_pol, "total": n_all}
 
 
@@ -86,7 +86,8 @@ def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path
     ``train``: the run's result for the method (``train_time_s``, ``compile_time_s``, ``updates``) when known.
     ``keep``: a dict that receives ``{name: controllers}`` (for the final interleaved timing)."""
     t_start = time.perf_counter()
-    ctrls = X.export_controllers(name, method, states, table, env)
+    pols = X.host_policies(method, states)
+    ctrls = X.export_controllers(name, method, states, table, env, policies=pols)
     if keep is not None:
         keep[name] = ctrls
     files = []
@@ -108,7 +109,7 @@ def analyze_method(name: str, method, states, table, env: E.EnvParams, out: Path
     if settings.jax_decisions > 0:
         jfns = [c.jax_batch1() for c in ctrls]
         res["decision_ms_jax_batch1"] = time_decisions(jfns, reqs, settings.jax_decisions, max(20, settings.warmup // 10))
-    res["num_params"] = param_counts(method, states)
+    res["num_params"] = param_counts(method, states, pols)
     if train is not None:
         S = jax.tree_util.tree_leaves(states)[0].shape[0]
         upd = train.get("updates") or [0]
