@@ -81,7 +81,7 @@ SHAPES_TABLE := artifacts/tables/cpu_tiny_llava_olmoe_shapes.npz
 .PHONY: shapes-table
 shapes-table: $(STAMP_TEST)
 	nice -n 5 $(VENV)/bin/e5jax-bridge train-tiny --task-set shapes --out $(SHAPES)/ck --seed 0 --full-fraction 0.3 \
-	    --threads 1 --summary $(SHAPES)/train_summary.json
+	    --vision-steps 1500 --freeze-vision --threads 1 --summary $(SHAPES)/train_summary.json
 	$(VENV)/bin/e5jax-bridge shapes-vqa --out $(SHAPES)/requests --requests 1500 --seed 0
 	$(VENV)/bin/e5jax-bridge profile --arch tiny-llava-olmoe --weights $(SHAPES)/ck --threads 1 --max-load 1.5 \
 	    --requests $(SHAPES)/requests/requests.jsonl --quality-harness --batch-size 256 --max-new-tokens 4 \
@@ -93,3 +93,4 @@ shapes-table: $(STAMP_TEST)
 	cp artifacts/shapes_e5/summary.md $(SHAPES)/e5_summary.md
 	$(PY) experiments/feature_lut.py --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
 	    --table src/e5jax/data/default_table.npz --out $(SHAPES)/feature_lut.json
+	$(PY) experiments/knob_effects_by_size.py --table $(SHAPES_TABLE) --out $(SHAPES)/knob_effects_by_size.json

@@ -169,3 +169,18 @@ def test_freeze_vision_keeps_the_tower_and_trains_the_rest(tmp_path, freeze):
     assert all(torch.equal(a[k], b[k]) for k in tower) is freeze  # frozen: every tower weight as initialised
     assert not all(torch.equal(a[k], b[k]) for k in rest)  # the projector / language model learned either way
     assert all(p.requires_grad for p in trained.parameters())
+
+
+def test_knob_effects_by_size_reads_the_right_columns():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import knob_effects_by_size as K
+
+    t = load_table(ROOT / "artifacts/tables/cpu_tiny_llava_olmoe_shapes.npz")
+    res = K.by_size(t)
+    small = t.features[:, list(t.feature_names).index("object_size")] <= K.SMALL_MAX
+    assert res["all"]["small"]["n"] + res["all"]["large"]["n"] == len(t.quality)
+    assert res["all"]["small"]["full"] == round(float(t.quality[small, -1].mean()), 4)  # row-major: full config last
+    assert res["all"]["large"]["vision_tokens=64"] == res["all"]["large"]["full"]
+    assert res["all"]["large"]["active_blocks=6"] == res["all"]["large"]["full"]
+    vt4 = np.ravel_multi_index((0, 2, 4), [len(v) for v in t.knobs.values()])
+    assert res["color"]["small"]["vision_tokens=4"] == round(float(t.quality[small & (t.task_types == "color"), vt4].mean()), 4)
