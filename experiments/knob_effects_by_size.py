@@ -13,26 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from e5jax.io import write_json  # noqa: E402
 from e5jax.table import load_table  # noqa: E402
+from profiling_bridge.knob_effects import level_configs  # noqa: E402
 
 SMALL_MAX = 4  # px: shapes-vqa's small objects have half-extent 3-4, large 8-12
 
 
 def by_size(table, small_max: float = SMALL_MAX) -> dict:
     """{task: {small|large: {n, full, vision_tokens=<level>: ..., active_blocks=<level>: ...}}}: mean quality of
-    every level of vision_tokens and active_blocks with the other knobs at full."""
-    sizes = [len(v) for v in table.knobs.values()]
-    names = list(table.knobs)
-    full = [s - 1 for s in sizes]
-    cols = {"full": int(np.ravel_multi_index(full, sizes))}
-    for knob in ("vision_tokens", "active_blocks"):
-        k = names.index(knob)
-        for i, level in enumerate(table.knobs[knob]):
-            at = list(full)
-            at[k] = i
-            cols[f"{knob}={int(level)}"] = int(np.ravel_multi_index(at, sizes))
+    every level of vision_tokens and active_blocks with the other knobs at full (``knob_effects.level_configs``)."""
+    levels = level_configs(table)
+    cols = {"full": table.full_config,
+            **{f"{knob}={level}": c for knob in ("vision_tokens", "active_blocks") for level, c in levels[knob].items()}}
     size = table.features[:, list(table.feature_names).index("object_size")]
     out = {}
     for task in ["all", *sorted(set(table.task_types.tolist()))]:

@@ -12,20 +12,26 @@ import numpy as np
 from e5jax.table import ProfileTable
 
 
+def level_configs(table: ProfileTable) -> dict[str, dict[int, int]]:
+    """{knob: {level: config index}}: each level of one knob with the other knobs at their full level."""
+    values = table.config_levels()  # [C, K] knob values of every config
+    out = {}
+    for j, name in enumerate(table.knobs):
+        out[name] = {}
+        for level in table.knobs[name]:
+            want = values[table.full_config].copy()
+            want[j] = level
+            out[name][int(level)] = int(np.flatnonzero((values == want).all(-1))[0])
+    return out
+
+
 def knob_effects(table: ProfileTable) -> dict:
-    names = list(table.knobs)
-    sizes = [len(table.knobs[k]) for k in names]
-    idx = np.stack(np.unravel_index(np.arange(table.num_configs), sizes), -1)  # [C, K] level indices
-    full = np.array(sizes) - 1
     rel = table.latency_ms / table.latency_ms[:, [table.full_config]]
     tasks = np.asarray(table.task_types)
     out, by_task = {}, {t: {"requests": int((tasks == t).sum()), "knobs": {}} for t in table.task_names}
-    for j, name in enumerate(names):
+    for name, levels in level_configs(table).items():
         rows = {}
-        for lv, level in enumerate(table.knobs[name]):
-            want = full.copy()
-            want[j] = lv
-            c = int(np.flatnonzero((idx == want).all(-1))[0])
+        for level, c in levels.items():
             rows[str(int(level))] = dict(quality=round(float(table.quality[:, c].mean()), 4),
                                          latency_over_full=round(float(rel[:, c].mean()), 4))
             for t in table.task_names:

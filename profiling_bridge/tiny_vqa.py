@@ -428,7 +428,6 @@ def train(out: str | Path, steps: int = 2000, batch_size: int = 64, lr: float = 
                             top_k=f"per layer and step uniform in 1..{max_k}", early_exit_weights=weights.tolist(),
                             augmentation="none" if per_patch else "horizontal flip p=0.5",
                             vision_targets="per patch: shape, colour, size, centre" if per_patch else "shape and colour per image", optimizer="AdamW wd 0.01, warmup 5%, cosine to 10%, clip 1.0"))
-    model.requires_grad_(True)
     save_checkpoint(model.eval(), tokenizer, Path(out), meta)
     log(f"trained {arch} for {steps} steps x {batch_size} in {seconds:.0f} s (loss {meta['final_loss']}); checkpoint: {out}")
     return meta

@@ -158,7 +158,7 @@ def test_freeze_vision_keeps_the_tower_and_trains_the_rest(tmp_path, freeze):
     from profiling_bridge.archs import build_model
 
     meta = tv.train(tmp_path / "ck", steps=2, batch_size=4, limit=16, vision_steps=0, task_set="shapes",
-                          progress=False, log=lambda *_: None, freeze_vision=freeze)
+                    progress=False, log=lambda *_: None, freeze_vision=freeze)
     assert meta["freeze_vision"] is freeze
     init, trained = build_model(tv.ARCH, seed=0), build_model(tv.ARCH, weights=str(tmp_path / "ck"))
     a = {k: v.half().float() for k, v in init.state_dict().items()}  # checkpoints hold fp16 weights
@@ -168,7 +168,6 @@ def test_freeze_vision_keeps_the_tower_and_trains_the_rest(tmp_path, freeze):
     assert tower and rest
     assert all(torch.equal(a[k], b[k]) for k in tower) is freeze  # frozen: every tower weight as initialised
     assert not all(torch.equal(a[k], b[k]) for k in rest)  # the projector / language model learned either way
-    assert all(p.requires_grad for p in trained.parameters())
 
 
 def test_knob_effects_by_size_reads_the_right_columns():
