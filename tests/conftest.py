@@ -2,6 +2,8 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the trace cache cannot see a function replaced at run time (monkeypatching): off unless a test turns it on
+os.environ.setdefault("E5JAX_TRACE_CACHE", "off")
 
 import numpy as np
 import pytest

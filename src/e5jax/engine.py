@@ -53,6 +53,7 @@ class Trainer:
     chunk_eval: Callable | None = None
     init_program: Callable | None = None  # jit: (keys, env, hp, shared) -> states
     shared: Callable | None = None  # (keys, env) -> the rows' part computed by a program shared between methods
+    label: str | None = None  # what the programs close over (method, config, eval_every): the trace cache's key
 
 
 def with_hp(state, hp: dict | None):
@@ -149,6 +150,7 @@ def make_train(method, cfg: Any, eval_every: int) -> Trainer:
             chunk_eval_one, in_axes=(0, 0, None, None, 0))(states, keys, env, eval_mask, env_rows)),
         init_program=init_program,
         shared=shared,
+        label=repr((method.name, cfg, eval_every)),
     )
 
 

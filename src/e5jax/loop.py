@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from e5jax import engine
+from e5jax import engine, tracecache
 from e5jax import env as E
 from e5jax.checkpoint import f32_tree
 from e5jax.config import RunConfig
@@ -74,15 +74,23 @@ def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
     runtime: docs/hangs.md)."""
     t0 = time.perf_counter()
     parts = {"init_s": p.compile_s}
-    chunk, parts["chunk"] = staged_compile(p.trainer.chunk_eval, p.states, p.keys, env, p.masks[0], *p.rows)
-    evaluate, parts["evaluate"] = staged_compile(p.trainer.evaluate, p.states, env, *p.rows)
+    label = p.trainer.label
+    chunk, parts["chunk"] = staged_compile(p.trainer.chunk_eval, p.states, p.keys, env, p.masks[0], *p.rows,
+                                           label=label, program="chunk_eval")
+    evaluate, parts["evaluate"] = staged_compile(p.trainer.evaluate, p.states, env, *p.rows, label=label,
+                                                 program="evaluate")
     return dataclasses.replace(p, chunk=chunk, evaluate=evaluate, compile_s=p.compile_s + time.perf_counter() - t0,
                                compile_parts=parts)
 
 
-def staged_compile(jitted, *args) -> tuple:
+def staged_compile(jitted, *args, label: str | None = None, program: str = "") -> tuple:
     """``jitted`` traced, lowered and compiled for ``args``, each stage timed: (compiled, {"trace_s", "lower_s",
-    "compile_s"}). The persistent compilation cache saves only the last stage: a warm run still traces and lowers."""
+    "compile_s"}). The persistent compilation cache saves only the last stage; with a ``label`` (what ``jitted``
+    closes over, e.g. ``Trainer.label``) and a ``program`` name the trace cache (``e5jax.tracecache``) keeps the
+    first two across runs too, and the times say ``trace_cache``: hit or miss."""
+    cached = tracecache.staged(jitted, args, label, program, time.perf_counter)
+    if cached is not None:
+        return cached
     t0 = time.perf_counter()
     traced = jitted.trace(*args)
     t1 = time.perf_counter()
