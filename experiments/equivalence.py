@@ -123,12 +123,64 @@ def orderings(decisions: dict) -> dict:
     return out
 
 
+def pair_intervals(decisions: dict) -> dict:
+    """The interval behind each pair ordering of ``orderings`` (two-level, or seeds only), oriented like it
+    (a - b with a < b by name); pairs whose decisions carry no interval are left out."""
+    out = {}
+    for q, res in decisions["questions"].items():
+        for row in res["pairs"].values():
+            a, b, sign = row["a"], row["b"], 1.0
+            if b < a:
+                a, b, sign = b, a, -1.0
+            for key, ci in ((f"{q}: {a} vs {b}", row.get("ci_two_level")), (f"{q}: {a} vs {b} (seeds only)", row.get("ci_seeds"))):
+                if ci is not None and None not in ci:
+                    out[key] = sorted(sign * float(x) for x in ci)
+    return out
+
+
 def compare_orderings(old: dict, new: dict) -> dict:
-    """{"count": orderings compared, "same": bool, "different": [{"ordering", "old", "new"}]} (None: not stated)."""
+    """{"count": orderings compared, "same": bool, "different": [{"ordering", "old", "new"}]} (None: not stated);
+    a differing pair ordering also carries both runs' intervals ("old_ci", "new_ci") when the decisions state them,
+    so a move across the decision rule's edge (an end of the interval crossing 0) shows as such."""
     a, b = orderings(old), orderings(new)
+    ca, cb = pair_intervals(old), pair_intervals(new)
     keys = [*a, *(k for k in b if k not in a)]
-    diff = [{"ordering": k, "old": a.get(k), "new": b.get(k)} for k in keys if a.get(k) != b.get(k)]
+    diff = [{"ordering": k, "old": a.get(k), "new": b.get(k),
+             **({"old_ci": ca[k], "new_ci": cb[k]} if k in ca and k in cb else {})} for k in keys if a.get(k) != b.get(k)]
     return {"count": len(keys), "same": not diff, "different": diff}
+
+
+RESOLVED = (">", "<")
+
+
+def floor_label(report: dict, path) -> str:
+    """A noise-floor report's name: its new side's environment (``--new-env``), else the file name."""
+    env = (report.get("meta") or {}).get("new_env") or {}
+    return " ".join(f"{k}={v}" for k, v in sorted(env.items())) or Path(path).name
+
+
+def noise_floor(ords: dict, floors: list) -> dict:
+    """Which orderings that differ also differ in a noise-floor report (``floors``: [(label, report)], each an
+    equivalence report of one revision against itself with a semantically neutral change on the new side), and which
+    were reversed (resolved one way, then the other: never a noise-floor move). Informative: the verdict stays the
+    rule's. {"reports", "also_in_noise_floor": [{"ordering", "under": [labels]}], "not_in_noise_floor": [orderings],
+    "reversed": [orderings]}."""
+    moved = {label: {d["ordering"] for d in rep["orderings"]["different"]} for label, rep in floors}
+    also, not_in, rev = [], [], []
+    for d in ords["different"]:
+        k = d["ordering"]
+        under = [label for label, keys in moved.items() if k in keys]
+        (also.append({"ordering": k, "under": under}) if under else not_in.append(k))
+        if d["old"] in RESOLVED and d["new"] in RESOLVED:
+            rev.append(k)
+    return {"reports": [label for label, _ in floors], "also_in_noise_floor": also, "not_in_noise_floor": not_in,
+            "reversed": rev}
+
+
+def noise_floor_line(nf: dict, differing: int) -> str:
+    return (f"noise floor ({len(nf['reports'])} reports: {'; '.join(nf['reports'])}): {len(nf['also_in_noise_floor'])} "
+            f"of {differing} differing orderings also differ under a semantically neutral change, "
+            f"{len(nf['not_in_noise_floor'])} do not, {len(nf['reversed'])} reversed (informative; the verdict is the rule's)")
 
 
 def overall(methods: dict, ords: dict) -> str:
@@ -229,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variable for the new run only (repeatable): the same revision on both sides "
                         "with e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 measures how many orderings a "
                         "last-bit change flips")
+    p.add_argument("--noise-floor", action="append", default=[], type=Path, metavar="REPORT",
+                   help="an equivalence report of one revision against itself with a semantically neutral change "
+                        "(e.g. artifacts/equivalence/noise_floor_*.json; repeatable): the report then says which "
+                        "differing orderings also differ there (informative; the verdict is unchanged)")
     p.add_argument("--allow-few-seeds", action="store_true", help=f"allow fewer than {MIN_SEEDS} seeds (tests, smoke)")
     return p
 
@@ -244,6 +300,15 @@ def main(argv=None) -> int:
         print(f"equivalence: --new-env {bad[0]}: expected KEY=VALUE", file=sys.stderr)
         return 2
     new_env = dict(kv.split("=", 1) for kv in args.new_env)
+    floors = []
+    for f in args.noise_floor:
+        try:
+            rep = json.loads(f.read_text())
+            rep["orderings"]["different"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"equivalence: --noise-floor {f}: not an equivalence report ({type(e).__name__})", file=sys.stderr)
+            return 2
+        floors.append((floor_label(rep, f), rep))
     if args.reuse and args.workdir is None:
         print("equivalence: --reuse needs --workdir", file=sys.stderr)
         return 2
@@ -292,6 +357,8 @@ def main(argv=None) -> int:
         return 2
     methods = compare_methods(run_values(c_old, se_old), run_values(c_new, se_new), args.margin)
     ords = compare_orderings(dec_old, dec_new)
+    if floors:
+        ords["noise_floor"] = noise_floor(ords, floors)
     host = c_new["meta"]["host"]
     report = {
         "verdict": overall(methods, ords),
@@ -314,7 +381,11 @@ def main(argv=None) -> int:
     for name, res in methods.items():
         print(method_line(name, res, args.margin))
     for d in ords["different"]:
-        print(f"ordering differs: {d['ordering']}: old {d['old']}, new {d['new']}")
+        ci = (f" (interval [{d['old_ci'][0]:+.5f}, {d['old_ci'][1]:+.5f}] -> [{d['new_ci'][0]:+.5f}, "
+              f"{d['new_ci'][1]:+.5f}])") if "old_ci" in d else ""
+        print(f"ordering differs: {d['ordering']}: old {d['old']}, new {d['new']}{ci}")
+    if floors:
+        print(noise_floor_line(ords["noise_floor"], len(ords["different"])))
     print(overall_line(report))
     print(f"report: {out}")
     return 0 if report["verdict"] != "not equivalent" else 1

@@ -124,3 +124,44 @@ def test_new_env_without_a_value_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "KEY=VALUE" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_noise_floor_marks_orderings_that_a_neutral_change_also_moves():
+    ords = {"count": 4, "same": False, "different": [
+        {"ordering": "auc: dpo vs ppo", "old": ">", "new": "unresolved"},
+        {"ordering": "quality: lut vs ppo", "old": "<", "new": ">"},
+        {"ordering": "slo_violation: winners", "old": ["a"], "new": ["a", "b"]}]}
+    avx = {"meta": {"new_env": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX"}},
+           "orderings": {"different": [{"ordering": "auc: dpo vs ppo", "old": ">", "new": "unresolved"},
+                                       {"ordering": "slo_violation: winners", "old": ["a"], "new": ["b"]}]}}
+    width = {"meta": {}, "orderings": {"different": [{"ordering": "auc: dpo vs ppo", "old": ">", "new": "unresolved"}]}}
+    floors = [(eq.floor_label(avx, "a.json"), avx), (eq.floor_label(width, "noise_floor_w.json"), width)]
+    nf = eq.noise_floor(ords, floors)
+    assert nf["reports"] == ["XLA_FLAGS=--xla_cpu_max_isa=AVX", "noise_floor_w.json"]
+    assert nf["also_in_noise_floor"] == [
+        {"ordering": "auc: dpo vs ppo", "under": ["XLA_FLAGS=--xla_cpu_max_isa=AVX", "noise_floor_w.json"]},
+        {"ordering": "slo_violation: winners", "under": ["XLA_FLAGS=--xla_cpu_max_isa=AVX"]}]
+    assert nf["not_in_noise_floor"] == ["quality: lut vs ppo"] and nf["reversed"] == ["quality: lut vs ppo"]
+    assert "2 of 3 differing orderings" in eq.noise_floor_line(nf, 3)
+
+
+def test_noise_floor_that_is_not_a_report_refused_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"verdict": "equivalent"}')
+    rc = eq.main(["HEAD", "--noise-floor", str(bad), "--seeds", "20", "--out", str(tmp_path / "r.json"),
+                  "--workdir", str(tmp_path / "w")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not an equivalence report" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+
+
+def test_a_differing_pair_carries_both_intervals_oriented_like_the_ordering():
+    old = _decisions()
+    for q in old["questions"].values():
+        q["pairs"]["ppo vs lut"].update(ci_two_level=[-0.002, 0.010], ci_seeds=[0.001, 0.009])
+    new = copy.deepcopy(old)
+    new["questions"]["auc"]["pairs"]["ppo vs lut"].update(decision_seeds="unresolved", ci_seeds=[-0.0003, 0.008])
+    r = eq.compare_orderings(old, new)
+    assert r["different"] == [{"ordering": "auc: lut vs ppo (seeds only)", "old": "<", "new": "unresolved",
+                               "old_ci": [-0.009, -0.001], "new_ci": [-0.008, 0.0003]}]
