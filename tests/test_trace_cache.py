@@ -87,3 +87,11 @@ def test_not_used_under_a_variant_or_when_off(tmp_path, monkeypatch):
     assert times["trace_cache"] == "miss" and np.array_equal(compiled(np.ones(3)), np.full(3, 2.0))
     monkeypatch.setenv("E5JAX_TRACE_CACHE", "off")
     assert tracecache.cache_dir() is None
+
+
+def test_an_unwritable_cache_directory_is_a_miss_not_a_failure(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("E5JAX_TRACE_CACHE", str(blocker / "traces"))
+    compiled, times = tracecache.staged(jax.jit(lambda x: x * 2), (np.ones(3),), "l", "p", lambda: 0.0)
+    assert times["trace_cache"].startswith("miss, not written") and np.array_equal(compiled(np.ones(3)), np.full(3, 2.0))

@@ -208,8 +208,11 @@ def staged(jitted, args, label: str | None, program: str, clock):
         except Exception as e:  # e.g. a host callback export cannot serialize: the normal path
             times["trace_cache"] = f"not cached: {type(e).__name__}"
             return None
-        where.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: pickle.dump({"exported": blob, "skeleton": skel, "program": program,
-                                                  "label": label}, f), binary=True)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: pickle.dump({"exported": blob, "skeleton": skel, "program": program,
+                                                      "label": label}, f), binary=True)
+        except OSError as e:  # a read-only or full disk: this run compiles from the export, the next traces again
+            times["trace_cache"] = f"miss, not written: {type(e).__name__}"
     times["trace_s"] = clock() - t0
     return _compile(blob, skel, args, times, clock), times
