@@ -10,7 +10,12 @@ broken step never costs the ones after it; every step's command, exit code, wall
    validation -> ``<gpu>_llava_olmoe.npz``; then ``e5jax validate`` on it (its JSON goes into gpu_run.json).
 3. ``routing_skew``: experiments/gpu_routing_skew.py (how much a skewed, trained router could change it).
 4. ``seed_scaling``: experiments/bench_seed_scaling.py at S = 1, 4, 16, 64, 256, 1024 (PPO, GRPO).
-5. ``run``: ``e5jax run`` with the default config (overhead analysis off: ``E5JAX_OVERHEAD=off``), its JSON
+5. ``compile_flags``: ``e5jax run`` (overhead analysis off, XLA's compilation cache off) once per XLA_FLAGS
+   variant (``COMPILE_VARIANTS``: the fusion autotuner off, command buffers off, both), each with an empty trace
+   cache, then the default flags again on the trace cache the first run filled (what a warm trace cache saves);
+   per run and method: compile time and its trace / lower / compile breakdown, training time, final normalized
+   utility -> ``compile_flags.json``.
+6. ``run``: ``e5jax run`` with the default config (overhead analysis off: ``E5JAX_OVERHEAD=off``), its JSON
    outputs packed into ``run.tgz``.
 
 On the device (the image's python3 has torch, transformers and JAX with CUDA; nothing is installed):
@@ -37,10 +42,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TABLE = ROOT / "src" / "e5jax" / "data" / "default_table.npz"
-STEPS = ("env", "bridge", "routing_skew", "seed_scaling", "run")
+STEPS = ("env", "bridge", "routing_skew", "seed_scaling", "compile_flags", "run")
 # per-step caps (s) on the GPU; each step also leaves RESERVE s for every later step
-CAPS = dict(env=30, bridge=380, routing_skew=50, seed_scaling=130, run=200)
-RESERVE = dict(env=0, bridge=0, routing_skew=30, seed_scaling=60, run=50)
+CAPS = dict(env=30, bridge=380, routing_skew=50, seed_scaling=130, compile_flags=260, run=200)
+RESERVE = dict(env=0, bridge=0, routing_skew=30, seed_scaling=60, compile_flags=60, run=50)
+# compile_flags: (name, XLA_FLAGS added to the environment's, trace cache: "fresh" = empty, "warm" = the first run's)
+COMPILE_VARIANTS = [("default", "", "fresh"), ("autotune_off", "--xla_gpu_autotune_level=0", "fresh"),
+                    ("command_buffer_off", "--xla_gpu_enable_command_buffer=", "fresh"),
+                    ("autotune_and_command_buffer_off", "--xla_gpu_autotune_level=0 --xla_gpu_enable_command_buffer=",
+                     "fresh"),
+                    ("default, warm trace cache", "", "warm")]
 TINY_SHAPES = [
     dict(request_id="r0", task_type="general_vqa", split="train", prompt_tokens=12, output_tokens=3),
     dict(request_id="r1", task_type="captioning", split="train", prompt_tokens=30, output_tokens=5),
@@ -77,6 +88,7 @@ def commands(args, out: Path, slug: str) -> dict[str, list[str]]:
                    "--repeats", "1", "--out", str(out / "seed_scaling.json")]
         run = [py, "-m", "e5jax", "run", "--config", "experiments/e5_quick.toml", "--methods", "lut,grpo",
                "--seeds", "2", "--out", str(out / "run"), "--no-progress"]
+        flags_run = [*run[:-2], str(out / "flags_run"), "--no-progress", "--overwrite"]
     else:
         bridge = [py, "-m", "profiling_bridge", "refresh", "--arch", "llava-olmoe", "--device", "cuda",
                   "--table", str(DEFAULT_TABLE.relative_to(ROOT)), "--out", str(table), "--warmup", str(args.warmup),
@@ -87,8 +99,9 @@ def commands(args, out: Path, slug: str) -> dict[str, list[str]]:
         scaling = [py, "experiments/bench_seed_scaling.py", "--seeds", "1,1024,4,16,64,256", "--updates", "20",
                    "--repeats", "3", "--out", str(out / "seed_scaling.json")]
         run = [py, "-m", "e5jax", "run", "--out", str(out / "run"), "--no-progress"]
+        flags_run = [py, "-m", "e5jax", "run", "--out", str(out / "flags_run"), "--no-progress", "--overwrite"]
     return dict(bridge=bridge, validate=[py, "-m", "e5jax", "validate", str(table), "--json"], routing_skew=skew,
-                seed_scaling=scaling, run=run, table=[str(table)])
+                seed_scaling=scaling, run=run, flags_run=flags_run, table=[str(table)])
 
 
 def env_info() -> dict:
@@ -128,6 +141,43 @@ def run_step(name: str, cmd: list[str], limit: float, log, env=None) -> dict:
     log.flush()
     print(f"[gpu_run] {name}: rc={rc} wall={wall:.1f} s", flush=True)
     return dict(command=shlex.join(cmd), rc=rc, wall_s=round(wall, 2), tail=text[-3000:], text=text)
+
+
+def run_compile_summary(run_dir: Path) -> dict:
+    """Per method of a finished run: compile time and its breakdown, training time, final normalized utility."""
+    d = json.loads((run_dir / "e5_training_curves.json").read_text())
+    return {"total_wall_time_s": d["meta"].get("total_wall_time_s"), "methods": {
+        n: {"compile_time_s": m.get("compile_time_s"), "compile_breakdown_s": m.get("compile_breakdown_s"),
+            "train_time_s": m.get("train_time_s"), "final_utility_norm": m["curves"]["val_utility_norm"]["mean"][-1]}
+        for n, m in d["methods"].items()}}
+
+
+def compile_flags_step(cmd: list[str], run_dir: Path, traces: Path, limit: float, log, env: dict) -> dict:
+    """``COMPILE_VARIANTS`` one after another within ``limit`` seconds (each gets what is left over the variants
+    left); XLA's compilation cache off, so every run compiles."""
+    t0, rec = time.perf_counter(), {"command": shlex.join(cmd), "variants": {}}
+    for i, (name, flags, trace) in enumerate(COMPILE_VARIANTS):
+        left = limit - (time.perf_counter() - t0)
+        if left < 5:
+            rec["variants"][name] = {"rc": "skipped: no time left"}
+            continue
+        if trace == "fresh" and i > 0:
+            subprocess.run(["rm", "-rf", str(traces / "other")], check=False)
+        tdir = traces / ("first" if i == 0 or trace == "warm" else "other")
+        v_env = dict(env, E5JAX_OVERHEAD="off", E5JAX_JAX_CACHE="off", E5JAX_TRACE_CACHE=str(tdir),
+                     XLA_FLAGS=" ".join(x for x in (env.get("XLA_FLAGS", ""), flags) if x))
+        r = run_step(f"compile_flags[{name}]", cmd, left / (len(COMPILE_VARIANTS) - i), log, v_env)
+        r.pop("text")
+        r.pop("command")
+        r["xla_flags"] = v_env["XLA_FLAGS"]
+        r["trace_cache"] = trace
+        if r["rc"] == 0:
+            r.update(run_compile_summary(run_dir))
+        rec["variants"][name] = r
+    subprocess.run(["rm", "-rf", str(run_dir), str(traces)], check=False)
+    ok = [v.get("rc") == 0 for v in rec["variants"].values()]
+    rec["rc"] = 0 if all(ok) else ("partial" if any(ok) else 1)
+    return rec
 
 
 def pack_run(run_dir: Path, dest: Path) -> list[str]:
@@ -184,6 +234,12 @@ def main(argv=None) -> int:
                 print(f"[gpu_run] env: {json.dumps(doc['env'].get('nvidia_smi'))}", flush=True)
             elif limit(name) < 5:
                 doc["steps"][name] = dict(rc="skipped: no time left")
+            elif name == "compile_flags":
+                doc["steps"][name] = rec = compile_flags_step(cmds["flags_run"], out / "flags_run", out / "flags_traces",
+                                                              limit(name), log, env)
+                (out / "compile_flags.json").write_text(json.dumps(rec, indent=1))
+                rec = doc["steps"][name] = {"rc": rec["rc"], "file": "compile_flags.json",
+                                            "variants": {k: v.get("rc") for k, v in rec["variants"].items()}}
             elif name == "run":
                 run_env = dict(env, E5JAX_OVERHEAD="off")
                 doc["steps"]["run"] = rec = run_step("run", cmds["run"], limit("run"), log, run_env)

@@ -74,3 +74,36 @@ def test_calibration_recovers_known_cost_parameters():
     np.testing.assert_allclose(fit_lat, target, rtol=0.02)
     s = C.summarize(C.synth_parts(true, prompt, out, knobs), knobs)
     assert 0 < s["smallest_over_full"] < 1 and sum(s["stage_share_at_full"].values()) == pytest.approx(1.0)
+
+
+def test_compile_flags_step_runs_every_variant_with_its_flags_and_trace_cache(tmp_path):
+    """gpu_run's compile_flags step, with a stand-in for ``e5jax run`` that records the environment it got."""
+    import gpu_run as G
+
+    run_dir, traces = tmp_path / "run", tmp_path / "traces"
+    fake = ("import json, os, pathlib; d = pathlib.Path(%r); d.mkdir(exist_ok=True); "
+            "m = {'compile_time_s': 1.0, 'compile_breakdown_s': {}, 'train_time_s': 2.0, "
+            "'curves': {'val_utility_norm': {'mean': [0.1, 0.5]}}}; "
+            "(d / 'e5_training_curves.json').write_text(json.dumps({'meta': {'total_wall_time_s': 3.0, 'env': "
+            "{k: os.environ.get(k) for k in ('XLA_FLAGS', 'E5JAX_TRACE_CACHE', 'E5JAX_JAX_CACHE', 'E5JAX_OVERHEAD')}}, "
+            "'methods': {'lut': m}}))" % str(run_dir))
+    seen = []
+    real = G.run_compile_summary
+
+    def spy(d):
+        seen.append(json.loads((d / "e5_training_curves.json").read_text())["meta"]["env"])
+        return real(d)
+
+    G.run_compile_summary = spy
+    try:
+        with open(tmp_path / "log.txt", "w") as log:
+            rec = G.compile_flags_step([sys.executable, "-c", fake], run_dir, traces, 120, log, {"XLA_FLAGS": "--base"})
+    finally:
+        G.run_compile_summary = real
+    assert rec["rc"] == 0 and list(rec["variants"]) == [n for n, _, _ in G.COMPILE_VARIANTS]
+    assert [e["XLA_FLAGS"] for e in seen] == [" ".join(x for x in ("--base", f) if x) for _, f, _ in G.COMPILE_VARIANTS]
+    assert all(e["E5JAX_JAX_CACHE"] == "off" and e["E5JAX_OVERHEAD"] == "off" for e in seen)
+    first = seen[0]["E5JAX_TRACE_CACHE"]  # the warm variant reads the first run's trace cache, the others their own
+    assert seen[-1]["E5JAX_TRACE_CACHE"] == first and all(e["E5JAX_TRACE_CACHE"] != first for e in seen[1:-1])
+    assert rec["variants"]["default"]["methods"]["lut"]["final_utility_norm"] == 0.5
+    assert not run_dir.exists() and not traces.exists()
