@@ -11,6 +11,7 @@ once each, timed in interleaved rounds (median), final states compared bit for b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         print(f"{name:11s} lab {full * 1e3:7.1f} ms  without entropy/KL {lean * 1e3:7.1f} ms  saved {100 * (1 - lean / full):5.1f}%  "
               f"states bit-identical: {same}")
     doc = {"meta": B.bench_meta({"seeds": run.seeds, "updates": args.updates, "rounds": args.rounds,
-                                 "load_average_at_end": list(__import__("os").getloadavg())}), "methods": res}
+                                 "load_average_at_end": list(os.getloadavg())}), "methods": res}
     write_json(Path(args.out), doc)
     print(f"-> {args.out}")
     return 0

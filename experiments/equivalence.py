@@ -170,7 +170,10 @@ def noise_floor(ords: dict, floors: list) -> dict:
     for d in ords["different"]:
         k = d["ordering"]
         under = [label for label, keys in moved.items() if k in keys]
-        (also.append({"ordering": k, "under": under}) if under else not_in.append(k))
+        if under:
+            also.append({"ordering": k, "under": under})
+        else:
+            not_in.append(k)
         if d["old"] in RESOLVED and d["new"] in RESOLVED:
             rev.append(k)
     return {"reports": [label for label, _ in floors], "also_in_noise_floor": also, "not_in_noise_floor": not_in,

@@ -23,6 +23,7 @@ import numpy as np
 
 from e5jax import env as E
 from e5jax import tracecache
+from e5jax.loop import staged_compile
 
 
 # ----------------------------------------------------------------------------- settings
@@ -203,11 +204,10 @@ def compile_components(method, states, env: E.EnvParams, comps: Sequence[Compone
         args = (states, fixed, key, 1, zero, env)
         # the default pieces are the method's own phases: kept in the trace cache (e5jax.tracecache) across runs
         label = None if comps is not None else repr((method.name, "timing", comp.name))
-        cached = tracecache.staged(f, args, label, f"timing_{comp.name}", time.perf_counter)
-        out[comp.name] = f.lower(*args).compile() if cached is None else cached[0]
-        if comp.feeds:
-            carry = (jax.eval_shape(f, *args) if cached is None else cached[0].out_shapes())[0]
-            fixed = {**fixed, **carry}
+        out[comp.name] = compiled = staged_compile(f, *args, label=label, program=f"timing_{comp.name}")[0]
+        if comp.feeds:  # a program from the trace cache knows its output shapes: no second trace
+            shapes = compiled.out_shapes() if isinstance(compiled, tracecache.Flat) else jax.eval_shape(f, *args)
+            fixed = {**fixed, **shapes[0]}
     return out
 
 
