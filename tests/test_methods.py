@@ -216,6 +216,33 @@ def test_knn_lut_finds_the_oracle_on_a_table_where_the_answer_is_known(known_tab
     assert _norm_utility(env, E.evaluate_actions(env, task_budget_lut_actions(env))) < 0.9  # a task LUT cannot
 
 
+class _GridBlind:
+    """A controller that only has the per-request ``greedy``/``probs`` (the path without ``greedy_grid``)."""
+
+    def __init__(self, pol):
+        self.greedy, self.probs = pol.greedy, pol.probs
+
+
+def test_knn_lut_whole_grid_evaluation_equals_the_per_request_path(small_table):
+    """engine.evaluate takes KNNPolicy.greedy_grid (neighbours once per val request, shared by the budgets): every
+    output equals the per-request greedy/probs path bit for bit, with nothing, part or all of the store profiled."""
+    env = E.make_env_params(small_table)
+    m = METHODS["knn_lut"]
+    tr = engine.make_train(m, m.Config(k=3), eval_every=2)
+    keys = engine.seed_keys(0, 1)
+    st = jax.tree_util.tree_map(lambda x: x[0], tr.chunk(tr.init(keys, env), keys, env)[0])
+    ev = jax.jit(engine.evaluate)
+    for n in (0, 1, 5, int(st.n_profiled)):
+        pol = m.policy(st.replace(n_profiled=jnp.asarray(n, jnp.int32)))
+        a, b = ev(env, pol), jax.jit(lambda env, p: engine.evaluate(env, _GridBlind(p)))(env, pol)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=f"n={n} {key}")
+        if n == 0:
+            assert np.all(np.asarray(a["actions"]) == env.num_configs - 1)
+    assert len(np.unique(np.asarray(a["actions"]))) > 1  # the profiled store decides something
+
+
 def test_grpo_with_beta_zero_never_evaluates_the_reference(known_table):
     """beta = 0: the reference forward is skipped (identical results, less work): a NaN reference changes nothing."""
     env = E.make_env_params(known_table)

@@ -224,8 +224,8 @@ class KNNPolicy:
     latency: jax.Array  # [Rt, C] normalized latency
     k: int = struct.field(pytree_node=False)
 
-    def scores(self, env, req, budget):
-        """[..., C] mean reward over the k nearest profiled requests at ``budget``, and whether any is profiled."""
+    def neighbours(self, env, req):
+        """[..., k] store rows of the k nearest profiled requests, and [..., k] whether each is profiled."""
         ref = knn_features(env, self.order)  # [Rt, D]
         q = knn_features(env, req)  # [..., D]
         d = jnp.sum(jnp.square(q[..., None, :] - ref), -1)  # [..., Rt]
@@ -233,15 +233,30 @@ class KNNPolicy:
         d = jnp.where(valid, d, jnp.inf)
         k = min(self.k, self.order.shape[0])
         _, nbr = jax.lax.top_k(-d, k)  # ties: lower index (earlier profiled) first
-        w = valid[nbr].astype(jnp.float32)  # [..., k]
+        return nbr, valid[nbr].astype(jnp.float32)
+
+    def mean_reward(self, env, nbr, w, budget):
+        """[..., C] mean reward of the neighbours ``nbr`` (weights ``w``) at ``budget`` (broadcast against them)."""
         b = jnp.asarray(budget, jnp.float32)[..., None, None]
         r = E.reward_from(env, self.quality[nbr], self.latency[nbr], b)  # [..., k, C]
-        mean = jnp.sum(r * w[..., None], -2) / jnp.maximum(w.sum(-1), 1.0)[..., None]
-        return mean, self.n > 0
+        return jnp.sum(r * w[..., None], -2) / jnp.maximum(w.sum(-1), 1.0)[..., None]
+
+    def scores(self, env, req, budget):
+        """[..., C] mean reward over the k nearest profiled requests at ``budget``, and whether any is profiled."""
+        nbr, w = self.neighbours(env, req)
+        return self.mean_reward(env, nbr, w, budget), self.n > 0
 
     def greedy(self, env, req, budget, budget_idx):
         mean, any_profiled = self.scores(env, req, budget)
         return jnp.where(any_profiled, jnp.argmax(mean, -1), env.num_configs - 1)
+
+    def greedy_grid(self, env):
+        """[B, Rv] ``greedy`` on the whole evaluation grid (``E.eval_grid``), the neighbours found once per val
+        request and shared by the budgets (they do not depend on the budget): the same configs, B times less
+        neighbour search (``engine.evaluate`` uses it)."""
+        _, budget = E.eval_grid(env)
+        nbr, w = self.neighbours(env, env.val_idx)  # [Rv, k]
+        return jnp.where(self.n > 0, jnp.argmax(self.mean_reward(env, nbr, w, budget), -1), env.num_configs - 1)
 
     def probs(self, env, req, budget, budget_idx):
         return jax.nn.one_hot(self.greedy(env, req, budget, budget_idx), env.num_configs)
