@@ -17,6 +17,10 @@ broken step never costs the ones after it; every step's command, exit code, wall
    utility -> ``compile_flags.json``.
 6. ``run``: ``e5jax run`` with the default config (overhead analysis off: ``E5JAX_OVERHEAD=off``), its JSON
    outputs packed into ``run.tgz``.
+7. ``engine``: the ``bridge`` refresh in the engine regime (``--decode graphs``: static KV cache, every decode step
+   replayed as a CUDA graph), ``e5jax validate`` on it, then ``e5jax run --table`` on it (overhead analysis off);
+   the table and the run's JSON outputs packed into ``engine.tgz`` (its quality stays the default table's synthetic
+   one). On the CPU (``--tiny``) the tiny profile with ``--decode static``.
 
 On the device (the image's python3 has torch, transformers and JAX with CUDA; nothing is installed):
 
@@ -42,10 +46,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TABLE = ROOT / "src" / "e5jax" / "data" / "default_table.npz"
-STEPS = ("env", "bridge", "routing_skew", "seed_scaling", "compile_flags", "run")
+STEPS = ("env", "bridge", "routing_skew", "seed_scaling", "compile_flags", "run", "engine")
 # per-step caps (s) on the GPU; each step also leaves RESERVE s for every later step
-CAPS = dict(env=30, bridge=380, routing_skew=50, seed_scaling=130, compile_flags=260, run=200)
-RESERVE = dict(env=0, bridge=0, routing_skew=30, seed_scaling=60, compile_flags=60, run=50)
+CAPS = dict(env=30, bridge=380, routing_skew=50, seed_scaling=130, compile_flags=260, run=200, engine=480)
+RESERVE = dict(env=0, bridge=0, routing_skew=30, seed_scaling=60, compile_flags=60, run=50, engine=120)
 # compile_flags: (name, XLA_FLAGS added to the environment's, trace cache: "fresh" = empty, "warm" = the first run's)
 COMPILE_VARIANTS = [("default", "", "fresh"), ("autotune_off", "--xla_gpu_autotune_level=0", "fresh"),
                     ("command_buffer_off", "--xla_gpu_enable_command_buffer=", "fresh"),
@@ -89,6 +93,9 @@ def commands(args, out: Path, slug: str) -> dict[str, list[str]]:
         run = [py, "-m", "e5jax", "run", "--config", "experiments/e5_quick.toml", "--methods", "lut,grpo",
                "--seeds", "2", "--out", str(out / "run"), "--no-progress"]
         flags_run = [*run[:-2], str(out / "flags_run"), "--no-progress", "--overwrite"]
+        engine = [*bridge[:bridge.index("--out") + 1], str(out / "engine" / "cpu_tiny_static.npz"),
+                  *bridge[bridge.index("--out") + 2:], "--decode", "static"]
+        engine_run = [*run[:-2], str(out / "engine" / "run"), "--no-progress", "--table"]
     else:
         bridge = [py, "-m", "profiling_bridge", "refresh", "--arch", "llava-olmoe", "--device", "cuda",
                   "--table", str(DEFAULT_TABLE.relative_to(ROOT)), "--out", str(table), "--warmup", str(args.warmup),
@@ -100,8 +107,14 @@ def commands(args, out: Path, slug: str) -> dict[str, list[str]]:
                    "--repeats", "3", "--out", str(out / "seed_scaling.json")]
         run = [py, "-m", "e5jax", "run", "--out", str(out / "run"), "--no-progress"]
         flags_run = [py, "-m", "e5jax", "run", "--out", str(out / "flags_run"), "--no-progress", "--overwrite"]
+        engine = [*bridge[:bridge.index("--out") + 1], str(out / "engine" / f"{slug}_llava_olmoe_graphs.npz"),
+                  *bridge[bridge.index("--out") + 2:], "--decode", "graphs"]
+        engine_run = [py, "-m", "e5jax", "run", "--out", str(out / "engine" / "run"), "--no-progress", "--table"]
+    engine_table = engine[engine.index("--out") + 1]
     return dict(bridge=bridge, validate=[py, "-m", "e5jax", "validate", str(table), "--json"], routing_skew=skew,
-                seed_scaling=scaling, run=run, flags_run=flags_run, table=[str(table)])
+                seed_scaling=scaling, run=run, flags_run=flags_run, table=[str(table)], engine=engine,
+                engine_validate=[py, "-m", "e5jax", "validate", engine_table, "--json"],
+                engine_run=[*engine_run, engine_table])
 
 
 def env_info() -> dict:
@@ -180,9 +193,37 @@ def compile_flags_step(cmd: list[str], run_dir: Path, traces: Path, limit: float
     return rec
 
 
-def pack_run(run_dir: Path, dest: Path) -> list[str]:
-    """The run's JSON and markdown outputs (no figures) into one archive."""
-    names = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".toml"))
+def engine_step(cmds: dict, work: Path, dest: Path, limit: float, log, env: dict) -> dict:
+    """The table in the engine regime, validated, then E5 on it; the table and the run's JSON/markdown outputs
+    into ``dest`` (one file: the device brings back 8)."""
+    t0 = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    rec = run_step("engine", cmds["engine"], limit * 0.6, log, env)
+    rec.pop("text")
+    table = Path(cmds["engine"][cmds["engine"].index("--out") + 1])
+    if rec["rc"] == 0:
+        v = run_step("engine_validate", cmds["engine_validate"], 120, log, env)
+        text = v.pop("text")
+        try:
+            rec["validate"] = dict(rc=v["rc"], summary=json.loads(text[text.index("{"):]))
+        except ValueError:
+            rec["validate"] = v
+        left = limit - (time.perf_counter() - t0)
+        r = run_step("engine_run", cmds["engine_run"], max(left, 1), log, dict(env, E5JAX_OVERHEAD="off"))
+        r.pop("text")
+        rec["run"] = r
+        if r["rc"] != 0:
+            rec["rc"] = "run failed"
+    if table.is_file() or (work / "run").is_dir():
+        rec["packed"] = pack_run(work, dest, also=(table,))
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+    return rec
+
+
+def pack_run(run_dir: Path, dest: Path, also=()) -> list[str]:
+    """The run's JSON and markdown outputs (no figures) and the files ``also`` under it into one archive."""
+    names = sorted(p for p in run_dir.rglob("*") if p.is_file() and (p.suffix in (".json", ".md", ".toml")
+                                                                    or p in also))
     with tarfile.open(dest, "w:gz") as tar:
         for p in names:
             tar.add(p, arcname=str(p.relative_to(run_dir)))
@@ -240,6 +281,8 @@ def main(argv=None) -> int:
                 (out / "compile_flags.json").write_text(json.dumps(rec, indent=1))
                 rec = doc["steps"][name] = {"rc": rec["rc"], "file": "compile_flags.json",
                                             "variants": {k: v.get("rc") for k, v in rec["variants"].items()}}
+            elif name == "engine":
+                doc["steps"]["engine"] = engine_step(cmds, out / "engine", out / "engine.tgz", limit("engine"), log, env)
             elif name == "run":
                 run_env = dict(env, E5JAX_OVERHEAD="off")
                 doc["steps"]["run"] = rec = run_step("run", cmds["run"], limit("run"), log, run_env)

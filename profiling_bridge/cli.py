@@ -27,7 +27,7 @@ from profiling_bridge.knob_effects import format_effects, knob_effects
 from profiling_bridge.knobs import KNOB_NAMES, SELECTION_RULES, check_grid_names, check_levels, grid_configs, parse_grid
 from profiling_bridge.measure import MeasureSettings
 from profiling_bridge.request_shapes import Requests, from_table, load_requests
-from profiling_bridge.runner import MLLMRunner
+from profiling_bridge.runner import DECODE_REGIMES, MLLMRunner
 from profiling_bridge.sweep import METHODS, sweep_latency
 
 PLACEHOLDER_QUALITY = 1.0
@@ -84,7 +84,7 @@ def _runner(args) -> MLLMRunner:
         raise BridgeError(f"--weights {args.weights}: not a directory")
     model = build_model(args.arch, device=args.device, dtype=_dtype(args), seed=args.seed,
                         attn_implementation=args.attn, experts_implementation=args.experts_impl, weights=args.weights)
-    return MLLMRunner(model, device=args.device, selection=args.selection, seed=args.seed)
+    return MLLMRunner(model, device=args.device, selection=args.selection, seed=args.seed, decode=args.decode)
 
 
 def _settings(args) -> MeasureSettings:
@@ -180,6 +180,7 @@ def provenance(args, runner: MLLMRunner, argv) -> dict:
         **({"weights_sha256": weights_digest(args.weights)} if args.weights else {}),
         model_info=describe(runner.model),
         vision_token_selection=runner.selection,
+        decode_regime=runner.decode,
         device=device_info(args.device),
         versions=versions(),
         routing_note=ROUTING_NOTE,
@@ -466,6 +467,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experts-impl", default=None, help="experts implementation (default: transformers' default, grouped_mm)")
     p.add_argument("--selection", choices=SELECTION_RULES, default="uniform",
                    help="which vision tokens to keep: uniform stride, or ranked by [CLS] attention")
+    p.add_argument("--decode", choices=DECODE_REGIMES, default="dynamic",
+                   help="decode regime: dynamic KV cache, eager launches (transformers' default); static: preallocated "
+                        "KV cache; graphs: static + each decode step replayed as a CUDA graph (an engine's regime; cuda)")
     p.add_argument("--weights", default=None, help="local checkpoint directory instead of random weights (no hub)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's); 1 gives the steadiest timings for tiny models")

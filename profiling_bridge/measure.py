@@ -104,7 +104,8 @@ def measure_prefill(runner: MLLMRunner, tokens, blocks, top_ks, s: MeasureSettin
             for nk in top_ks:
                 def point(warmup, repeats, ids=ids, feats=feats, cfg=KnobConfig(image, int(nk), int(nb))):
                     with applied(runner.model, cfg):
-                        return time_repeats(lambda i: runner.prefill(ids[i % s.variants], feats[i % s.variants]),
+                        return time_repeats(lambda i: runner.prefill(ids[i % s.variants], feats[i % s.variants],
+                                                                     runner.cache_len(int(total), 1)),
                                             runner.device, warmup, repeats)
                 points.append(point)
     return _grid(interleaved(points, s, bar), (len(tokens), len(blocks), len(top_ks)))
@@ -113,7 +114,8 @@ def measure_prefill(runner: MLLMRunner, tokens, blocks, top_ks, s: MeasureSettin
 def measure_decode(runner: MLLMRunner, kv_lengths, blocks, top_ks, s: MeasureSettings, bar=None) -> dict[str, np.ndarray]:
     """One decode step p50/p95 (and round spread) [L, B, K] with L tokens already in the KV cache.
 
-    The cache is filled by a prefill of L tokens at each visit of a point and cropped back to L after each step.
+    The cache is filled by a prefill of L tokens at each visit of a point and cropped back to L after each step
+    (a static regime's cache has the length a request of L prompt tokens and two output tokens gets).
     """
     points = []
     for length in kv_lengths:
@@ -125,7 +127,7 @@ def measure_decode(runner: MLLMRunner, kv_lengths, blocks, top_ks, s: MeasureSet
             for nk in top_ks:
                 def point(warmup, repeats, ids=ids, feats=feats, tokens=tokens, cfg=KnobConfig(image, int(nk), int(nb))):
                     with applied(runner.model, cfg):
-                        _, cache = runner.prefill(ids, feats)
+                        _, cache = runner.prefill(ids, feats, runner.cache_len(int(length), 2))
                         return time_repeats(lambda i: runner.decode_step(tokens[i % s.variants], cache), runner.device,
                                             warmup, repeats, after=lambda i: cache.crop(-1))
                 points.append(point)

@@ -44,6 +44,8 @@ def sweep_latency(
     seed: int = 0,
     progress: bool = True,
 ) -> LatencyResult:
+    if runner.decode != "dynamic":  # one static cache length for the whole table: its longest request
+        runner.set_static_len(int((requests.prompt_tokens + max(grid["vision_tokens"]) + np.maximum(requests.output_tokens, 2)).max()))
     warm_up(runner, requests, configs[-1], settings.warmup)
     if method == "e2e":
         return _sweep_e2e(runner, requests, configs, settings, progress)

@@ -75,6 +75,18 @@ def test_profile_e2e_method_measures_every_pair_with_std(tmp_path, shapes):
     assert t.meta["latency"]["method"] == "e2e"
 
 
+def test_profile_with_a_static_kv_cache(tmp_path, shapes):
+    """--decode static: the stage grids, the latency model and its end-to-end validation run on preallocated caches
+    of one length (the longest request's), and the table says which regime it measured."""
+    out = tmp_path / "static.npz"
+    rc = main(["profile", "--arch", "tiny", "--requests", str(shapes), "--out", str(out), "--decode", "static",
+               "--validate-samples", "2", "--grid", "vision_tokens=4,16", "top_k=2", "active_blocks=4", *FAST])
+    assert rc == 0
+    t = load_table(out)
+    assert t.meta["decode_regime"] == "static" and np.all(t.latency_ms > 0)
+    assert t.meta["latency"]["validation"]["n"] == 2 and t.meta["latency"]["model"]["decode_step_p50_ms"]
+
+
 def _with_quality(path: Path, out: Path, seed=1) -> ProfileTable:
     t = load_table(path)
     q = np.random.default_rng(seed).uniform(0.2, 0.9, t.quality.shape)
@@ -190,6 +202,7 @@ def test_profile_from_an_existing_table_keeps_its_requests(profiled, tmp_path):
         (["profile", "--arch", "tiny", "--requests", "{val_only}"], "no request in the 'train' split"),
         (["profile", "--arch", "tiny", "--requests", "{shapes}", "--quality-from", "{bad_table}"], "bad.csv"),
         (["refresh", "--arch", "tiny", "--table", "{bad_table}"], "bad.csv"),
+        (["profile", "--arch", "tiny", "--requests", "{shapes}", "--decode", "graphs"], "--decode graphs needs --device cuda"),
         (["profile", "--arch", "tiny", "--requests", "{shapes}", "--device", "cuda"] if not torch.cuda.is_available()
          else ["profile", "--arch", "nope", "--requests", "{shapes}"], "cuda" if not torch.cuda.is_available() else "nope"),
     ],

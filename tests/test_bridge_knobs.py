@@ -20,7 +20,7 @@ from profiling_bridge.knobs import (  # noqa: E402
     select_image_features,
 )
 from profiling_bridge.latency_model import LatencyModel, ape_summary  # noqa: E402
-from profiling_bridge.runner import MLLMRunner  # noqa: E402
+from profiling_bridge.runner import MLLMRunner, StaticDecoder  # noqa: E402
 from profiling_bridge.timing import RegionTimer, time_repeats  # noqa: E402
 
 FULL = KnobConfig(vision_tokens=16, top_k=4, active_blocks=4)
@@ -235,6 +235,41 @@ def test_decode_steps_extend_the_kv_cache_of_the_active_layers(runner):
         runner.decode_step(token, cache)
         runner.decode_step(token, cache)
     assert cache.get_seq_length() == 11
+
+
+def test_static_kv_cache_decodes_the_same_tokens_as_the_dynamic_one(runner):
+    """--decode static (preallocated KV cache written at explicit positions) generates the dynamic cache's tokens
+    under several configs, also when one cache serves two requests in turn (set_static_len: one cache per top_k and
+    active_blocks) and after crop(-1) rewinds a step; a request beyond the cache and graphs on a CPU are errors."""
+    static = MLLMRunner(runner.model, decode="static", seed=3)
+    static.set_static_len(40)
+    gen = torch.Generator().manual_seed(7)
+    for cfg in (KnobConfig(16, 4, 4), KnobConfig(4, 1, 2), KnobConfig(16, 4, 4)):
+        for text in (5, 9):
+            prompt = torch.cat([torch.tensor([[5]]), torch.full((1, cfg.vision_tokens), runner.image_token_id),
+                                torch.randint(3, 40, (1, text - 1), generator=gen)], 1)
+            pixels = torch.randn(1, 3, 32, 32, generator=gen) if runner.config.vision_config.image_size == 32 else runner.random_pixels()
+            want = runner.generate(cfg, pixels, prompt, 8, stop_at_eos=True).tokens
+            got = static.generate(cfg, pixels, prompt, 8, stop_at_eos=True).tokens
+            assert got == want and len(want) >= 1, (cfg, text)
+    assert sorted(static._static) == [(1, 2, 48), (4, 4, 48)]  # 40 rounded up to 16; one per (top_k, blocks)
+    pixels, prompt = _inputs(runner, text=5, k=4)
+    with applied(runner.model, KnobConfig(4, 2, 3)):
+        feats = runner.encode_image(pixels, 4)
+        token, cache = static.prefill(prompt, feats, static.cache_len(9, 3))
+        assert isinstance(cache, StaticDecoder) and cache.length == 9 and cache.max_len == 48
+        first = static.decode_step(token, cache)
+        cache.crop(-1)
+        assert cache.length == 9 and int(cache.cache.get_seq_length()) == 9  # the cache's own counter moved back too
+        assert torch.equal(static.decode_step(token, cache), first) and int(cache.cache.get_seq_length()) == 10
+        dyn_token, dyn = runner.prefill(prompt, feats)
+        assert torch.equal(dyn_token, token) and torch.equal(runner.decode_step(dyn_token, dyn), first)
+    with pytest.raises(BridgeError, match="does not fit the static cache of 48"):
+        static.cache_len(45, 8)
+    with pytest.raises(BridgeError, match="needs --device cuda"):
+        MLLMRunner(runner.model, decode="graphs")
+    with pytest.raises(BridgeError, match="unknown decode regime"):
+        MLLMRunner(runner.model, decode="paged")
 
 
 def test_interleaved_rounds_spread_passes_over_sweeps_of_the_grid():

@@ -107,3 +107,32 @@ def test_compile_flags_step_runs_every_variant_with_its_flags_and_trace_cache(tm
     assert seen[-1]["E5JAX_TRACE_CACHE"] == first and all(e["E5JAX_TRACE_CACHE"] != first for e in seen[1:-1])
     assert rec["variants"]["default"]["methods"]["lut"]["final_utility_norm"] == 0.5
     assert not run_dir.exists() and not traces.exists()
+
+
+def test_engine_step_validates_runs_and_packs_the_table(tmp_path):
+    """gpu_run's engine step with stand-ins: the table it profiles is validated, E5 runs on it with the overhead
+    analysis off, and the table and the run's JSON come back in one archive; a failed profile stops it there."""
+    import tarfile
+
+    import gpu_run as G
+
+    work, dest = tmp_path / "engine", tmp_path / "engine.tgz"
+    table = work / "t.npz"
+    make_table = [sys.executable, "-c", "import sys, pathlib; pathlib.Path(sys.argv[2]).write_bytes(b'npz')", "--out",
+                  str(table)]
+    run = ("import os, json, pathlib; d = pathlib.Path(%r) / 'run'; d.mkdir(parents=True); "
+           "(d / 'e5_training_curves.json').write_text(json.dumps({'overhead': os.environ.get('E5JAX_OVERHEAD')}))"
+           % str(work))
+    cmds = dict(engine=make_table, engine_validate=[sys.executable, "-c", "print('x', '{\"num_configs\": 8}')"],
+                engine_run=[sys.executable, "-c", run])
+    with open(tmp_path / "log.txt", "w") as log:
+        rec = G.engine_step(cmds, work, dest, 120, log, dict(__import__("os").environ))
+    assert rec["rc"] == 0 and rec["validate"]["summary"] == {"num_configs": 8} and rec["run"]["rc"] == 0
+    assert rec["packed"] == ["run/e5_training_curves.json", "t.npz"] and not work.exists()
+    with tarfile.open(dest) as tar:
+        assert json.loads(tar.extractfile("run/e5_training_curves.json").read()) == {"overhead": "off"}
+    failed = dict(cmds, engine=[sys.executable, "-c", "raise SystemExit(3)", "--out", str(table)])
+    dest.unlink()
+    with open(tmp_path / "log.txt", "w") as log:
+        rec = G.engine_step(failed, work, dest, 120, log, {})
+    assert rec["rc"] == 3 and "validate" not in rec and "run" not in rec and not dest.exists()
