@@ -65,10 +65,14 @@ class StaticDecoder:
         the next write goes): it moves back with ours; earlier versions write at ``cache_position`` alone."""
         drop = -n if n < 0 else max(self.length - n, 0)
         self.length -= drop
+        self._rewind(drop)
+
+    def _rewind(self, n: int) -> None:
+        """Move the cache layers' own device-side position counters back by ``n`` (where they have one)."""
         for layer in getattr(self.cache, "layers", ()):
             counter = getattr(layer, "cumulative_length", None)
             if isinstance(counter, torch.Tensor):
-                counter.sub_(drop)
+                counter.sub_(n)
 
     def _step(self, model, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         out = model(input_ids=token.view(1, 1), use_cache=True, logits_to_keep=1, cache_position=position,
@@ -92,7 +96,8 @@ class StaticDecoder:
 
     def _capture(self, model, token: torch.Tensor) -> None:
         """Warm up on a side stream (as CUDA graph capture requires), then capture one step at the current position
-        (the warm-up writes the slot the first replay rewrites with the same values)."""
+        (each warm-up step writes the slot the first replay rewrites with the same values, and the cache's own
+        position counter, where it has one, is moved back after each)."""
         self.token = token.detach().clone().view(1)
         self.position = torch.tensor([self.length], device=self.device)
         side = torch.cuda.Stream()
@@ -100,6 +105,7 @@ class StaticDecoder:
         with torch.cuda.stream(side):
             for _ in range(2):
                 self._step(model, self.token, self.position)
+                self._rewind(1)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
