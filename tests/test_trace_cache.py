@@ -48,10 +48,20 @@ def test_cached_program_equals_the_traced_one(tmp_path, monkeypatch, name):
     assert len(list((tmp_path / "traces").iterdir())) == 2
     ref = _outputs(plain, env)
     assert _same(ref, _outputs(first, env)) and _same(ref, _outputs(again, env))
+    # the initial states: the method's init program compiled ahead of time (cache off), from a fresh entry and from
+    # a found one all equal the jitted Trainer.init's
+    want = jax.device_get(p.trainer.init(p.keys, env))
+    assert _same(want, jax.device_get(p.states))
+    monkeypatch.setenv("E5JAX_TRACE_CACHE", str(tmp_path / "init_traces"))
+    for _ in range(2):
+        assert _same(want, jax.device_get(loop.init_method(name, cfgs[name], run, env).states))
+    assert [f.name.split("-")[0] for f in (tmp_path / "init_traces").iterdir()] == ["init"]  # one entry, found again
+    monkeypatch.setenv("E5JAX_TRACE_CACHE", str(tmp_path / "traces"))
     if name == "grpo":  # another config value the program closes over, or another number of rows: new entries
         _, other = config_from_dict({**RAW, "learner": {"lr": 1e-3}})
         loop.compile_method(loop.init_method(name, other[name], run, env), env)
-        assert len(list((tmp_path / "traces").iterdir())) == 4
+        assert sorted(f.name.split("-")[0] for f in (tmp_path / "traces").iterdir()) == [
+            "chunk_eval", "chunk_eval", "evaluate", "evaluate", "init"]  # and the other config's init program
         run3, _ = config_from_dict(RAW, seeds=3)
         three = loop.compile_method(loop.init_method(name, cfgs[name], run3, env), env)
         assert three.compile_parts["chunk"]["trace_cache"] == "miss"

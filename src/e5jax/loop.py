@@ -61,10 +61,20 @@ def init_method(name: str, cfg, run: RunConfig, env: E.EnvParams, keys=None, hp:
     # every state leaf sharded on its row axis like the keys (one device: unchanged): the compiled program expects
     # the shardings it was lowered with, and each chunk returns row-sharded states
     with guard(f"{name} initialisation"):
-        states = jax.tree_util.tree_map(engine.shard_seeds, trainer.init(keys, env, hp))
+        states = jax.tree_util.tree_map(engine.shard_seeds, initial_states(trainer, keys, env, hp))
         jax.block_until_ready(states)
     masks = [engine.early_eval_mask(run.eval_every, first_chunk=c == 0) for c in range(min(run.num_chunks, 2))]
     return Prepared(trainer, keys, states, None, masks, time.perf_counter() - t0, env_rows=env_rows or None)
+
+
+def initial_states(trainer: engine.Trainer, keys, env: E.EnvParams, hp: dict | None = None):
+    """``trainer.init(keys, env, hp)``, its per-method program through ``staged_compile`` (so a warm run takes its
+    trace from the trace cache; the shared part's program is compiled once per run and network as before)."""
+    if trainer.init_program is None or trainer.shared is None:
+        return trainer.init(keys, env, hp)
+    shared = trainer.shared(keys, env)
+    compiled, _ = staged_compile(trainer.init_program, keys, env, hp, shared, label=trainer.label, program="init")
+    return compiled(keys, env, hp, shared)
 
 
 def compile_method(p: Prepared, env: E.EnvParams) -> Prepared:
