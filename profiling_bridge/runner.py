@@ -82,13 +82,15 @@ class StaticDecoder:
     def step(self, model, token: torch.Tensor, graphs: bool) -> torch.Tensor:
         if self.length >= self.max_len:
             raise BridgeError(f"static KV cache of {self.max_len} positions is full")
+        if self.position is None:  # on the device once; then filled in place (no host-to-device copy per step)
+            self.position = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.position.fill_(self.length)
         if not graphs:
-            out = self._step(model, token, torch.tensor([self.length], device=self.device))
+            out = self._step(model, token, self.position)
         else:
             if self.graph is None:
                 self._capture(model, token)
             self.token.copy_(token.view(1))
-            self.position.fill_(self.length)
             self.graph.replay()
             out = self.out.clone()
         self.length += 1
@@ -99,7 +101,6 @@ class StaticDecoder:
         (each warm-up step writes the slot the first replay rewrites with the same values, and the cache's own
         position counter, where it has one, is moved back after each)."""
         self.token = token.detach().clone().view(1)
-        self.position = torch.tensor([self.length], device=self.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
