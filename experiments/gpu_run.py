@@ -193,6 +193,16 @@ def compile_flags_step(cmd: list[str], run_dir: Path, traces: Path, limit: float
     return rec
 
 
+def validate_step(name: str, cmd: list[str], log, env: dict) -> dict:
+    """``e5jax validate --json`` on a table: its exit code and parsed summary (the record itself when no JSON)."""
+    v = run_step(name, cmd, 120, log, env)
+    text = v.pop("text")
+    try:
+        return dict(rc=v["rc"], summary=json.loads(text[text.index("{"):]))
+    except ValueError:
+        return v
+
+
 def engine_step(cmds: dict, work: Path, dest: Path, limit: float, log, env: dict) -> dict:
     """The table in the engine regime, validated, then E5 on it; the table and the run's JSON/markdown outputs
     into ``dest`` (one file: the device brings back 8)."""
@@ -202,12 +212,7 @@ def engine_step(cmds: dict, work: Path, dest: Path, limit: float, log, env: dict
     rec.pop("text")
     table = Path(cmds["engine"][cmds["engine"].index("--out") + 1])
     if rec["rc"] == 0:
-        v = run_step("engine_validate", cmds["engine_validate"], 120, log, env)
-        text = v.pop("text")
-        try:
-            rec["validate"] = dict(rc=v["rc"], summary=json.loads(text[text.index("{"):]))
-        except ValueError:
-            rec["validate"] = v
+        rec["validate"] = validate_step("engine_validate", cmds["engine_validate"], log, env)
         left = limit - (time.perf_counter() - t0)
         r = run_step("engine_run", cmds["engine_run"], max(left, 1), log, dict(env, E5JAX_OVERHEAD="off"))
         r.pop("text")
@@ -295,12 +300,7 @@ def main(argv=None) -> int:
                 doc["steps"][name] = rec = run_step(name, cmds[name], limit(name), log, env)
                 rec.pop("text")
                 if name == "bridge" and rec["rc"] == 0:
-                    v = run_step("validate", cmds["validate"], 120, log, env)
-                    text = v.pop("text")
-                    try:
-                        rec["validate"] = dict(rc=v["rc"], summary=json.loads(text[text.index("{"):]))
-                    except ValueError:
-                        rec["validate"] = v
+                    rec["validate"] = validate_step("validate", cmds["validate"], log, env)
             save()
     if args.tiny:
         (out / "shapes.json").unlink(missing_ok=True)
