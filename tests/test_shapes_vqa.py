@@ -183,3 +183,18 @@ def test_knob_effects_by_size_reads_the_right_columns():
     assert res["all"]["large"]["active_blocks=6"] == res["all"]["large"]["full"]
     vt4 = np.ravel_multi_index((0, 2, 4), [len(v) for v in t.knobs.values()])
     assert res["color"]["small"]["vision_tokens=4"] == round(float(t.quality[small & (t.task_types == "color"), vt4].mean()), 4)
+
+
+def test_exists_probe_asks_the_generators_question_in_its_three_attribute_form():
+    """experiments/exists_probe.py --attributes 3 poses exactly the generator's exists questions (same draws)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import exists_probe as X
+
+    for seed in range(40):
+        scene = sv.random_scene(np.random.default_rng([seed, 0]), 1 + seed % 5, seed % 3)
+        if scene is None:
+            continue
+        assert X.exists_question(np.random.default_rng(seed), scene, 3, sv) == sv.ask(np.random.default_rng(seed), "exists", scene)
+        q, a, _ = X.exists_question(np.random.default_rng(seed), scene, 2, sv)
+        words = q[len("is there a "):-1].split()
+        assert len(words) == 2 and a == ("yes" if sv.matching(scene, colour=words[0], shape=words[1]) else "no")
