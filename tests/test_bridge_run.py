@@ -27,7 +27,8 @@ def test_e5jax_run_trains_on_a_bridge_table(tmp_path):
     assert rc == 0
     out = tmp_path / "run"
     res = subprocess.run([str(Path(sys.executable).parent / "e5jax"), "run", "--config", str(QUICK), "--table", str(table),
-                          "--seeds", "1", "--methods", "supervised", "--out", str(out), "--no-progress"],
+                          "--seeds", "1", "--methods", "supervised", "--out", str(out), "--no-progress",
+                          "--no-figures"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     curves = json.loads((out / "e5_training_curves.json").read_text())

@@ -35,7 +35,7 @@ def config(tmp_path_factory):
 
 def test_two_processes_give_one_process_results_and_one_writer(tmp_path, config, monkeypatch):
     out = tmp_path / "job"
-    res = run_job(["run", "--config", str(config), "--out", str(out), "--no-progress"], cwd=ROOT)
+    res = run_job(["run", "--config", str(config), "--out", str(out), "--no-progress", "--no-figures"], cwd=ROOT)
     assert [r.returncode for r in res] == [0, 0], res[0].stderr[-2000:] + res[1].stderr[-2000:]
     assert "process 1 of 2, 2 of 4 devices here" in res[1].stderr
     assert "final greedy val utility" in res[0].stdout and "final greedy val utility" not in res[1].stdout
@@ -49,7 +49,7 @@ def test_two_processes_give_one_process_results_and_one_writer(tmp_path, config,
 
     monkeypatch.setenv("E5JAX_OVERHEAD", "off")
     one = tmp_path / "one"
-    assert cli_main(["run", "--config", str(config), "--out", str(one), "--no-progress"]) == 0  # 1 process, 1 device
+    assert cli_main(["run", "--config", str(config), "--out", str(one), "--no-progress", "--no-figures"]) == 0  # 1 process, 1 device
     ref = json.loads((one / "e5_training_curves.json").read_text())
     a, b = (np.array(d["methods"]["lut"]["per_budget"]["val_utility"]["per_seed"], float) for d in (job, ref))
     assert a.shape == b.shape == (4, 5, 5)  # seeds x eval points (0, 1, 2, 4, 8 updates) x budgets

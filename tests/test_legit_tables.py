@@ -70,7 +70,8 @@ def test_every_method_runs_to_finite_results(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY.format(methods=", ".join(f'"{m}"' for m in METHODS)))
     out = tmp_path / "run"
-    rc = cli_main(["run", "--config", str(cfg), "--table", str(table), "--out", str(out), "--no-progress"])
+    rc = cli_main(["run", "--config", str(cfg), "--table", str(table), "--out", str(out), "--no-progress",
+                   "--no-figures"])
     assert rc == 0, capsys.readouterr().err[-2000:]
     doc = json.loads((out / "e5_final_frontiers.json").read_text())
     assert set(doc["methods"]) == set(METHODS)

@@ -331,6 +331,22 @@ def test_report_cli_reproduces_outputs_from_json(run_dir, tmp_path):
             assert (d / rel).read_text() == p.read_text(), rel
 
 
+def test_no_figures_writes_the_same_json_and_removes_stale_figures(run_dir, tmp_path):
+    src, paths = run_dir
+    d = tmp_path / "nofig"
+    shutil.copytree(src, d)  # figures of an earlier report are there
+    written = R.write_outputs(d, figures=False)
+    assert not any(p.suffix == ".png" for p in written) and not list((d / R.FIG_DIR).glob("*.png"))
+    for p in paths:
+        if p.suffix == ".json":
+            assert (d / p.relative_to(src)).read_text() == p.read_text(), p.name
+    text = (d / R.SUMMARY).read_text()
+    assert "--no-figures" in text and f"{R.FIG_DIR}/" not in text.split("## Figures")[1].split("## Files")[0]
+    assert cli_main(["report", str(d)]) == 0  # draws them later from the same JSON
+    assert {p.name for p in (d / R.FIG_DIR).glob("*.png")} == {p.name for p in paths if p.suffix == ".png"}
+    assert (d / R.SUMMARY).read_text() == (src / R.SUMMARY).read_text()
+
+
 def test_relative_thresholds_resolve_against_the_oracle(run_dir):
     d, _ = run_dir
     se = read_json(d / "e5_sample_efficiency.json")

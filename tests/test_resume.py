@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_known_oracle_table
+from e5jax.cli import main as cli_main
 from e5jax.config import load_config
 from e5jax.errors import UsageError
 from e5jax.io import write_json
@@ -46,7 +47,7 @@ def _strip(x):
 
 def _run(args, **kw):
     env = dict(os.environ, E5JAX_OVERHEAD="off")
-    return subprocess.run(E5JAX + ["run", *args, "--no-progress"], capture_output=True, text=True, cwd=ROOT, env=env,
+    return subprocess.run(E5JAX + ["run", *args, "--no-progress", "--no-figures"], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=600, **kw)
 
 
@@ -57,7 +58,7 @@ def config(tmp_path_factory):
     return p
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, config):
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, config, capsys):
     full = tmp_path / "full"  # the uninterrupted run saves no checkpoint: results do not depend on them
     plain = tmp_path / "plain.toml"
     plain.write_text(CONFIG.replace("checkpoint_every_chunks = 1", "checkpoint_every_chunks = 0\ncheckpoint_every_s = 1e9"))
@@ -67,7 +68,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, config):
 
     killed = tmp_path / "killed"
     env = dict(os.environ, E5JAX_OVERHEAD="off")
-    proc = subprocess.Popen(E5JAX + ["run", "--config", str(config), "--out", str(killed), "--no-progress"], cwd=ROOT,
+    proc = subprocess.Popen(E5JAX + ["run", "--config", str(config), "--out", str(killed), "--no-progress",
+                            "--no-figures"], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck = killed / "checkpoints" / "grpo"
     t0 = time.monotonic()
@@ -81,9 +83,11 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, config):
     partial = json.loads((killed / "e5_training_curves.json").read_text())
     assert list(partial["methods"]) == ["lut"] and partial["complete"] is False
 
-    # the same directory without --resume is refused, nothing touched
-    r = _run(["--config", str(config), "--out", str(killed)])
-    assert r.returncode == 2 and "pass --resume" in r.stderr and ck.is_dir()
+    # the same directory without --resume is refused, nothing touched (in this process: the refusal is the CLI's)
+    before = {p: p.stat().st_mtime_ns for p in killed.rglob("*")}
+    assert cli_main(["run", "--config", str(config), "--out", str(killed), "--no-progress"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in killed.rglob("*")} == before
     r = _run(["--resume", str(killed)])  # the config is the one recorded in the directory
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("e5_training_curves.json", "e5_sample_efficiency.json", "e5_final_frontiers.json",
@@ -95,7 +99,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, config):
     assert doc["complete"] and doc["meta"]["resumed"]["finished_before"] == ["lut"]
 
 
-def test_resume_refuses_another_config(tmp_path, config):
+def test_resume_refuses_another_config(tmp_path, config, capsys):
     out = tmp_path / "run"
     proc_cfg = tmp_path / "one.toml"
     proc_cfg.write_text(CONFIG.replace('methods = ["lut", "grpo"]', 'methods = ["lut"]')
@@ -104,9 +108,10 @@ def test_resume_refuses_another_config(tmp_path, config):
     other = tmp_path / "other.toml"
     other.write_text(CONFIG.replace("seeds = 2", "seeds = 3"))
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    r = _run(["--config", str(other), "--resume", str(out)])
-    assert r.returncode == 2 and "another run config (methods: " in r.stderr and "seeds: 2 there, 3 given" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert cli_main(["run", "--config", str(other), "--resume", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "another run config (methods: " in err and "seeds: 2 there, 3 given" in err
+    assert len(err.strip().splitlines()) == 1
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written
     # --overwrite replaces the run's own outputs and nothing else
     (out / "notes.txt").write_text("mine")

@@ -147,7 +147,8 @@ def test_tiny_end_to_end_train_profile_validate_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "column exact_match" in out and re.search(r"quality +all: +0 of 15 requests equal under all configs", out)
     res = subprocess.run([str(Path(sys.executable).parent / "e5jax"), "run", "--config", str(QUICK), "--table", str(table_path),
-                          "--seeds", "1", "--methods", "lut", "--out", str(tmp_path / "run"), "--no-progress"],
+                          "--seeds", "1", "--methods", "lut", "--out", str(tmp_path / "run"), "--no-progress",
+                          "--no-figures"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "lut" in json.loads((tmp_path / "run" / "e5_training_curves.json").read_text())["methods"]

@@ -50,7 +50,7 @@ def test_injected_stall_stops_the_run_in_one_line_and_resume_finishes(tmp_path):
     (tmp_path / "run.toml").write_text(RUN)
     out = tmp_path / "run"
     env = {**os.environ, "E5JAX_OVERHEAD": "off", "E5JAX_WATCHDOG_FLOOR_S": "8", "E5JAX_WATCHDOG_STALL": "lut:3"}
-    cmd = [sys.executable, "-m", "e5jax", "run", "--config", str(tmp_path / "run.toml"), "--table",
+    cmd = [sys.executable, "-m", "e5jax", "run", "--no-figures", "--config", str(tmp_path / "run.toml"), "--table",
            str(tmp_path / "t.npz"), "--out", str(out), "--no-progress"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == watch.EXIT_CODE, p.stderr[-2000:]

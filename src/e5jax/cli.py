@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the config)")
     r.add_argument("--methods", default=None, help="comma-separated subset of methods")
     r.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    r.add_argument("--no-figures", action="store_true",
+                   help="write the JSON and summary.md but no figures (`e5jax report DIR` draws them later)")
     r.add_argument("--tensorboard", action="store_true",
                    help="also write the per-chunk metrics (metrics.jsonl) as TensorBoard events under OUT/tensorboard "
                         "(needs the optional tensorboardX package)")

@@ -397,6 +397,6 @@ def run_from_args(args) -> int:
         return 0
     from e5jax.report import write_outputs
 
-    write_outputs(out, thresholds=run.thresholds)
+    write_outputs(out, thresholds=run.thresholds, figures=not getattr(args, "no_figures", False))
     print_final(doc, out)
     return 0

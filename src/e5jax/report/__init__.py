@@ -37,8 +37,10 @@ __all__ = [
 ]
 
 
-def write_outputs(out: Path, thresholds=None) -> list[Path]:
-    """Read ``out/e5_training_curves.json`` and write every derived JSON, figure and summary.md; return their paths."""
+def write_outputs(out: Path, thresholds=None, figures: bool = True) -> list[Path]:
+    """Read ``out/e5_training_curves.json`` and write every derived JSON, figure and summary.md; return their paths.
+    ``figures=False`` (``e5jax run --no-figures``) draws none and removes those a previous report drew, so no figure
+    disagrees with the JSON beside it; ``e5jax report DIR`` draws them later from the same JSON."""
     out = Path(out)
     doc = load_curves(out)
     if thresholds is None:  # the run's own (recorded in its meta), so a rebuilt report matches the run's
@@ -56,8 +58,13 @@ def write_outputs(out: Path, thresholds=None) -> list[Path]:
     # figures are drawn from the JSON round trip (None -> NaN), exactly what `e5jax report` would see
     se_j, ff_j, st_j, dec_j = (json.loads(json.dumps(to_jsonable(x))) for x in (se, ff, st, dec))
     refs_norm = {k: v["mean"] for k, v in reference_norm_utility(doc).items()}
-    figs = draw_figures(FigureInputs(doc, th, se_j, ff_j, st_j, ov, refs_norm), out / FIG_DIR)
-    written += list(figs.values())
+    if figures:
+        figs = draw_figures(FigureInputs(doc, th, se_j, ff_j, st_j, ov, refs_norm), out / FIG_DIR)
+        written += list(figs.values())
+    else:
+        figs = None
+        for fig in FIGURE_LIST:
+            (out / FIG_DIR / fig.file).unlink(missing_ok=True)
     text = summary_markdown(doc, se_j, ff_j, st_j, ov, figs, dec_j)
     atomic_write(out / SUMMARY, lambda f: f.write(text))
     written.append(out / SUMMARY)

@@ -405,7 +405,7 @@ def _early_stops(doc) -> list[str]:
     return [f"- **Early stops**: " + "; ".join(parts) + "."] if parts else []
 
 
-def summary_markdown(doc, se, ff, st, ov, figures: dict, dec: dict | None = None) -> str:
+def summary_markdown(doc, se, ff, st, ov, figures: dict | None, dec: dict | None = None) -> str:
     meta = doc["meta"]
     host = meta.get("host", {})
     tab = meta.get("table", {})
@@ -508,10 +508,12 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict, dec: dict | None = None
         L += ["**The seed's expected findings, checked**", ""] + [f"- {s}" for s in exp] + [""]
 
     L += ["## Figures", ""]
+    if figures is None:
+        L += ["*(Not drawn: the run was made with `--no-figures`; `e5jax report <this directory>` draws them.)*", ""]
     for fig in FIGURE_LIST:
-        if fig.key in figures:
+        if figures and fig.key in figures:
             L += [f"**{fig.caption}**", "", f"![{fig.file}]({FIG_DIR}/{fig.file})", ""]
-    if "overhead" not in figures:
+    if figures is not None and "overhead" not in figures:
         L += ["*(No overhead figure: decision overhead was not measured in this run.)*", ""]
     L += ["## Files", "",
           f"- `{CURVES}`: per-eval-point curves, per seed and per budget (the source of everything here).",
