@@ -94,3 +94,5 @@ shapes-table: $(STAMP_TEST)
 	$(PY) experiments/feature_lut.py --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
 	    --table src/e5jax/data/default_table.npz --out $(SHAPES)/feature_lut.json
 	$(PY) experiments/knob_effects_by_size.py --table $(SHAPES_TABLE) --out $(SHAPES)/knob_effects_by_size.json
+	$(PY) experiments/oracle_gap.py --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
+	    --table src/e5jax/data/default_table.npz --out $(SHAPES)/oracle_gap.json

@@ -242,3 +242,34 @@ def test_feature_lut_finds_what_features_predict_and_nothing_else():
     assert by_f0["normalized_utility"] > 0.98 and task["normalized_utility"] < 0.2
     assert by_f1["normalized_utility"] < task["normalized_utility"] + 0.1 and by_f1["keys_on_val"] == 4
     assert feature_lut(t, (), fit="all")["normalized_utility"] == pytest.approx(table_summary(t)["context_value"], abs=1e-6)
+
+
+def test_oracle_gap_sources_puts_the_gap_where_the_full_model_is_wrong():
+    """A quarter of the requests are answered wrongly by the full config (0.1) and better by the degraded one (0.6);
+    the rest prefer the full config. The task LUT picks the full config, so the whole gap to the oracle sits in the
+    wrong quarter, the oracle's quality there is 0.5 above full's, and a LUT on either bin alone closes its gap."""
+    import pytest
+
+    from e5jax.stats import oracle_gap_sources
+    from e5jax.table import ProfileTable
+
+    R = 200
+    wrong = np.arange(R) % 4 == 1
+    quality = np.where(wrong[:, None], [0.6, 0.1], [0.7, 0.9])
+    t = ProfileTable(knobs={"vision_tokens": np.array([1, 2]), "top_k": np.array([1]), "active_blocks": np.array([1])},
+                     request_ids=np.array([f"r{i}" for i in range(R)]), task_types=np.array(["t"] * R),
+                     split=np.where(np.arange(R) % 2 == 0, "val", "train"), feature_names=("f0",),
+                     features=np.zeros((R, 1)), latency_ms=np.full((R, 2), 10.0), quality=quality,
+                     meta={"source": "test"})
+    r = oracle_gap_sources(t)
+    lo, hi = r["bins"]
+    assert lo["full_quality"] == [0.0, 0.5] and hi["full_quality"] == [0.5, 1.0]
+    assert lo["val_requests"] == 0 and hi["val_requests"] == 100  # even indices are val; wrong ones are odd
+    t = t.replace(split=np.where(np.arange(R) % 8 < 4, "val", "train"))  # now half of the wrong ones are val
+    r = oracle_gap_sources(t)
+    lo, hi = r["bins"]
+    assert lo["val_requests"] == 25 and hi["val_requests"] == 75
+    assert lo["share_of_gap"] == pytest.approx(1.0) and hi["share_of_gap"] == pytest.approx(0.0)
+    assert lo["oracle_quality_over_full"] == pytest.approx(0.5) and hi["oracle_quality_over_full"] == pytest.approx(0.0)
+    assert lo["task_lut_train"] == pytest.approx(1.0) and hi["task_lut_train"] == pytest.approx(1.0)
+    assert r["task_lut_train"] < 0.5  # over both bins the task LUT's one config leaves the wrong quarter's gap open

@@ -240,3 +240,51 @@ def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "t
     return {"columns": list(columns), "fit": fit, "keys_on_val": int(len(np.unique(key[val]))),
             "normalized_utility_per_budget": np.asarray(norm).tolist(),
             "normalized_utility": float(A.mean_over_budgets(norm))}
+
+
+def oracle_gap_sources(table: ProfileTable, lam: float = 2.0, edges=(0.5,)) -> dict:
+    """Where the per-request oracle's lead over the task LUT comes from: val requests binned by the quality the *full*
+    config gets on them (``edges`` cut [0, 1]). Per bin: its requests' share of the summed gap (oracle reward minus
+    the train-fitted task LUT's, mean over budgets), the mean quality the oracle config at the largest budget has above
+    the full config's (where positive, the oracle profits from a degraded config answering better than the full model)
+    and the share of each knob level among those oracle configs,
+    and the task LUT's normalized utility on the bin's requests alone (``feature_lut`` on the sub-table, fitted on
+    train and on all). The full config's quality is an outcome, not a feature: a diagnostic of the table, never a
+    controller input. A gap that sits in the bins the model gets wrong is the model's error pattern, which request
+    features need not predict."""
+    env = E.make_env_params(table, lam=lam, oracle_tol=E.ORACLE_TOL)
+    R = table.num_requests
+    rew = np.asarray(E.reward_matrix(env, jnp.arange(R)[None, :], env.budgets[:, None]))  # [B, R, C]
+    train, val = table.split == "train", table.split == "val"
+    task = np.asarray(env.task)
+    by_task, _ = _best_per_group(rew, task, train)  # [B, T]
+    chosen = np.take_along_axis(rew, by_task[:, task][..., None], -1)[..., 0]  # [B, R]
+    gap = (rew.max(-1) - chosen).mean(0)  # [R], mean over budgets
+    q = np.asarray(table.quality, float)
+    full = q[:, table.full_config]
+    top = rew[-1].argmax(-1)  # [R] the oracle's config at the largest budget
+    above = q[np.arange(R), top] - full
+    levels = table.config_levels()[top]  # [R, K]
+    cuts = [0.0, *map(float, edges), 1.0]
+    label = np.clip(np.searchsorted(np.asarray(edges, float), full, side="right"), 0, len(cuts) - 2)
+    total = float(gap[val].sum())
+    bins = []
+    for i in range(len(cuts) - 1):
+        m = label == i
+        row = {"full_quality": [cuts[i], cuts[i + 1]], "val_requests": int((m & val).sum()),
+               "share_of_val_requests": float((m & val).sum() / max(val.sum(), 1)),
+               "share_of_gap": float(gap[m & val].sum() / total) if total > 0 else None,
+               "mean_gap": float(gap[m & val].mean()) if (m & val).any() else None,
+               "oracle_quality_over_full": float(above[m & val].mean()) if (m & val).any() else None,
+               "oracle_levels_at_largest_budget": {
+                   k: {int(v): float(np.mean(levels[m & val, j] == v)) for v in table.knobs[k]}
+                   for j, k in enumerate(table.knob_names)} if (m & val).any() else None,
+               "task_lut_train": None, "task_lut_all": None}
+        if (m & val).sum() >= 2 and (m & train).any():
+            sub = table.take(m)
+            row["task_lut_train"] = feature_lut(sub, (), lam=lam, fit="train")["normalized_utility"]
+            row["task_lut_all"] = feature_lut(sub, (), lam=lam, fit="all")["normalized_utility"]
+        bins.append(row)
+    return {"lam": lam, "edges": list(map(float, edges)), "val_requests": int(val.sum()),
+            "task_lut_train": feature_lut(table, (), lam=lam, fit="train")["normalized_utility"],
+            "task_lut_all": feature_lut(table, (), lam=lam, fit="all")["normalized_utility"], "bins": bins}

@@ -194,6 +194,14 @@ class ProfileTable:
     def replace(self, **changes) -> "ProfileTable":
         return dataclasses.replace(self, **changes)
 
+    def take(self, idx) -> "ProfileTable":
+        """The requests ``idx`` (indices or a boolean mask), every per-request column with them."""
+        idx = np.asarray(idx)
+        optional = {n: None if getattr(self, n) is None else getattr(self, n)[idx] for n in OPTIONAL_VALUE_COLUMNS}
+        return self.replace(request_ids=self.request_ids[idx], task_types=self.task_types[idx], split=self.split[idx],
+                            features=self.features[idx], latency_ms=self.latency_ms[idx], quality=self.quality[idx],
+                            **optional)
+
 
 # --------------------------------------------------------------------------- validation
 def validate(t: ProfileTable) -> None:
