@@ -197,7 +197,7 @@ def enable_compilation_cache() -> None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.cmd in ("run", "validate", "robustness"):
+    if args.cmd in ("run", "validate", "robustness", "sweep"):
         enable_compilation_cache()
     try:
         if args.cmd in ("run", "sweep"):
