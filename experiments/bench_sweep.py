@@ -11,7 +11,7 @@ recorded before and after every step.
 
 ``tune_phase_vs_default_runs`` in the JSON: the tune phase against the default runs it stands for (rows / seeds of
 them per method; trial 0's separate run is the method's default run), the issue-23 target being <= 1.2x;
-``--reanalyse`` recomputes it on an existing ``--out``.
+``--reanalyse`` recomputes it and the per-trial ratios on an existing ``--out``.
 
 ``--scaling 1,4,16,...,1024`` (for an accelerator) instead runs one sweep process per row count R (R trials x 1
 seed per method, the full env-step budget per row) and the first ``--separate`` trials once as separate processes,
@@ -141,6 +141,25 @@ def scaling(args) -> int:
     return 0
 
 
+def per_trial_ratios(doc: dict) -> dict:
+    """Per method, the sweep's seconds and training throughput per trial against the separate runs'. A trial is
+    ``seeds`` rows; the trial count is the sweep's rows / seeds (widening rounds add trials)."""
+    steps_trial = doc["seeds"] * doc["env_steps_per_row"]  # cancels in the ratios
+    out = {}
+    for m, s in doc["sweep"]["methods"].items():
+        sep = doc["separate"][m]
+        T = s["rows"] / doc["seeds"]
+        proc = sum(x["process_wall_s"] for x in sep) / len(sep)
+        train = sum(x["train_s"] for x in sep) / len(sep)
+        out[m] = {"trials": T, "sweep_s_per_trial_incl_compile": (s["train_s"] + s["compile_s"]) / T,
+                  "separate_process_s_per_trial": proc,
+                  "speedup_vs_separate_processes": proc / ((s["train_s"] + s["compile_s"]) / T),
+                  "sweep_train_env_steps_per_s_per_trial": steps_trial / (s["train_s"] / T),
+                  "default_run_train_env_steps_per_s": steps_trial / train,
+                  "per_trial_throughput_ratio": (steps_trial / (s["train_s"] / T)) / (steps_trial / train)}
+    return out
+
+
 TARGET = 1.2  # issue 23: the tune phase within 1.2x of (rows x one default run's training time)
 
 
@@ -175,6 +194,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.reanalyse:
         doc = json.loads(Path(args.out).read_text())
+        doc["ratios"] = per_trial_ratios(doc)
         doc["tune_phase_vs_default_runs"] = tune_phase_vs_default_runs(doc)
         Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
         print(json.dumps(doc["tune_phase_vs_default_runs"], indent=1))
@@ -216,24 +236,11 @@ def main() -> int:
                 return 1
             doc["separate"] = sep
             save()
-    # per trial: env steps of one trial (seeds x budget) / seconds per trial
-    T, steps_trial = args.trials, args.seeds * args.steps
-    ratios = {}
-    for m in methods:
-        s = doc["sweep"]["methods"][m]
-        proc = sum(x["process_wall_s"] for x in sep[m]) / len(sep[m])
-        train = sum(x["train_s"] for x in sep[m]) / len(sep[m])
-        ratios[m] = {"sweep_s_per_trial_incl_compile": (s["train_s"] + s["compile_s"]) / T,
-                     "separate_process_s_per_trial": proc,
-                     "speedup_vs_separate_processes": proc / ((s["train_s"] + s["compile_s"]) / T),
-                     "sweep_train_env_steps_per_s_per_trial": steps_trial / (s["train_s"] / T),
-                     "default_run_train_env_steps_per_s": steps_trial / train,
-                     "per_trial_throughput_ratio": (steps_trial / (s["train_s"] / T)) / (steps_trial / train)}
-    doc["ratios"] = ratios
+    doc["ratios"] = per_trial_ratios(doc)
     doc["sweep_total_wall_s_incl_process"] = doc["sweep"]["wall_s"]
     doc["tune_phase_vs_default_runs"] = tune_phase_vs_default_runs(doc)
     save()
-    print(json.dumps(ratios, indent=1))
+    print(json.dumps(doc["ratios"], indent=1))
     return 0
 
 
