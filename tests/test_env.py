@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e5jax import env as E
-from e5jax.stats import table_summary
+from e5jax.stats import format_summary, table_summary
 
 
 def test_env_params_shapes(small_table):
@@ -273,3 +273,8 @@ def test_oracle_gap_sources_puts_the_gap_where_the_full_model_is_wrong():
     assert lo["oracle_quality_over_full"] == pytest.approx(0.5) and hi["oracle_quality_over_full"] == pytest.approx(0.0)
     assert lo["task_lut_train"] == pytest.approx(1.0) and hi["task_lut_train"] == pytest.approx(1.0)
     assert r["task_lut_train"] < 0.5  # over both bins the task LUT's one config leaves the wrong quarter's gap open
+    s = table_summary(t)  # e5jax validate carries it and prints a line of it
+    assert s["oracle_gap_by_full_quality"] == r
+    line = [x for x in format_summary(s).splitlines() if "oracle's lead over the train-fitted task LUT" in x]
+    assert len(line) == 1 and "100% of it in the 25% of val requests" in line[0] and "+0.500" in line[0]
+    assert "a degraded config answering better" in line[0]

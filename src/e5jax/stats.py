@@ -129,6 +129,7 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
         "task_budget_lut_normalized_utility_val": ctx.tolist(),
         "context_value": float(A.mean_over_budgets(ctx)),
         "lut_choice_not_optimal_val": lut_missed.mean(-1).tolist(),
+        "oracle_gap_by_full_quality": oracle_gap_sources(table, lam=lam),
         "notes": table_notes(table),
     }
 
@@ -172,6 +173,16 @@ def format_summary(s: dict, source: str = "") -> str:
     if "lut_choice_not_optimal_val" in s:
         L.append("    LUT!=opt" + "".join(f"{x:8.1%}" for x in s["lut_choice_not_optimal_val"])
                  + "   (share of val requests whose optimal set misses their task's LUT config)")
+    g = s.get("oracle_gap_by_full_quality")
+    if g:
+        lo, hi = g["bins"]
+        if lo["share_of_gap"] is not None and lo["val_requests"] > 0:
+            L.append(f"  the oracle's lead over the train-fitted task LUT: {lo['share_of_gap']:.0%} of it in the "
+                     f"{lo['share_of_val_requests']:.0%} of val requests whose full-config quality is < {hi['full_quality'][0]:g}; "
+                     f"there the oracle's config at b={s['budgets'][-1]:.2f} has {lo['oracle_quality_over_full']:+.3f} quality "
+                     "over the full config's" + (" (a degraded config answering better than the full model: no request "
+                                                 "feature need predict it)" if lo["oracle_quality_over_full"] > 0.01 else "")
+                     + "; experiments/oracle_gap.py")
     L.append(f"  oracle ties (configs within {s['oracle_tol']:g} of the best reward are all optimal), per budget b:")
     L.append("    b              " + "".join(f"{b:>8.2f}" for b in s["budgets"]))
     for split in ("val", "all"):
