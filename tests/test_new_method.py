@@ -110,6 +110,15 @@ def test_an_eighth_method_runs_through_run_overhead_report_and_sweep(tmp_path, r
     over = json.loads((out / "e5_overhead_analysis.json").read_text())["methods"]["eps_greedy"]
     assert over["decision_ms"]["p50"] > 0 and over["eager_agreement"]["fraction"] == 1.0  # exported and timed
     assert "collect" in over["training"]["components"]
+    # each method's timing programs: trace / lower / compile seconds, or the method whose compile it shares
+    tp = {n: json.loads((out / "e5_overhead_analysis.json").read_text())["methods"][n]["timing_programs_compile_s"]
+          for n in ("lut", "eps_greedy")}
+    assert "collect" in tp["lut"]["programs"]  # lut times its collect phase; learn is the remainder
+    assert all(v[k] >= 0 for v in tp["lut"]["programs"].values() for k in ("trace_s", "lower_s", "compile_s"))
+    assert tp["eps_greedy"] == {"shared_with": "lut"} or "collect" in tp["eps_greedy"]["programs"]
+    ph = curves["meta"]["phases_s"]  # where the run's wall time went
+    assert set(ph) == {"init_and_compile_s", "training_s", "overhead_analysis_s"} and min(ph.values()) > 0
+    assert sum(ph.values()) == pytest.approx(curves["meta"]["total_wall_time_s"])
     summary = (out / "summary.md").read_text()
     assert "eps_greedy" in summary
     for fig in FIGURE_LIST:  # every figure of the run drawn, the new method among them

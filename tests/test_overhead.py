@@ -371,9 +371,9 @@ def test_recorder_compiles_shared_phases_once(tmp_path, setup, trained):
     calls = []
     real = O.compile_components
 
-    def counting(method, states, env_):
+    def counting(method, states, env_, **kw):
         calls.append(method.name)
-        return real(method, states, env_)
+        return real(method, states, env_, **kw)
 
     O.compile_components = counting
     try:
@@ -382,6 +382,10 @@ def test_recorder_compiles_shared_phases_once(tmp_path, setup, trained):
     finally:
         O.compile_components = real
     assert calls == ["lut", "grpo"]
+    # the programs' trace / lower / compile seconds are kept for the method whose compile made them
+    assert rec.compile_times["heuristic"] == {"shared_with": "lut"}
+    assert set(rec.compile_times["grpo"]["programs"]) == set(rec.programs["grpo"])
+    assert all(t["compile_s"] > 0 and t["trace_s"] >= 0 for t in rec.compile_times["grpo"]["programs"].values())
     assert rec.programs["heuristic"] is rec.programs["lut"] and rec.programs["grpo"] is not rec.programs["lut"]
     assert T.timing_signature(*trained["lut"]) == T.timing_signature(*trained["heuristic"])
     assert T.timing_signature(*trained["lut"]) != T.timing_signature(*trained["knn_lut"])

@@ -34,7 +34,7 @@ eval_every = 4
 checkpoint_every_chunks = 1
 """
 WALL = ("wall_time", "chunk_time_s", "compile_time_s", "compile_breakdown_s", "train_time", "eval_time", "created",
-        "command", "total_wall_time_s", "checkpoint", "resumed", "host")  # checkpoint*: the settings and the saves
+        "command", "total_wall_time_s", "phases_s", "checkpoint", "resumed", "host")  # checkpoint*: the settings and the saves
 
 
 def _strip(x):

@@ -153,6 +153,8 @@ class Recorder:
         self.controllers: dict = {}
         self.programs: dict = {}  # {method: {piece: compiled}} from compile(), in the run's compile threads
         self._compiled: dict = {}  # {timing_signature: {piece: compiled}}
+        self.compile_times: dict = {}  # {method: {"programs": {piece: stage times}} or {"shared_with": method}}
+        self._compiled_by: dict = {}  # {timing_signature: the method whose compile made them}
         self._compiling: dict = {}  # {timing_signature: lock held while it compiles}
         self._lock = threading.Lock()
         self.doc = {
@@ -195,7 +197,12 @@ class Recorder:
             lock = self._compiling.setdefault(key, threading.Lock())
         with lock:
             if key not in self._compiled:
-                self._compiled[key] = compile_components(method, states, self.env)
+                times: dict = {}
+                self._compiled[key] = compile_components(method, states, self.env, times=times)
+                self._compiled_by[key] = name
+                self.compile_times[name] = {"programs": times}
+            else:
+                self.compile_times[name] = {"shared_with": self._compiled_by[key]}
         self.programs[name] = self._compiled[key]
 
     def __call__(self, name: str, method, states, result: dict, evaluate: Callable | None = None) -> None:
@@ -209,6 +216,8 @@ class Recorder:
         except Exception as e:  # the overhead measurement must never lose a finished training run
             print(f"e5jax: overhead analysis of {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
             self.doc["methods"][name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+        if name in self.compile_times:  # its timing programs' trace / lower / compile seconds (in the compile threads)
+            self.doc["methods"][name]["timing_programs_compile_s"] = self.compile_times[name]
         self.doc["meta"]["analysis_wall_s"] += time.perf_counter() - t0
         write_json(self.path, self.doc)
 

@@ -295,17 +295,25 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     with watching(watchdog, MetricsStream(out, tensorboard) if is_writer() else None), \
             compile_pool(todo, lambda name: init_method(name, cfgs[name], run, env), env, also=timing) as compiled:
         compiled.wait(progress)
+        t_compiled = time.perf_counter()
         with tqdm(total=total, desc="e5 train", unit="chunk", disable=not progress, file=sys.stderr) as pbar:
             for name in todo:
                 run_method(name, cfgs[name], run, env, refs, pbar, on_done=finished, prepared=compiled[name],
                            checkpointer=ckpts[name])
+    t_trained = time.perf_counter()
     if overhead is not None:
         for name, (method, states, result) in trained.items():
             overhead(name, method, states, result, evaluate=compiled[name].evaluate)
         overhead.finish()
         doc["meta"]["overhead_analysis_s"] = overhead.doc["meta"]["analysis_wall_s"]
     doc["complete"] = True
-    doc["meta"]["total_wall_time_s"] = time.perf_counter() - t_start
+    t_end = time.perf_counter()
+    doc["meta"]["total_wall_time_s"] = t_end - t_start
+    # where the run's wall time went: initialising every method and compiling every program (methods' and timing
+    # programs', in threads) until the last compile is done; training (chunks, checkpoints, per-method bookkeeping);
+    # the overhead analysis; the report comes after (its own file, e5jax.report)
+    doc["meta"]["phases_s"] = {"init_and_compile_s": t_compiled - t_start, "training_s": t_trained - t_compiled,
+                               "overhead_analysis_s": t_end - t_trained}
     doc["meta"]["checkpoints"] = {"every_chunks": run.checkpoint_every_chunks, "every_s": run.checkpoint_every_s,
                                   "saves": sum(c.saves for c in ckpts.values()),
                                   "save_s": sum(c.save_s for c in ckpts.values())}
@@ -316,7 +324,7 @@ def run_experiment(run: RunConfig, cfgs: dict, table: ProfileTable, table_path: 
     return doc
 
 
-def print_final(doc: dict, out: Path) -> None:
+def print_final(doc: dict, out: Path, report_s: float | None = None) -> None:
     print(f"\nfinal greedy val utility, normalized ((U - U_random) / (U_oracle - U_random), mean over budgets), "
           f"mean ± std over {doc['meta']['run']['seeds']} seeds:")
     for name, m in doc["methods"].items():
@@ -327,7 +335,11 @@ def print_final(doc: dict, out: Path) -> None:
               + (f"train {m['train_time_s']:6.1f}s" if m.get("train_time_s") is not None
                  else f"train < {m.get('train_time_resolution_s', float('nan')):.2g}s (below resolution)")
               + (f" + eval {m['eval_time_s']:.1f}s" if m.get("eval_time_s") is not None else ""))
-    print(f"total wall time {doc['meta']['total_wall_time_s']:.1f}s -> {out}")
+    ph = doc["meta"].get("phases_s")
+    parts = "" if ph is None else (f" (init + compile {ph['init_and_compile_s']:.1f}s, training {ph['training_s']:.1f}s, "
+                                   f"overhead analysis {ph['overhead_analysis_s']:.1f}s"
+                                   + ("" if report_s is None else f"; then the report {report_s:.1f}s") + ")")
+    print(f"total wall time {doc['meta']['total_wall_time_s']:.1f}s{parts} -> {out}")
 
 
 def run_outputs(out: Path) -> list[Path]:
@@ -397,6 +409,7 @@ def run_from_args(args) -> int:
         return 0
     from e5jax.report import write_outputs
 
+    t0 = time.perf_counter()
     write_outputs(out, thresholds=run.thresholds, figures=not getattr(args, "no_figures", False))
-    print_final(doc, out)
+    print_final(doc, out, report_s=time.perf_counter() - t0)
     return 0

@@ -193,10 +193,13 @@ EVALUATION = Component("evaluation", None, per="eval point",
                        what="greedy evaluation on the val split at every budget (the run's compiled evaluate)")
 
 
-def compile_components(method, states, env: E.EnvParams, comps: Sequence[Component] | None = None) -> dict:
+def compile_components(method, states, env: E.EnvParams, comps: Sequence[Component] | None = None,
+                       times: dict | None = None) -> dict:
     """Lower and compile the timing programs of ``comps`` (default ``phase_components``) for these states' shapes,
     executing nothing (so it can run in a compile thread while the main thread trains). A generation piece's
-    batch shape, from ``jax.eval_shape``, is the ``fixed`` input of the pieces after it. Returns {name: compiled}."""
+    batch shape, from ``jax.eval_shape``, is the ``fixed`` input of the pieces after it. Returns {name: compiled};
+    ``times`` (a dict) receives each program's stage times ({name: {"trace_s", "lower_s", "compile_s"[,
+    "trace_cache"]}}, ``loop.staged_compile``'s)."""
     key, zero = jax.random.PRNGKey(123), jnp.zeros(())
     fixed, out = {}, {}
     for comp in (phase_components(method) if comps is None else comps):
@@ -204,7 +207,10 @@ def compile_components(method, states, env: E.EnvParams, comps: Sequence[Compone
         args = (states, fixed, key, 1, zero, env)
         # the default pieces are the method's own phases: kept in the trace cache (e5jax.tracecache) across runs
         label = None if comps is not None else repr((method.name, "timing", comp.name))
-        out[comp.name] = compiled = staged_compile(f, *args, label=label, program=f"timing_{comp.name}")[0]
+        compiled, parts = staged_compile(f, *args, label=label, program=f"timing_{comp.name}")
+        out[comp.name] = compiled
+        if times is not None:
+            times[comp.name] = parts
         if comp.feeds:  # a program from the trace cache knows its output shapes: no second trace
             shapes = compiled.out_shapes() if isinstance(compiled, tracecache.Flat) else jax.eval_shape(f, *args)
             fixed = {**fixed, **shapes[0]}
