@@ -6,7 +6,9 @@ also fits noise) and on all requests (perfect knowledge), beside the task LUT (n
 feature LUT does not beat the task LUT, the gap between the task LUT and the per-request oracle is not something the
 features predict. Which feature set is "best" is chosen on a tuning split carved from train
 (``ProfileTable.tuning_split``: a LUT fitted on the rest of train, scored on it), never on val; the set with the best
-val score is reported too, labelled as selected on val (optimistic: a maximum over every set).
+val score is reported too, labelled as selected on val (optimistic: a maximum over every set). Each of the two is
+held against the task LUT by the lab's decision rule (``stats.feature_lut_decision``: the 95% CI of the difference in
+val normalized utility over a paired bootstrap of the val requests; ">" only when it excludes 0).
 
     python experiments/feature_lut.py --table artifacts/tables/cpu_tiny_llava_olmoe_shapes.npz \\
         --out artifacts/shapes/feature_lut.json
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from e5jax.io import write_json  # noqa: E402
-from e5jax.stats import feature_lut  # noqa: E402
+from e5jax.stats import feature_lut, feature_lut_decision  # noqa: E402
 from e5jax.table import load_table  # noqa: E402
 
 
@@ -52,13 +54,23 @@ def main(argv=None) -> int:
         task = rows[0]
         chosen = max(rows, key=lambda r: r["tuning"])
         best = max(rows, key=lambda r: r["train"])
+        # the lab's decision rule on each set's gain over the task LUT (val, paired request-level bootstrap)
+        vs_task = {}
+        for label, row in (("chosen_on_tuning_split", chosen), ("best_train_fitted", best)):
+            if row["columns"]:
+                d = feature_lut_decision(t, tuple(row["columns"]), lam=args.lam)
+                vs_task[label] = {k: d[k] for k in ("columns", "diff", "ci", "decision", "confidence", "n_boot")}
         report["tables"][path] = {"task_lut": task, "chosen_on_tuning_split": chosen, "best_train_fitted": best,
-                                  "rows": rows}
+                                  "vs_task_lut": vs_task, "rows": rows}
         print(f"{path}: task LUT train-fitted {task['train']:.3f} (perfect {task['all']:.3f}); the feature set chosen on "
               f"the tuning split, {chosen['columns'] or 'no feature'}: {chosen['train']:.3f} on val (tuning "
               f"{chosen['tuning']:.3f} vs task LUT {task['tuning']:.3f}); selected on val (optimistic): "
               f"{best['train']:.3f} on {best['columns'] or 'no feature'} (in-sample {best['val']:.3f}, "
               f"{best['keys_on_val']} keys on val)")
+        for label, d in vs_task.items():
+            print(f"  {label} ({'+'.join(d['columns'])}) - task LUT on val: {d['diff']:+.3f}, 95% CI over val requests "
+                  f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {d['decision']}"
+                  + (" (selected on val: optimistic)" if label == "best_train_fitted" else ""))
     write_json(args.out, report)
     return 0
 

@@ -224,7 +224,7 @@ def test_feature_lut_finds_what_features_predict_and_nothing_else():
     a request needs: here config 0 suits f0 = 0 and config 1 suits f0 = 1; f1 is unrelated noise."""
     import pytest
 
-    from e5jax.stats import feature_lut
+    from e5jax.stats import feature_lut, feature_lut_decision
     from e5jax.table import ProfileTable
 
     rng = np.random.default_rng(0)
@@ -242,6 +242,12 @@ def test_feature_lut_finds_what_features_predict_and_nothing_else():
     assert by_f0["normalized_utility"] > 0.98 and task["normalized_utility"] < 0.2
     assert by_f1["normalized_utility"] < task["normalized_utility"] + 0.1 and by_f1["keys_on_val"] == 4
     assert feature_lut(t, (), fit="all")["normalized_utility"] == pytest.approx(table_summary(t)["context_value"], abs=1e-6)
+    # by the lab's decision rule (request-level bootstrap): f0 resolves above the task LUT, the noise column does not
+    d0, d1 = feature_lut_decision(t, ("f0",)), feature_lut_decision(t, ("f1",))
+    assert d0["value"] == pytest.approx(by_f0["normalized_utility"], abs=1e-6)
+    assert d0["base_value"] == pytest.approx(task["normalized_utility"], abs=1e-6)
+    assert d0["decision"] == ">" and d0["ci"][0] > 0.5 and d0["diff"] == pytest.approx(d0["value"] - d0["base_value"])
+    assert d1["decision"] == "unresolved" and d1["ci"][0] <= 0 <= d1["ci"][1]
 
 
 def test_oracle_gap_sources_puts_the_gap_where_the_full_model_is_wrong():

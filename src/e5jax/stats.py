@@ -250,7 +250,37 @@ def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "t
     val = np.asarray(vreq[0])
     return {"columns": list(columns), "fit": fit, "keys_on_val": int(len(np.unique(key[val]))),
             "normalized_utility_per_budget": np.asarray(norm).tolist(),
-            "normalized_utility": float(A.mean_over_budgets(norm))}
+            "normalized_utility": float(A.mean_over_budgets(norm)),
+            "val_actions": actions}  # [B, Rv] configs chosen for the val requests (feature_lut_decision's input)
+
+
+def feature_lut_decision(table: ProfileTable, columns, lam: float = 2.0, fit: str = "train", base=()) -> dict:
+    """Is the LUT on ``columns`` better than the LUT on ``base`` (default: the task LUT), both fitted on ``fit``, by
+    the lab's decision rule (``e5jax.decide.compare``: normalized utility on val, a paired bootstrap over the val
+    requests, 95% CI of the difference)? A LUT is deterministic, so the request level is the only uncertainty.
+    Returns the ``decide.pair`` row (a = columns, b = base: ``diff``, ``ci_two_level``, ``decision``: ">", "<" or
+    "unresolved") with both LUTs' values."""
+    from e5jax import decide as D
+
+    env = E.make_env_params(table, lam=lam, oracle_tol=E.ORACLE_TOL)
+    val = np.asarray(E.eval_grid(env)[0][0])
+    rew = D.request_rewards(np.asarray(env.quality)[val], np.asarray(env.latency_norm)[val], np.asarray(env.budgets),
+                            float(env.lam))  # [B, Rv, C]
+    u_rand, u_orc = rew.mean(-1), rew.max(-1)
+    bi, ri = np.arange(rew.shape[0])[:, None], np.arange(rew.shape[1])[None, :]
+
+    def metric(cols):
+        a = np.asarray(feature_lut(table, cols, lam=lam, fit=fit)["val_actions"])
+        return D.Metric((rew[bi, ri, a] - u_rand)[None], u_orc - u_rand)
+
+    a, b = "+".join(columns) or "task", "+".join(base) or "task"
+    if a == b:
+        raise ValueError(f"feature_lut_decision: the same columns on both sides ({a})")
+    res = D.compare({a: metric(tuple(columns)), b: metric(tuple(base))})
+    row = D.pair(res, a, b)
+    return {"columns": list(columns), "base": list(base), "fit": fit, "value": res["methods"][a]["value"],
+            "base_value": res["methods"][b]["value"], "diff": row["diff"], "ci": row["ci_two_level"],
+            "decision": row["decision"], "confidence": res["confidence"], "n_boot": res["n_boot"]}
 
 
 def oracle_gap_sources(table: ProfileTable, lam: float = 2.0, edges=(0.5,)) -> dict:
