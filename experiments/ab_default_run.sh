@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Default run, old code vs this checkout, interleaved on the same machine: per round, for each code, a cold run
 # (empty compile cache) then a warm one (the cache it filled). Prints one line per run (process wall, user, sys,
-# the run's own total, training and overhead-analysis seconds, load before) and checks that old and new wrote the
+# the run's own total, training, process / training, init + compile phase and overhead-analysis seconds, load before) and checks that old and new wrote the
 # same curves, per-budget values and references. Other jobs on a shared machine move single runs by +-3-5 s:
 # compare rounds, not one pair.
 #
@@ -28,9 +28,11 @@ import json, sys
 d = json.load(open(sys.argv[1] + "/e5_training_curves.json"))
 wall, user, sys_ = sys.argv[3].split()
 train = sum(m["train_time_s"] or 0.0 for m in d["methods"].values())  # None: below resolution
+ph = d["meta"].get("phases_s") or {}  # recorded by runs from 2026-12-04 on
 print(f"{sys.argv[2]:16s} process {wall:>7s} s (user {user}, sys {sys_})  run {d['meta']['total_wall_time_s']:6.1f} s  "
-      f"training {train:5.1f} s  overhead analysis {d['meta'].get('overhead_analysis_s', float('nan')):4.1f} s  "
-      f"load before {sys.argv[4]}")
+      f"training {train:5.1f} s  process/training {float(wall) / train if train else float('nan'):.2f}x  "
+      f"init+compile {ph.get('init_and_compile_s', float('nan')):5.1f} s  "
+      f"overhead analysis {d['meta'].get('overhead_analysis_s', float('nan')):4.1f} s  load before {sys.argv[4]}")
 EOF
     done
   done
