@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from e5jax.io import write_json  # noqa: E402
 from e5jax.stats import feature_lut, feature_lut_decision  # noqa: E402
-from e5jax.table import load_table  # noqa: E402
+from e5jax.table import TableError, load_table  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,11 +35,20 @@ def main(argv=None) -> int:
     ap.add_argument("--lam", type=float, default=2.0)
     ap.add_argument("--max-columns", type=int, default=3, help="feature sets of up to this many columns")
     ap.add_argument("--tuning-fraction", type=float, default=0.25, help="share of train carved out to choose the set")
+    ap.add_argument("--drop-task", action="append", default=[], metavar="TYPE",
+                    help="leave out every request of this task type (repeatable), e.g. a question type the model never learned")
     ap.add_argument("--out", required=True, help="JSON report")
     args = ap.parse_args(argv)
-    report = {"lam": args.lam, "tuning_split": {"fraction": args.tuning_fraction, "seed": 0}, "tables": {}}
-    for path in args.table:
-        t = load_table(path)
+    try:
+        tables = {path: load_table(path) for path in args.table}
+        if args.drop_task:  # an analysis of part of each table (ProfileTable.without_tasks)
+            tables = {path: t.without_tasks(args.drop_task) for path, t in tables.items()}
+    except TableError as e:
+        print(f"feature_lut: {e}", file=sys.stderr)
+        return 2
+    report = {"lam": args.lam, "tuning_split": {"fraction": args.tuning_fraction, "seed": 0},
+              "dropped_tasks": args.drop_task, "tables": {}}
+    for path, t in tables.items():
         tune = t.tuning_split(args.tuning_fraction)
         cols = [c for c in t.feature_names if len(set(t.features[:, t.feature_names.index(c)].tolist())) > 1]
         rows = []

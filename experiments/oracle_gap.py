@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from e5jax.io import write_json  # noqa: E402
 from e5jax.stats import oracle_gap_sources  # noqa: E402
-from e5jax.table import load_table  # noqa: E402
+from e5jax.table import TableError, load_table  # noqa: E402
 
 
 def _f(x, nd=3):
@@ -35,8 +35,17 @@ def main(argv=None) -> int:
     ap.add_argument("--table", action="append", required=True, help="table (.npz/.csv); repeat for several")
     ap.add_argument("--lam", type=float, default=2.0)
     ap.add_argument("--edges", default="0.5", help="full-config quality cut points, comma-separated (default 0.5)")
+    ap.add_argument("--drop-task", action="append", default=[], metavar="TYPE",
+                    help="leave out every request of this task type (repeatable), e.g. a question type the model never learned")
     ap.add_argument("--out", required=True, help="JSON report")
     args = ap.parse_args(argv)
+    try:
+        tables = {path: load_table(path) for path in args.table}
+        if args.drop_task:  # an analysis of part of each table (ProfileTable.without_tasks)
+            tables = {path: t.without_tasks(args.drop_task) for path, t in tables.items()}
+    except TableError as e:
+        print(f"oracle_gap: {e}", file=sys.stderr)
+        return 2
     try:
         edges = tuple(float(x) for x in args.edges.split(","))
     except ValueError:
@@ -45,9 +54,9 @@ def main(argv=None) -> int:
     if any(not 0 < e < 1 for e in edges) or list(edges) != sorted(set(edges)):
         print(f"oracle_gap: --edges must be increasing and inside (0, 1), got {args.edges}", file=sys.stderr)
         return 2
-    report = {"lam": args.lam, "tables": {}}
-    for path in args.table:
-        r = oracle_gap_sources(load_table(path), lam=args.lam, edges=edges)
+    report = {"lam": args.lam, "dropped_tasks": args.drop_task, "tables": {}}
+    for path, table in tables.items():
+        r = oracle_gap_sources(table, lam=args.lam, edges=edges)
         report["tables"][path] = r
         print(f"{path}: task LUT {r['task_lut_train']:.3f} (train-fitted), {r['task_lut_all']:.3f} (context value), "
               f"{r['val_requests']} val requests")

@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,31 @@ def test_validate_prints_oracle_tie_counts(tmp_path, capsys):
     unique_val = next(line for line in out.splitlines() if line.strip().startswith("unique   val"))
     assert unique_val.split()[2:2 + len(EVAL_BUDGETS)] == [f"{x:.1%}" for x in s["oracle_ties_val"]["unique_share"]]
     assert "tie-break" in out and "configs within 1e-06 of the best reward are all optimal" in out
+
+
+def test_without_tasks_drops_a_task_type_and_refuses_an_unknown_one(tmp_path, small_table, capsys):
+    """ProfileTable.without_tasks keeps every other request with all its columns; an unknown type or dropping every
+    type is a TableError; the analysis scripts that take --drop-task say so in one line, exit 2 and write nothing."""
+    import importlib.util
+
+    types = sorted(set(small_table.task_types.tolist()))
+    part = small_table.without_tasks([types[0]])
+    keep = small_table.task_types != types[0]
+    assert part.num_requests == int(keep.sum()) and types[0] not in set(part.task_types.tolist())
+    np.testing.assert_array_equal(part.quality, small_table.quality[keep])
+    np.testing.assert_array_equal(part.features, small_table.features[keep])
+    assert list(part.request_ids) == list(small_table.request_ids[keep])
+    with pytest.raises(TableError, match="'nope' is not in the table"):
+        small_table.without_tasks(["nope"])
+    with pytest.raises(TableError, match="leaves no requests"):
+        small_table.without_tasks(types)
+    small_table.save(tmp_path / "t.npz")
+    root = Path(__file__).resolve().parent.parent
+    for script in ("oracle_gap", "feature_lut"):
+        spec = importlib.util.spec_from_file_location(script, root / "experiments" / f"{script}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out = tmp_path / f"{script}.json"
+        assert mod.main(["--table", str(tmp_path / "t.npz"), "--drop-task", "nope", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'nope' is not in the table" in err[0] and not out.exists()

@@ -202,6 +202,20 @@ class ProfileTable:
                             features=self.features[idx], latency_ms=self.latency_ms[idx], quality=self.quality[idx],
                             **optional)
 
+    def without_tasks(self, names) -> "ProfileTable":
+        """The table less every request of the task types ``names`` (an analysis of part of a table, e.g. without a
+        question type the model never learned); a name the table does not have, or dropping every type, is a
+        ``TableError``."""
+        names = list(names)
+        have = sorted(set(np.asarray(self.task_types).astype(str).tolist()))
+        unknown = [n for n in names if n not in have]
+        if unknown:
+            raise TableError(f"task type {unknown[0]!r} is not in the table (it has {', '.join(have)})")
+        keep = ~np.isin(np.asarray(self.task_types).astype(str), names)
+        if not keep.any():
+            raise TableError(f"dropping {', '.join(names)} leaves no requests")
+        return self.take(np.flatnonzero(keep))
+
 
 # --------------------------------------------------------------------------- validation
 def validate(t: ProfileTable) -> None:
