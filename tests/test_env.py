@@ -219,23 +219,54 @@ def test_numpy_twins_equal_the_jax_observation_and_reward(small_table):
                                                                                        jnp.float32(b), env.lam)))
 
 
+def _f0_table(R: int = 400):
+    """Config 0 suits requests with f0 = 0 and config 1 those with f0 = 1; f1 is unrelated noise."""
+    from e5jax.table import ProfileTable
+
+    rng = np.random.default_rng(0)
+    f0 = rng.integers(0, 2, R)
+    quality = np.where(np.arange(2)[None, :] == f0[:, None], 0.8, 0.2) + rng.uniform(0, 0.01, (R, 2))
+    return ProfileTable(knobs={"vision_tokens": np.array([1, 2]), "top_k": np.array([1]), "active_blocks": np.array([1])},
+                        request_ids=np.array([f"r{i}" for i in range(R)]), task_types=np.array(["t"] * R),
+                        split=np.where(np.arange(R) % 4 == 0, "val", "train"), feature_names=("f0", "f1"),
+                        features=np.column_stack([f0, rng.normal(size=R)]).astype(float),
+                        latency_ms=np.full((R, 2), 10.0), quality=quality, meta={"source": "test"})
+
+
+def test_lut_cells_shows_where_the_feature_lut_gains(tmp_path, capsys):
+    """experiments/lut_cells.py: on the f0 table the task LUT gives every val request one config; the f0 LUT gives
+    each f0 cell its own, and the cell the task LUT served badly is where the reward is gained. An unknown column or
+    budget: one line, exit 2."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("lut_cells", root / "experiments" / "lut_cells.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t = _f0_table()
+    rep = mod.cells(t, "f0", 1.0)
+    cells = {c["bin"]: c for c in rep["cells"]}
+    assert set(cells) == {0.0, 1.0} and sum(c["val_requests"] for c in cells.values()) == int((t.split == "val").sum())
+    assert cells[0.0]["task_lut"]["configs"] == cells[1.0]["task_lut"]["configs"]  # one config for the task
+    assert cells[0.0]["feature_lut"]["configs"] != cells[1.0]["feature_lut"]["configs"]
+    gains = sorted(c["reward_gain"] for c in cells.values())
+    assert abs(gains[0]) < 1e-9 and gains[1] > 0.5  # 0.8 instead of 0.2 in the cell the task LUT's config misfits
+    t.save(tmp_path / "t.npz")
+    for extra in (["--column", "nope"], ["--column", "f0", "--budget", "0.6"]):
+        assert mod.main(["--table", str(tmp_path / "t.npz"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("lut_cells: ")
+
+
 def test_feature_lut_finds_what_features_predict_and_nothing_else():
     """A LUT keyed on (task, feature) fitted on train beats the task LUT exactly when the feature says which config
     a request needs: here config 0 suits f0 = 0 and config 1 suits f0 = 1; f1 is unrelated noise."""
     import pytest
 
     from e5jax.stats import feature_lut, feature_lut_decision
-    from e5jax.table import ProfileTable
 
-    rng = np.random.default_rng(0)
-    R = 400
-    f0 = rng.integers(0, 2, R)
-    quality = np.where(np.arange(2)[None, :] == f0[:, None], 0.8, 0.2) + rng.uniform(0, 0.01, (R, 2))
-    t = ProfileTable(knobs={"vision_tokens": np.array([1, 2]), "top_k": np.array([1]), "active_blocks": np.array([1])},
-                     request_ids=np.array([f"r{i}" for i in range(R)]), task_types=np.array(["t"] * R),
-                     split=np.where(np.arange(R) % 4 == 0, "val", "train"), feature_names=("f0", "f1"),
-                     features=np.column_stack([f0, rng.normal(size=R)]).astype(float),
-                     latency_ms=np.full((R, 2), 10.0), quality=quality, meta={"source": "test"})
+    t = _f0_table()
     task = feature_lut(t, ())
     by_f0 = feature_lut(t, ("f0",))
     by_f1 = feature_lut(t, ("f1",))

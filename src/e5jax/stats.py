@@ -218,6 +218,15 @@ def _best_per_group(rew: np.ndarray, groups: np.ndarray, members: np.ndarray) ->
     return mean.argmax(-1), counts > 0
 
 
+def feature_bins(table: ProfileTable, column: str, bins: int = 4) -> np.ndarray:
+    """[R] the feature ``column`` as a LUT key: its values when it has at most ``bins`` distinct ones, else the index
+    of its train-quantile bin (0 .. bins-1; cut points at the train split's 1/bins, 2/bins, ... quantiles)."""
+    x = np.asarray(table.features[:, list(table.feature_names).index(column)], float)
+    if len(np.unique(x)) > bins:
+        x = np.searchsorted(np.quantile(x[table.split == "train"], np.linspace(0, 1, bins + 1)[1:-1]), x)
+    return x
+
+
 def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "train", bins: int = 4) -> dict:
     """Normalized utility on val of a lookup table keyed on (task, binned ``columns``): per budget, each key's config
     is the one with the best mean reward over the ``fit`` split's requests of that key ("train": what a controller
@@ -230,13 +239,9 @@ def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "t
     rew = np.asarray(E.reward_matrix(env, jnp.arange(R)[None, :], env.budgets[:, None]))  # [B, R, C]
     train = table.split == "train"
     fitted = {"train": train, "val": table.split == "val", "all": np.ones(R, bool)}[fit]
-    names = list(table.feature_names)
     cols = [np.asarray(table.task_types).astype(str)]
     for c in columns:
-        x = np.asarray(table.features[:, names.index(c)], float)
-        if len(np.unique(x)) > bins:
-            x = np.searchsorted(np.quantile(x[train], np.linspace(0, 1, bins + 1)[1:-1]), x)
-        cols.append(np.char.mod("%g", x))
+        cols.append(np.char.mod("%g", feature_bins(table, c, bins)))
     key = np.unique(np.stack(cols, -1), axis=0, return_inverse=True)[1].reshape(-1)  # [R] (task, bins) code
     task = np.asarray(env.task)
     by_key, seen = _best_per_group(rew, key, fitted)
