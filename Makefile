@@ -96,3 +96,21 @@ shapes-table: $(STAMP_TEST)
 	$(PY) experiments/knob_effects_by_size.py --table $(SHAPES_TABLE) --out $(SHAPES)/knob_effects_by_size.json
 	$(PY) experiments/oracle_gap.py --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
 	    --table src/e5jax/data/default_table.npz --out $(SHAPES)/oracle_gap.json
+
+# The replication on 6,000 fresh requests with the same checkpoint (artifacts/shapes6k/PLAN.md: hypotheses fixed
+# before measuring; RESULTS.md). Needs $(SHAPES)/ck (make shapes-table, or the committed checkpoint). ~15 min here.
+SHAPES6K       := artifacts/shapes6k
+SHAPES6K_TABLE := artifacts/tables/cpu_tiny_llava_olmoe_shapes6k.npz
+.PHONY: shapes6k-table
+shapes6k-table: $(STAMP_TEST)
+	$(VENV)/bin/e5jax-bridge shapes-vqa --out $(SHAPES6K)/requests --requests 6000 --seed 1
+	$(VENV)/bin/e5jax-bridge profile --arch tiny-llava-olmoe --weights $(SHAPES)/ck --threads 1 --max-load 1.5 \
+	    --requests $(SHAPES6K)/requests/requests.jsonl --quality-harness --batch-size 256 --max-new-tokens 4 \
+	    --repeats 50 --rounds 10 --out $(SHAPES6K_TABLE)
+	$(VENV)/bin/e5jax validate $(SHAPES6K_TABLE) > $(SHAPES6K)/validate.txt
+	$(VENV)/bin/e5jax-bridge knob-effects --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/knob_effects.json
+	$(PY) experiments/feature_lut.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/feature_lut.json
+	$(PY) experiments/oracle_gap.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/oracle_gap.json
+	$(PY) experiments/lut_cells.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/lut_cells_b1.json
+	nice -n 10 $(VENV)/bin/e5jax run --table $(SHAPES6K_TABLE) --out artifacts/shapes6k_e5 --overwrite --no-figures
+	cp artifacts/shapes6k_e5/summary.md $(SHAPES6K)/e5_summary.md
