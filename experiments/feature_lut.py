@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from e5jax.io import write_json  # noqa: E402
 from e5jax.stats import feature_lut, feature_lut_decision  # noqa: E402
-from e5jax.table import TableError, load_table  # noqa: E402
+from e5jax.table import TableError, load_tables  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -40,9 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="JSON report")
     args = ap.parse_args(argv)
     try:
-        tables = {path: load_table(path) for path in args.table}
-        if args.drop_task:  # an analysis of part of each table (ProfileTable.without_tasks)
-            tables = {path: t.without_tasks(args.drop_task) for path, t in tables.items()}
+        tables = load_tables(args.table, args.drop_task)  # part of each table with --drop-task
     except TableError as e:
         print(f"feature_lut: {e}", file=sys.stderr)
         return 2

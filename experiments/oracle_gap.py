@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from e5jax.io import write_json  # noqa: E402
 from e5jax.stats import oracle_gap_sources  # noqa: E402
-from e5jax.table import TableError, load_table  # noqa: E402
+from e5jax.table import TableError, load_tables  # noqa: E402
 
 
 def _f(x, nd=3):
@@ -40,19 +40,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="JSON report")
     args = ap.parse_args(argv)
     try:
-        tables = {path: load_table(path) for path in args.table}
-        if args.drop_task:  # an analysis of part of each table (ProfileTable.without_tasks)
-            tables = {path: t.without_tasks(args.drop_task) for path, t in tables.items()}
-    except TableError as e:
-        print(f"oracle_gap: {e}", file=sys.stderr)
-        return 2
-    try:
         edges = tuple(float(x) for x in args.edges.split(","))
     except ValueError:
         print(f"oracle_gap: --edges {args.edges!r} is not a comma-separated list of numbers", file=sys.stderr)
         return 2
     if any(not 0 < e < 1 for e in edges) or list(edges) != sorted(set(edges)):
         print(f"oracle_gap: --edges must be increasing and inside (0, 1), got {args.edges}", file=sys.stderr)
+        return 2
+    try:
+        tables = load_tables(args.table, args.drop_task)  # part of each table with --drop-task
+    except TableError as e:
+        print(f"oracle_gap: {e}", file=sys.stderr)
         return 2
     report = {"lam": args.lam, "dropped_tasks": args.drop_task, "tables": {}}
     for path, table in tables.items():

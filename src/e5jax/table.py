@@ -217,6 +217,13 @@ class ProfileTable:
         return self.take(np.flatnonzero(keep))
 
 
+def load_tables(paths, drop_tasks=()) -> dict:
+    """{path: table} for the analysis scripts, each less the requests of ``drop_tasks`` (``without_tasks``); a
+    ``TableError`` names the first problem."""
+    tables = {p: load_table(p) for p in paths}
+    return {p: t.without_tasks(drop_tasks) for p, t in tables.items()} if drop_tasks else tables
+
+
 # --------------------------------------------------------------------------- validation
 def validate(t: ProfileTable) -> None:
     R = len(t.request_ids)
