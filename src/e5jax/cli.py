@@ -191,7 +191,9 @@ def enable_compilation_cache() -> None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # every program, however quick to compile: a warm default run otherwise recompiles the small ones (the overhead
+    # analysis' decision programs, the references, ...) each time, ~3 s of it (docs/performance.md)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv=None) -> int:
