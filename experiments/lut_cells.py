@@ -20,6 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from e5jax import decide as D  # noqa: E402
 from e5jax import env as E  # noqa: E402
 from e5jax.io import write_json  # noqa: E402
 from e5jax.stats import feature_bins, feature_lut  # noqa: E402
@@ -36,8 +37,7 @@ def cells(table, column: str, budget: float, lam: float = 2.0) -> dict:
     task_a = np.asarray(feature_lut(table, (), lam=lam)["val_actions"])[b]
     feat_a = np.asarray(feature_lut(table, (column,), lam=lam)["val_actions"])[b]
     q = np.asarray(table.quality, float)[val]
-    lat = np.asarray(env.latency_norm)[val]
-    rew = q - lam * np.maximum(0.0, lat - budgets[b])  # [Rv, C]
+    rew = D.request_rewards(q, np.asarray(env.latency_norm)[val], budgets, lam)[b]  # [Rv, C] the env's reward
     levels = table.config_levels()
     names = list(table.knobs)
     tasks = np.asarray(table.task_types).astype(str)[val]
