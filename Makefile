@@ -112,5 +112,7 @@ shapes6k-table: $(STAMP_TEST)
 	$(PY) experiments/feature_lut.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/feature_lut.json
 	$(PY) experiments/oracle_gap.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/oracle_gap.json
 	$(PY) experiments/lut_cells.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/lut_cells_b1.json
+	$(PY) experiments/label_rule.py --table $(SHAPES6K_TABLE) --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
+	    --table src/e5jax/data/default_table.npz --out $(SHAPES6K)/label_rule.json
 	nice -n 10 $(VENV)/bin/e5jax run --table $(SHAPES6K_TABLE) --out artifacts/shapes6k_e5 --overwrite --no-figures
 	cp artifacts/shapes6k_e5/summary.md $(SHAPES6K)/e5_summary.md

@@ -281,6 +281,55 @@ def test_feature_lut_finds_what_features_predict_and_nothing_else():
     assert d1["decision"] == "unresolved" and d1["ci"][0] <= 0 <= d1["ci"][1]
 
 
+def test_lut_rules_mean_reward_vs_label_mode_vs_factored_mode(tmp_path, capsys):
+    """One task, a 2 x 2 knob grid (configs (1,1), (1,2), (2,1), (2,2)), equal latencies. Config 0 is never optimal
+    but always 0.01 short of the best (0.59 vs 0.6); the optimum is config 1 on 36% of the requests, config 2 on 34%
+    and config 3 on 30%, where every other config scores 0. So the best mean reward is config 0's, the most frequent
+    label is config 1 and the most frequent level of each knob is level 2 (0.64 / 0.66), i.e. config 3: each rule
+    picks its own config, and the label rules lose to the mean reward by the lab's decision rule."""
+    import pytest
+
+    from e5jax.stats import feature_lut, feature_lut_decision
+    from e5jax.table import ProfileTable
+
+    R = 100
+    best = np.select([np.arange(R) % 50 < 18, np.arange(R) % 50 < 35], [1, 2], 3)
+    quality = np.zeros((R, 4))
+    quality[:, 0] = 0.59
+    quality[np.arange(R), best] = 0.6
+    t = ProfileTable(knobs={"vision_tokens": np.array([1, 2]), "top_k": np.array([1, 2]), "active_blocks": np.array([1])},
+                     request_ids=np.array([f"r{i}" for i in range(R)]), task_types=np.array(["t"] * R),
+                     split=np.where(np.arange(R) < 50, "train", "val"), feature_names=("f0",),
+                     features=np.zeros((R, 1)), latency_ms=np.full((R, 4), 10.0), quality=quality,
+                     meta={"source": "test"})
+    got = {r: np.unique(np.asarray(feature_lut(t, (), rule=r)["val_actions"])).tolist()
+           for r in ("mean_reward", "label_mode", "label_mode_factored")}
+    assert got == {"mean_reward": [0], "label_mode": [1], "label_mode_factored": [3]}
+    for rule in ("label_mode", "label_mode_factored"):
+        d = feature_lut_decision(t, (), rule=rule)
+        assert d["decision"] == "<" and d["ci"][1] < 0
+        assert d["base_value"] == pytest.approx(feature_lut(t, ())["normalized_utility"], abs=1e-6)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        feature_lut(t, (), rule="vote")
+    # experiments/label_rule.py: the same three values, and 36% of train requests hold the modal label (config 1)
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("label_rule", root / "experiments" / "label_rule.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t.save(tmp_path / "t.npz")
+    assert mod.main(["--table", str(tmp_path / "t.npz"), "--out", str(tmp_path / "r.json")]) == 0
+    rep = json.loads((tmp_path / "r.json").read_text())["tables"][str(tmp_path / "t.npz")]
+    assert rep["label_consistency_per_budget"] == pytest.approx([0.36] * 5)
+    assert list(rep["keys"]) == ["task"]  # f0 is constant: no feature keys
+    assert rep["keys"]["task"]["vs_mean_reward"]["label_mode"]["decision"] == "<"
+    assert mod.main(["--table", str(tmp_path / "t.npz"), "--bins", "0", "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists() and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_oracle_gap_sources_puts_the_gap_where_the_full_model_is_wrong():
     """A quarter of the requests are answered wrongly by the full config (0.1) and better by the degraded one (0.6);
     the rest prefer the full config. The task LUT picks the full config, so the whole gap to the oracle sits in the

@@ -209,13 +209,38 @@ def format_summary(s: dict, source: str = "") -> str:
     return "\n".join(L)
 
 
-def _best_per_group(rew: np.ndarray, groups: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per budget and group, the config with the best mean reward over the group's ``members`` ([B, G]), and which
-    groups have members ([G]). ``rew`` [B, R, C], ``groups`` [R] ints in 0..G-1, ``members`` [R] bool."""
+LUT_RULES = ("mean_reward", "label_mode", "label_mode_factored")
+
+
+def _best_per_group(rew: np.ndarray, groups: np.ndarray, members: np.ndarray, rule: str = "mean_reward",
+                    knob_sizes: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Per budget and group, the config a LUT picks from the group's ``members`` ([B, G]), and which groups have
+    members ([G]). ``rew`` [B, R, C], ``groups`` [R] ints in 0..G-1, ``members`` [R] bool. ``rule`` (LUT_RULES):
+
+    * ``mean_reward``: the best mean reward (the expected-utility choice);
+    * ``label_mode``: the config most often *labelled optimal* — each member's optimal set (``env.optimal_set``,
+      tolerance ``env.ORACLE_TOL``) counts 1/|set| for each of its configs — what a maximum-likelihood fit to oracle
+      labels predicts when its model can express the joint distribution;
+    * ``label_mode_factored``: the same counts as per-knob marginals (``knob_sizes``, row-major grid), each knob's
+      most frequent level: the greedy action of a factored policy fitted to those labels.
+    """
     onehot = (groups[:, None] == np.arange(groups.max() + 1)[None]) & members[:, None]  # [R, G]
     counts = onehot.sum(0)
-    mean = np.einsum("brc,rg->bgc", rew, onehot) / np.maximum(counts, 1)[None, :, None]
-    return mean.argmax(-1), counts > 0
+    if rule == "mean_reward":
+        score = np.einsum("brc,rg->bgc", rew, onehot) / np.maximum(counts, 1)[None, :, None]
+        return score.argmax(-1), counts > 0
+    if rule not in LUT_RULES:
+        raise ValueError(f"rule must be one of {', '.join(LUT_RULES)}, got {rule!r}")
+    opt = np.asarray(E.optimal_set(rew, E.ORACLE_TOL), float)
+    score = np.einsum("brc,rg->bgc", opt / opt.sum(-1, keepdims=True), onehot.astype(float))  # [B, G, C]
+    if rule == "label_mode":
+        return score.argmax(-1), counts > 0
+    if int(np.prod(knob_sizes)) != rew.shape[-1]:
+        raise ValueError(f"label_mode_factored: knob sizes {tuple(knob_sizes)} do not make {rew.shape[-1]} configs")
+    grid = score.reshape(score.shape[:2] + tuple(knob_sizes))
+    k = len(knob_sizes)
+    levels = [grid.sum(axis=tuple(2 + j for j in range(k) if j != i)).argmax(-1) for i in range(k)]  # per knob [B, G]
+    return np.ravel_multi_index(tuple(levels), tuple(knob_sizes)), counts > 0
 
 
 def feature_bins(table: ProfileTable, column: str, bins: int = 4) -> np.ndarray:
@@ -227,13 +252,16 @@ def feature_bins(table: ProfileTable, column: str, bins: int = 4) -> np.ndarray:
     return x
 
 
-def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "train", bins: int = 4) -> dict:
+def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "train", bins: int = 4,
+                rule: str = "mean_reward") -> dict:
     """Normalized utility on val of a lookup table keyed on (task, binned ``columns``): per budget, each key's config
     is the one with the best mean reward over the ``fit`` split's requests of that key ("train": what a controller
     could learn; "val": the in-sample ceiling; "all": perfect knowledge); a val key never seen in ``fit`` falls back
     to its task's choice. A feature with more than ``bins`` distinct values is cut at its train quantiles. Whether
     this beats the task LUT (``columns=()``; with ``fit="all"`` it is the context value) says whether the features
-    predict which config a request needs. Scored by ``env.evaluate_actions`` like every controller."""
+    predict which config a request needs. ``rule`` (``_best_per_group``): how a key's config is picked from its fit
+    requests — the best mean reward (default), or the config most often labelled optimal (jointly or per knob), the
+    choice a classifier of oracle labels makes. Scored by ``env.evaluate_actions`` like every controller."""
     env = E.make_env_params(table, lam=lam, oracle_tol=E.ORACLE_TOL)
     R = table.num_requests
     rew = np.asarray(E.reward_matrix(env, jnp.arange(R)[None, :], env.budgets[:, None]))  # [B, R, C]
@@ -244,8 +272,8 @@ def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "t
         cols.append(np.char.mod("%g", feature_bins(table, c, bins)))
     key = np.unique(np.stack(cols, -1), axis=0, return_inverse=True)[1].reshape(-1)  # [R] (task, bins) code
     task = np.asarray(env.task)
-    by_key, seen = _best_per_group(rew, key, fitted)
-    by_task, _ = _best_per_group(rew, task, fitted)
+    by_key, seen = _best_per_group(rew, key, fitted, rule, env.knob_sizes)
+    by_task, _ = _best_per_group(rew, task, fitted, rule, env.knob_sizes)
     choice = np.where(seen[key][None], by_key[:, key], by_task[:, task])  # [B, R]
     vreq, _ = E.eval_grid(env)
     actions = np.take_along_axis(choice, np.asarray(vreq), -1)  # [B, Rv]
@@ -253,18 +281,20 @@ def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "t
     refs = E.evaluate_references(env)
     norm = A.normalized_utility(u, np.asarray(refs["random"]["utility"]), np.asarray(refs["oracle"]["utility"]))
     val = np.asarray(vreq[0])
-    return {"columns": list(columns), "fit": fit, "keys_on_val": int(len(np.unique(key[val]))),
+    return {"columns": list(columns), "fit": fit, "rule": rule, "keys_on_val": int(len(np.unique(key[val]))),
             "normalized_utility_per_budget": np.asarray(norm).tolist(),
             "normalized_utility": float(A.mean_over_budgets(norm)),
             "val_actions": actions}  # [B, Rv] configs chosen for the val requests (feature_lut_decision's input)
 
 
-def feature_lut_decision(table: ProfileTable, columns, lam: float = 2.0, fit: str = "train", base=()) -> dict:
+def feature_lut_decision(table: ProfileTable, columns, lam: float = 2.0, fit: str = "train", base=(),
+                         rule: str = "mean_reward", base_rule: str = "mean_reward", bins: int = 4) -> dict:
     """Is the LUT on ``columns`` better than the LUT on ``base`` (default: the task LUT), both fitted on ``fit``, by
     the lab's decision rule (``e5jax.decide.compare``: normalized utility on val, a paired bootstrap over the val
     requests, 95% CI of the difference)? A LUT is deterministic, so the request level is the only uncertainty.
     Returns the ``decide.pair`` row (a = columns, b = base: ``diff``, ``ci_two_level``, ``decision``: ">", "<" or
-    "unresolved") with both LUTs' values."""
+    "unresolved") with both LUTs' values. ``rule`` / ``base_rule``: each side's ``feature_lut`` rule (the two
+    sides may differ in their rule alone); ``bins``: ``feature_lut``'s."""
     from e5jax import decide as D
 
     env = E.make_env_params(table, lam=lam, oracle_tol=E.ORACLE_TOL)
@@ -274,16 +304,19 @@ def feature_lut_decision(table: ProfileTable, columns, lam: float = 2.0, fit: st
     u_rand, u_orc = rew.mean(-1), rew.max(-1)
     bi, ri = np.arange(rew.shape[0])[:, None], np.arange(rew.shape[1])[None, :]
 
-    def metric(cols):
-        a = np.asarray(feature_lut(table, cols, lam=lam, fit=fit)["val_actions"])
+    def metric(cols, r):
+        a = np.asarray(feature_lut(table, cols, lam=lam, fit=fit, bins=bins, rule=r)["val_actions"])
         return D.Metric((rew[bi, ri, a] - u_rand)[None], u_orc - u_rand)
 
     a, b = "+".join(columns) or "task", "+".join(base) or "task"
+    if rule != base_rule:
+        a, b = f"{a} ({rule})", f"{b} ({base_rule})"
     if a == b:
-        raise ValueError(f"feature_lut_decision: the same columns on both sides ({a})")
-    res = D.compare({a: metric(tuple(columns)), b: metric(tuple(base))})
+        raise ValueError(f"feature_lut_decision: the same LUT on both sides ({a})")
+    res = D.compare({a: metric(tuple(columns), rule), b: metric(tuple(base), base_rule)})
     row = D.pair(res, a, b)
-    return {"columns": list(columns), "base": list(base), "fit": fit, "value": res["methods"][a]["value"],
+    return {"columns": list(columns), "base": list(base), "rule": rule, "base_rule": base_rule, "fit": fit,
+            "value": res["methods"][a]["value"],
             "base_value": res["methods"][b]["value"], "diff": row["diff"], "ci": row["ci_two_level"],
             "decision": row["decision"], "confidence": res["confidence"], "n_boot": res["n_boot"]}
 
