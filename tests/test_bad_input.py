@@ -45,6 +45,9 @@ CONFIGS = [
     ('[run]\nmethods = ["knn_lut"]\n[knn_lut]\nk = 0\n', "k must be >= 1"),
     ('[run]\nmethods = ["ppo"]\n[learner]\nhead = "tree"\n', "head must be one of"),
     ('[run]\nmethods = ["ppo"]\n[learner]\nlr = "fast"\n', "lr must be a number"),
+    ('[run]\nmethods = ["ppo"]\n[learner]\nlr = -1.0\n', "[ppo]: lr must be > 0, got -1.0"),
+    ('[run]\nmethods = ["supervised"]\n[supervised]\nlabel_tol = -0.1\n', "label_tol must be >= 0, got -0.1"),
+    ('[run]\nmethods = ["dpo"]\n[dpo]\nlabel_smoothing = 0.5\n', "label_smoothing must be in [0, 0.49]"),
     ('[run]\nthresholds = "speed=3"\n', "unknown key 'speed'"),
     ("[run\n", "not valid TOML"),
 ]

@@ -403,3 +403,29 @@ def test_supervised_label_accuracy_counts_any_optimal_config(known_table):
     state, met = jax.jit(lambda s, k: m.update(s, env, k))(state, jax.random.PRNGKey(1))
     assert float(met["label_accuracy"]) == 1.0
     assert float(met["loss"]) == pytest.approx(0.0, abs=1e-5)  # the optimal set holds all the probability
+
+
+def test_supervised_label_tol_widens_the_labelled_set(known_table):
+    """supervised's traced ``label_tol``: a config is labelled optimal when its reward is within max(env.oracle_tol,
+    label_tol) of the best. 0 (the default) gives exactly the env's optimal sets; 0.05 a strict superset of them,
+    equal to the sets at that tolerance. Out-of-range values are refused by the config check."""
+    from e5jax.methods import supervised as SV
+
+    env = E.make_env_params(known_table)
+    m = METHODS["supervised"]
+    key = jax.random.PRNGKey(0)
+    sets = {}
+    for tol in (0.0, 0.05):
+        st = m.init(key, env, m.Config(env_steps_per_update=120, label_tol=tol))
+        n_after, lat = SV.label_next(st, env, key)
+        st = st.replace(extra=st.extra.replace(n_labelled=n_after, latency=lat))
+        pos = jnp.arange(int(n_after))
+        budget = jnp.full(pos.shape, 0.5)
+        got = np.asarray(SV.labels(env, st, pos, budget))
+        rewards = E.reward_from(env, env.quality[st.extra.order[pos]], lat[pos], budget[:, None])
+        np.testing.assert_array_equal(got, np.asarray(E.optimal_set(rewards, max(tol, float(env.oracle_tol)))))
+        sets[tol] = got
+    assert sets[0.0].shape[0] == 10 and (sets[0.0] <= sets[0.05]).all() and sets[0.05].sum() > sets[0.0].sum()
+    assert C.check_config(m, m.Config(label_tol=-0.1)) == "label_tol must be >= 0, got -0.1"
+    assert C.check_config(m, m.Config(lr=0.0)) == "lr must be > 0, got 0.0"
+    assert C.check_config(m, m.Config(lr=float("nan"))).startswith("lr must be > 0")

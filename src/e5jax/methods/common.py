@@ -36,14 +36,16 @@ from e5jax.engine import map_rows
 
 # ----------------------------------------------------------------------------- traced hyperparameters
 def traced(default: float, *, low: float = 0.0, low_open: bool = False, high: float = math.inf,
-           search: tuple[float, float], scale: str) -> Any:
+           search: tuple[float, float], scale: str, opt_in: bool = False) -> Any:
     """A config field that is a traced hyperparameter: valid values in ``[low, high]`` (``(low, high]`` with
     ``low_open``), the default search range ``search`` drawn on a ``scale`` of "log" or "linear" (a sweep spec's
-    ``[space.<method>]`` replaces it)."""
+    ``[space.<method>]`` replaces it). ``opt_in``: left out of a sweep's default space (``sweep.spec.default_space``);
+    a spec that names it tunes it."""
     if scale not in ("log", "linear"):
         raise ValueError(f"scale must be log or linear, got {scale!r}")
     return dataclasses.field(default=default, metadata={"traced": True, "low": low, "low_open": low_open,
-                                                        "high": high, "search": tuple(search), "scale": scale})
+                                                        "high": high, "search": tuple(search), "scale": scale,
+                                                        "opt_in": opt_in})
 
 
 def traced_fields(cls_or_cfg) -> dict:
@@ -155,7 +157,13 @@ class Method:
 
 
 def check_config(method: Method, cfg) -> str | None:
-    """A config problem of ``method`` as one line, or None: the learner checks, then the method's own."""
+    """A config problem of ``method`` as one line, or None: every traced hyperparameter inside its valid range, the
+    learner checks, then the method's own."""
+    for k, meta in traced_fields(cfg).items():
+        v = getattr(cfg, k)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and in_domain(meta, v)):
+            dom = domain_text(meta)
+            return f"{k} must be {'in ' if dom[0] in '[(' else ''}{dom}, got {v!r}"
     if isinstance(cfg, LearnerConfig):
         if cfg.head not in P.HEADS:
             return f"head must be one of {', '.join(P.HEADS)}, got {cfg.head!r}"

@@ -25,9 +25,10 @@ def tunable() -> tuple:
 
 
 def default_space(method: str) -> dict:
-    """The search space declared on the method's traced config fields (``common.traced``: range and scale)."""
+    """The search space declared on the method's traced config fields (``common.traced``: range and scale), less
+    the opt-in ones (tuned only when a spec names them)."""
     return {k: {"log" if meta["scale"] == "log" else "uniform": list(meta["search"])}
-            for k, meta in METHODS[method].traced.items()}
+            for k, meta in METHODS[method].traced.items() if not meta.get("opt_in")}
 
 
 @dataclasses.dataclass(frozen=True)
