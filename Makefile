@@ -114,5 +114,8 @@ shapes6k-table: $(STAMP_TEST)
 	$(PY) experiments/lut_cells.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/lut_cells_b1.json
 	$(PY) experiments/label_rule.py --table $(SHAPES6K_TABLE) --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
 	    --table src/e5jax/data/default_table.npz --out $(SHAPES6K)/label_rule.json
+	$(VENV)/bin/e5jax sweep --config $(SHAPES6K)/sweep_supervised/sweep_spec.toml --table $(SHAPES6K_TABLE) \
+	    --out artifacts/shapes6k_sweep --overwrite --no-progress
+	cp artifacts/shapes6k_sweep/summary.md artifacts/shapes6k_sweep/sweep.json $(SHAPES6K)/sweep_supervised/
 	nice -n 10 $(VENV)/bin/e5jax run --table $(SHAPES6K_TABLE) --out artifacts/shapes6k_e5 --overwrite --no-figures
 	cp artifacts/shapes6k_e5/summary.md $(SHAPES6K)/e5_summary.md
