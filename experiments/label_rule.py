@@ -33,26 +33,20 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from e5jax import env as E  # noqa: E402
 from e5jax.io import write_json  # noqa: E402
-from e5jax.stats import LUT_RULES, feature_lut, feature_lut_decision  # noqa: E402
+from e5jax.stats import LUT_RULES, best_per_group, feature_lut, feature_lut_decision  # noqa: E402
 from e5jax.table import TableError, load_tables  # noqa: E402
 
 
 def label_consistency(table, lam: float) -> list[float]:
     """Per budget: the share of train requests whose optimal set holds their task's label-mode config (the config
-    most often labelled optimal in the task, 1/|set| per member)."""
+    most often labelled optimal in the task, 1/|set| per member: ``stats.best_per_group``'s ``label_mode``)."""
     env = E.make_env_params(table, lam=lam, oracle_tol=E.ORACLE_TOL)
     rew = np.asarray(E.reward_matrix(env, np.arange(table.num_requests)[None, :], np.asarray(env.budgets)[:, None]))
     opt = np.asarray(E.optimal_set(rew, E.ORACLE_TOL))  # [B, R, C]
     task, train = np.asarray(env.task), table.split == "train"
-    out = []
-    for b in range(opt.shape[0]):
-        hit = 0
-        for t in np.unique(task[train]):
-            m = train & (task == t)
-            mode = (opt[b, m] / opt[b, m].sum(-1, keepdims=True)).sum(0).argmax()
-            hit += int(opt[b, m, mode].sum())
-        out.append(hit / int(train.sum()))
-    return out
+    mode, _ = best_per_group(rew, task, train, "label_mode")  # [B, T]
+    held = np.take_along_axis(opt, mode[:, task][..., None], -1)[..., 0]  # [B, R]
+    return held[:, train].mean(-1).tolist()
 
 
 def analyse(table, column: str | None, bins: int, lam: float) -> dict:

@@ -212,7 +212,7 @@ def format_summary(s: dict, source: str = "") -> str:
 LUT_RULES = ("mean_reward", "label_mode", "label_mode_factored")
 
 
-def _best_per_group(rew: np.ndarray, groups: np.ndarray, members: np.ndarray, rule: str = "mean_reward",
+def best_per_group(rew: np.ndarray, groups: np.ndarray, members: np.ndarray, rule: str = "mean_reward",
                     knob_sizes: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
     """Per budget and group, the config a LUT picks from the group's ``members`` ([B, G]), and which groups have
     members ([G]). ``rew`` [B, R, C], ``groups`` [R] ints in 0..G-1, ``members`` [R] bool. ``rule`` (LUT_RULES):
@@ -259,7 +259,7 @@ def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "t
     could learn; "val": the in-sample ceiling; "all": perfect knowledge); a val key never seen in ``fit`` falls back
     to its task's choice. A feature with more than ``bins`` distinct values is cut at its train quantiles. Whether
     this beats the task LUT (``columns=()``; with ``fit="all"`` it is the context value) says whether the features
-    predict which config a request needs. ``rule`` (``_best_per_group``): how a key's config is picked from its fit
+    predict which config a request needs. ``rule`` (``best_per_group``): how a key's config is picked from its fit
     requests — the best mean reward (default), or the config most often labelled optimal (jointly or per knob), the
     choice a classifier of oracle labels makes. Scored by ``env.evaluate_actions`` like every controller."""
     env = E.make_env_params(table, lam=lam, oracle_tol=E.ORACLE_TOL)
@@ -272,8 +272,8 @@ def feature_lut(table: ProfileTable, columns=(), lam: float = 2.0, fit: str = "t
         cols.append(np.char.mod("%g", feature_bins(table, c, bins)))
     key = np.unique(np.stack(cols, -1), axis=0, return_inverse=True)[1].reshape(-1)  # [R] (task, bins) code
     task = np.asarray(env.task)
-    by_key, seen = _best_per_group(rew, key, fitted, rule, env.knob_sizes)
-    by_task, _ = _best_per_group(rew, task, fitted, rule, env.knob_sizes)
+    by_key, seen = best_per_group(rew, key, fitted, rule, env.knob_sizes)
+    by_task, _ = best_per_group(rew, task, fitted, rule, env.knob_sizes)
     choice = np.where(seen[key][None], by_key[:, key], by_task[:, task])  # [B, R]
     vreq, _ = E.eval_grid(env)
     actions = np.take_along_axis(choice, np.asarray(vreq), -1)  # [B, Rv]
@@ -336,7 +336,7 @@ def oracle_gap_sources(table: ProfileTable, lam: float = 2.0, edges=(0.5,)) -> d
     rew = np.asarray(E.reward_matrix(env, jnp.arange(R)[None, :], env.budgets[:, None]))  # [B, R, C]
     train, val = table.split == "train", table.split == "val"
     task = np.asarray(env.task)
-    by_task, _ = _best_per_group(rew, task, train)  # [B, T]
+    by_task, _ = best_per_group(rew, task, train)  # [B, T]
     chosen = np.take_along_axis(rew, by_task[:, task][..., None], -1)[..., 0]  # [B, R]
     gap = (rew.max(-1) - chosen).mean(0)  # [R], mean over budgets
     q = np.asarray(table.quality, float)
