@@ -48,7 +48,7 @@ def main(argv=None) -> int:
               "dropped_tasks": args.drop_task, "tables": {}}
     for path, t in tables.items():
         tune = t.tuning_split(args.tuning_fraction)
-        cols = [c for c in t.feature_names if len(set(t.features[:, t.feature_names.index(c)].tolist())) > 1]
+        cols = t.varying_features()
         rows = []
         for n in range(args.max_columns + 1):
             for subset in itertools.combinations(cols, n):

@@ -50,7 +50,7 @@ def label_consistency(table, lam: float) -> list[float]:
 
 
 def analyse(table, column: str | None, bins: int, lam: float) -> dict:
-    varying = [c for c in table.feature_names if len(set(table.features[:, table.feature_names.index(c)].tolist())) > 1]
+    varying = table.varying_features()
     keysets = {"task": ()}
     if column and column in varying:
         keysets[f"task+{column}"] = (column,)

@@ -220,7 +220,8 @@ def best_per_group(rew: np.ndarray, groups: np.ndarray, members: np.ndarray, rul
     * ``mean_reward``: the best mean reward (the expected-utility choice);
     * ``label_mode``: the config most often *labelled optimal* — each member's optimal set (``env.optimal_set``,
       tolerance ``env.ORACLE_TOL``) counts 1/|set| for each of its configs — what a maximum-likelihood fit to oracle
-      labels predicts when its model can express the joint distribution;
+      labels predicts when its model can express the joint distribution (exactly so where every set has one
+      member, as on the shapes tables; with ties the 1/|set| split stands in for the set likelihood's own fit);
     * ``label_mode_factored``: the same counts as per-knob marginals (``knob_sizes``, row-major grid), each knob's
       most frequent level: the greedy action of a factored policy fitted to those labels.
     """

@@ -194,6 +194,10 @@ class ProfileTable:
     def replace(self, **changes) -> "ProfileTable":
         return dataclasses.replace(self, **changes)
 
+    def varying_features(self) -> list[str]:
+        """The feature columns with more than one value over all requests (the ones a lookup can be keyed on)."""
+        return [n for j, n in enumerate(self.feature_names) if len(np.unique(self.features[:, j])) > 1]
+
     def take(self, idx) -> "ProfileTable":
         """The requests ``idx`` (indices or a boolean mask), every per-request column with them."""
         idx = np.asarray(idx)
