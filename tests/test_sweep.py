@@ -12,7 +12,7 @@ import pytest
 from conftest import make_known_oracle_table, run_job
 from e5jax.cli import main as cli_main
 from e5jax.methods import METHODS, grpo, ppo
-from e5jax.sweep.phases import sweep_rows
+from e5jax.sweep.phases import choose, sweep_rows
 from e5jax.sweep.spec import draw_trials, edge_report, load_spec, widen
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +114,14 @@ def test_sweep_end_to_end_and_rerun_continues(tmp_path, files, capsys):
     assert t["chosen_trial"] == {"final": int(np.argmax(finals)), "auc": int(np.argmax(aucs))}
     assert t["rows"] == 6 * t["rounds"] and len(t["trials"]) == 3 * t["rounds"] and len(t["spaces"]) == t["rounds"]
     assert len(set(np.round(finals, 6))) > 1  # trials differ: their settings reached the program
-    # a range is widened only while a chosen value sits at its edge, and at most widen_rounds (1) times
-    assert t["rounds"] == 1 + (t["spaces"][-1] != t["spaces"][0]) and t["rounds"] <= 2
+    # every method runs 1 + widen_rounds (1) rounds, an equal budget; a range changes only where a chosen value
+    # sat at its edge
+    assert t["rounds"] == 2 and len({json.dumps(x["settings"]) for x in t["trials"]}) == 6
+    _, first = choose([x for x in t["trials"] if x["round"] == 0])
+    at_edge = {h["hyperparameter"] for h in edge_report(load_spec(files / "full.toml"), "ppo", t["spaces"][0], first)
+               if h["widened_to"] is not None}
+    assert {k for k in t["spaces"][0] if t["spaces"][1][k] != t["spaces"][0][k]} == at_edge
+    assert not at_edge  # so the second round is the equal budget's, not a widening's
     assert {"default", "tuned_final", "tuned_auc"} <= set(doc["compare"]["ppo"]) and "tuned_final" not in doc["compare"]["lut"]
     assert doc["compare"]["ppo"]["tuned_final"]["settings"] == t["chosen"]["final"]
     assert doc["compare"]["ppo"]["tuned_auc"]["settings"] == t["chosen"]["auc"]

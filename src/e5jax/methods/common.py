@@ -36,16 +36,14 @@ from e5jax.engine import map_rows
 
 # ----------------------------------------------------------------------------- traced hyperparameters
 def traced(default: float, *, low: float = 0.0, low_open: bool = False, high: float = math.inf,
-           search: tuple[float, float], scale: str, opt_in: bool = False) -> Any:
+           search: tuple[float, float], scale: str) -> Any:
     """A config field that is a traced hyperparameter: valid values in ``[low, high]`` (``(low, high]`` with
     ``low_open``), the default search range ``search`` drawn on a ``scale`` of "log" or "linear" (a sweep spec's
-    ``[space.<method>]`` replaces it). ``opt_in``: left out of a sweep's default space (``sweep.spec.default_space``);
-    a spec that names it tunes it."""
+    ``[space.<method>]`` replaces it)."""
     if scale not in ("log", "linear"):
         raise ValueError(f"scale must be log or linear, got {scale!r}")
     return dataclasses.field(default=default, metadata={"traced": True, "low": low, "low_open": low_open,
-                                                        "high": high, "search": tuple(search), "scale": scale,
-                                                        "opt_in": opt_in})
+                                                        "high": high, "search": tuple(search), "scale": scale})
 
 
 def traced_fields(cls_or_cfg) -> dict:

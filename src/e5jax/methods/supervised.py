@@ -30,8 +30,7 @@ class Config(C.LearnerConfig):
     # a config is labelled optimal when its reward is within max(env.oracle_tol, label_tol) of the best (reward
     # units); 0 = the env's oracle tolerance alone. A wider set lets the policy settle on configs that are
     # near-optimal for most requests instead of imitating the most frequent exact optimum (docs/methods.md).
-    # (opt-in for a sweep: the committed sweep's space leaves it out; name it in [space.supervised] to tune it)
-    label_tol: float = C.traced(0.0, search=(1e-3, 0.1), scale="log", opt_in=True)
+    label_tol: float = C.traced(0.0, search=(1e-3, 0.1), scale="log")
 
 
 @struct.dataclass

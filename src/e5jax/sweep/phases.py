@@ -151,8 +151,9 @@ def choose(trials: list[dict]) -> tuple[dict, dict]:
 
 def phase_tune(spec, run, cfgs, table: ProfileTable, doc, save, pbar, lam: float | None = None, key: str = "tune"):
     """Tune every method on the tuning split at ``lam`` (default: the run's), choosing by final utility and by AUC
-    from the same trials; a range whose chosen value sits within ``edge_margin`` of an edge is widened and the
-    method re-tuned with fresh trials (up to ``widen_rounds`` times), the choice made over every round's trials."""
+    from the same trials. Random search runs ``1 + widen_rounds`` rounds of ``trials`` fresh trials for every method
+    (the same budget for each); before a round, a range whose chosen value sits within ``edge_margin`` of an edge
+    is widened. The choice is made over every round's trials. Grid search: one round (lists are never widened)."""
     tune_table = table.tuning_split(spec.tuning_fraction, seed=spec.tuning_seed)
     lam = run.lam if lam is None else float(lam)
     env = E.env_from_run(run, tune_table).replace(lam=jnp.float32(lam))
@@ -192,8 +193,10 @@ def phase_tune(spec, run, cfgs, table: ProfileTable, doc, save, pbar, lam: float
             for h in o["edges"]:
                 if h["widened_to"] is not None:
                     wid[h["hyperparameter"]] = h["widened_to"]
-            if wid != o["spaces"][-1] and o["rounds"] <= spec.widen_rounds:
-                o["spaces"].append(wid)  # widen and re-tune with fresh trials
+            if spec.search == "random" and o["rounds"] <= spec.widen_rounds:
+                # every method runs 1 + widen_rounds rounds of fresh trials (an equal tuning budget, whether or not
+                # its choice sits at an edge); a range whose chosen value does is widened for the next round
+                o["spaces"].append(wid)
             else:
                 o["done"] = True
             o.update(rows=o.get("rows", 0) + res["rows"], devices=res["devices"],

@@ -126,9 +126,10 @@ def _tune_section(doc: dict) -> list[str]:
          f"{spec['trials']} trials x {spec['seeds']} seeds per method and round ({spec['search']} search, trial 0 = "
          f"the defaults), same env-step budget. Two choices from the same trials: by final normalized utility "
          f"(answers the frontier question) and by AUC (answers the sample-efficiency question), each the best "
-         f"mean over seeds. A chosen value within {spec['edge_margin']:.0%} of a range edge (log scale for log "
-         f"ranges) widens that range and re-tunes the method with fresh trials (up to {spec['widen_rounds']} "
-         "round(s)); the choice is made over every round's trials.", "",
+         f"mean over seeds. " + (f"Every method runs {1 + spec['widen_rounds']} round(s) of fresh trials (the same "
+         f"tuning budget); a chosen value within {spec['edge_margin']:.0%} of a range edge (log scale for log "
+         f"ranges) widens that range for the next round. " if spec["search"] == "random" else "")
+         + "The choice is made over every round's trials.", "",
          "| method | default final / AUC | chosen by final: final / AUC | settings | chosen by AUC: final / AUC | "
          "settings | rounds | train s |", "|---|---|---|---|---|---|---|---|"]
     for m, t in doc["tune"].items():
@@ -142,8 +143,8 @@ def _tune_section(doc: dict) -> list[str]:
                  f"{t['train_s']:.1f} |")
     L.append("")
     for m, t in doc["tune"].items():
-        if t.get("rounds", 0) > 1:
-            L.append(f"- **{m}**: ranges widened and re-tuned ({t['rounds'] - 1} extra round(s)): "
+        if t["spaces"][-1] != t["spaces"][0]:
+            L.append(f"- **{m}**: ranges widened for a later round: "
                      + "; ".join(f"{k}: {t['spaces'][0][k]} -> {t['spaces'][-1][k]}" for k in t["spaces"][-1]
                                  if t["spaces"][-1][k] != t["spaces"][0][k]) + ".")
         for h in t.get("edges", []):

@@ -25,10 +25,9 @@ def tunable() -> tuple:
 
 
 def default_space(method: str) -> dict:
-    """The search space declared on the method's traced config fields (``common.traced``: range and scale), less
-    the opt-in ones (tuned only when a spec names them)."""
+    """The search space declared on the method's traced config fields (``common.traced``: range and scale)."""
     return {k: {"log" if meta["scale"] == "log" else "uniform": list(meta["search"])}
-            for k, meta in METHODS[method].traced.items() if not meta.get("opt_in")}
+            for k, meta in METHODS[method].traced.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +38,8 @@ class SweepSpec:
     search: str = "random"  # random | grid
     seeds: int = 5  # tuning seeds per trial (shared by the trials); also the lambda phase's seeds
     final_seeds: int = 10  # fresh seeds for the default-vs-tuned comparison on val
-    widen_rounds: int = 1  # times a range whose chosen value lies within edge_margin of an edge is widened and re-tuned
+    widen_rounds: int = 1  # extra rounds of fresh trials, run by every method (random search; an equal budget):
+    # before each, a range whose chosen value lies within edge_margin of an edge is widened
     edge_margin: float = 0.1  # of the range (log scale for log ranges)
     retune: bool = False  # lambda phase: tune at every lambda (rows x lambdas: a GPU job) instead of lambda = run.lam's
     tuning_fraction: float = 0.25  # of the train requests, per task
