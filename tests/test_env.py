@@ -364,3 +364,43 @@ def test_oracle_gap_sources_puts_the_gap_where_the_full_model_is_wrong():
     line = [x for x in format_summary(s).splitlines() if "oracle's lead over the train-fitted task LUT" in x]
     assert len(line) == 1 and "100% of it in the 25% of val requests" in line[0] and "+0.500" in line[0]
     assert "a degraded config answering better" in line[0]
+
+
+def test_latency_leverage_counterfactual_adds_a_knob_linear_cost(tmp_path, capsys):
+    """experiments/latency_leverage.py: the added cost is ``share`` of each request's new full-config latency, linear
+    in the knob's level; quality is untouched; share 0 is the measured table; the report's share-0 row is
+    feature_lut_decision's on the table itself. A share outside [0, 1), an unknown knob or feature: one line, exit 2,
+    nothing written."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from e5jax.stats import feature_lut_decision
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("latency_leverage", root / "experiments" / "latency_leverage.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t = _f0_table()  # vision_tokens levels 1, 2; 10 ms everywhere
+    assert mod.with_knob_cost(t, "vision_tokens", 0.0) is t
+    c = mod.with_knob_cost(t, "vision_tokens", 0.5)
+    np.testing.assert_allclose(c.latency_ms, np.broadcast_to([15.0, 20.0], t.latency_ms.shape))  # +10 x 1/2, +10 x 2/2
+    np.testing.assert_array_equal(c.quality, t.quality)
+    added_share = (c.latency_ms - t.latency_ms)[:, c.full_config] / c.latency_ms[:, c.full_config]
+    np.testing.assert_allclose(added_share, 0.5)
+    assert mod.leverage(t, "vision_tokens") == pytest.approx(1.0) and mod.leverage(c, "vision_tokens") == pytest.approx(0.75)
+    t.save(tmp_path / "t.npz")
+    out = tmp_path / "r.json"
+    assert mod.main(["--table", str(tmp_path / "t.npz"), "--feature", "f0", "--share", "0", "0.5",
+                     "--max-columns", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    d = feature_lut_decision(t, ("f0",))
+    assert rows[0]["named_in_advance"]["diff"] == pytest.approx(d["diff"]) and rows[0]["named_in_advance"]["decision"] == ">"
+    assert rows[0]["tuning_split"]["chosen"] == ["f0"] and rows[1]["knob_leverage"] == pytest.approx(0.75)
+    capsys.readouterr()
+    for extra in (["--share", "1"], ["--knob", "nope"], ["--feature", "nope"]):
+        bad = tmp_path / "bad.json"
+        assert mod.main(["--table", str(tmp_path / "t.npz"), "--feature", "f0", *extra, "--out", str(bad)]) == 2
+        assert not bad.exists() and len(capsys.readouterr().err.strip().splitlines()) == 1
