@@ -18,10 +18,17 @@ val by the lab's decision rule (``stats.feature_lut_decision``: paired request-l
 feature named in advance (``--feature``, the generator's designed one) and (b) the feature set of up to
 ``--max-columns`` columns chosen on a tuning split carved from train (never on val).
 
-A counterfactual, not a test bed: its latency is not measured, so no E5 conclusion is drawn from it.
+``--output-mix L1 L2 ...`` adds a second counterfactual: every request's output length drawn uniformly from the list
+(seed 0) and its latency re-predicted by the table's own stage model (``meta.latency.model``, the model the
+measured table's latency comes from: vision + prefill + one decode step per output token after the first), with
+``expected_output_tokens`` named in advance. Long outputs are decode-bound (depth and experts), short ones carry more
+vision and prefill, so the output length changes which knob is cheap for a request.
+
+Counterfactuals, not test beds: their latency is not measured, so no E5 conclusion is drawn from them.
 
     python experiments/latency_leverage.py --table artifacts/tables/cpu_tiny_llava_olmoe_shapes6k.npz \\
-        --knob vision_tokens --feature object_size --share 0 0.25 0.5 0.75 --out artifacts/shapes6k/latency_leverage.json
+        --knob vision_tokens --feature object_size --share 0 0.25 0.5 0.75 --output-mix 2 4 8 16 32 64 \\
+        --out artifacts/shapes6k/latency_leverage.json
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # profiling_bridge (--output-mix)
 
 from e5jax.host import host_description  # noqa: E402
 from e5jax.io import write_json  # noqa: E402
@@ -56,6 +64,30 @@ def with_knob_cost(table: ProfileTable, knob: str, share: float) -> ProfileTable
     added = share / (1 - share) * full[:, None] * (values / values.max())[None, :]
     return table.replace(latency_ms=table.latency_ms + added, latency_std_ms=None,
                          meta=dict(table.meta, counterfactual={"knob": knob, "share": share}))
+
+
+def with_output_mix(table: ProfileTable, lengths, seed: int = 0) -> ProfileTable:
+    """``table`` with every request's ``expected_output_tokens`` drawn uniformly from ``lengths`` and its latency
+    predicted by the table's stage model for that length (``meta.latency.model``; ``profiling_bridge.latency_model``)."""
+    from profiling_bridge.knobs import KnobConfig
+    from profiling_bridge.latency_model import from_dict
+
+    model = (table.meta.get("latency") or {}).get("model") if isinstance(table.meta, dict) else None
+    names = list(table.feature_names)
+    if not isinstance(model, dict) or "decode_step_p50_ms" not in model:
+        raise TableError("--output-mix needs a table whose meta.latency.model holds a stage model (a bridge profile)")
+    if "prompt_tokens" not in names or "expected_output_tokens" not in names:
+        raise TableError("--output-mix needs the prompt_tokens and expected_output_tokens features")
+    if not lengths or min(lengths) < 1:
+        raise TableError(f"--output-mix lengths must be >= 1, got {list(lengths)}")
+    m = from_dict(model)
+    configs = [KnobConfig(**{k: int(v) for k, v in zip(table.knobs, row)}) for row in table.config_levels()]
+    out = np.random.default_rng(seed).choice(np.asarray(lengths, int), size=table.num_requests)
+    prompt = table.features[:, names.index("prompt_tokens")].astype(int)
+    features = table.features.copy()
+    features[:, names.index("expected_output_tokens")] = out
+    return table.replace(latency_ms=m.predict(prompt, out, configs), latency_std_ms=None, features=features,
+                         meta=dict(table.meta, counterfactual={"output_mix": list(lengths), "seed": seed}))
 
 
 def leverage(table: ProfileTable, knob: str) -> float:
@@ -94,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--feature", default="object_size", help="the feature named in advance for the knob")
     ap.add_argument("--share", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75],
                     help="added knob-linear latency as a share of the new full-config latency (0 = measured)")
+    ap.add_argument("--output-mix", type=int, nargs="+", metavar="TOKENS",
+                    help="also: output lengths drawn from these (latency from the table's stage model)")
     ap.add_argument("--lam", type=float, default=2.0)
     ap.add_argument("--max-columns", type=int, default=2, help="feature sets of up to this many columns")
     ap.add_argument("--tuning-fraction", type=float, default=0.25)
@@ -104,6 +138,7 @@ def main(argv=None) -> int:
         if args.feature not in table.feature_names:
             raise TableError(f"feature {args.feature!r} is not in the table (features: {', '.join(table.feature_names)})")
         tables = [with_knob_cost(table, args.knob, s) for s in args.share]
+        mix = None if args.output_mix is None else with_output_mix(table, args.output_mix)
     except TableError as e:
         print(f"latency_leverage: {e}", file=sys.stderr)
         return 2
@@ -118,7 +153,17 @@ def main(argv=None) -> int:
               f"{a['diff']:+.3f} [{a['ci'][0]:+.3f}, {a['ci'][1]:+.3f}] {a['decision']}; chosen on the tuning split "
               f"{'+'.join(c['columns'])} {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] {c['decision']}",
               flush=True)
+    output_mix = None
+    if mix is not None:
+        output_mix = {"lengths": args.output_mix, "seed": 0,
+                      **analyse(mix, "expected_output_tokens", args.lam, args.max_columns, args.tuning_fraction)}
+        a, c = output_mix["named_in_advance"], output_mix["chosen_on_tuning_split"]
+        print(f"output mix {args.output_mix}: context value {output_mix['context_value']:.3f} (with expected_output_tokens "
+              f"{a['perfect_knowledge']:.3f}); task LUT {output_mix['task_lut_val']:.3f} on val; expected_output_tokens "
+              f"{a['diff']:+.3f} [{a['ci'][0]:+.3f}, {a['ci'][1]:+.3f}] {a['decision']}; chosen on the tuning split "
+              f"{'+'.join(c['columns'])} {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] {c['decision']}")
     write_json(args.out, {"table": args.table, "knob": args.knob, "feature": args.feature, "lam": args.lam,
+                          "output_mix": output_mix,
                           "tuning_split": {"fraction": args.tuning_fraction, "seed": 0},
                           "max_columns": args.max_columns, "command": " ".join(sys.argv),
                           "host": host_description(), "rows": rows,

@@ -399,8 +399,20 @@ def test_latency_leverage_counterfactual_adds_a_knob_linear_cost(tmp_path, capsy
     d = feature_lut_decision(t, ("f0",))
     assert rows[0]["named_in_advance"]["diff"] == pytest.approx(d["diff"]) and rows[0]["named_in_advance"]["decision"] == ">"
     assert rows[0]["tuning_split"]["chosen"] == ["f0"] and rows[1]["knob_leverage"] == pytest.approx(0.75)
+    # --output-mix: output lengths from the list, latency from the table's stage model (1 ms per vision token and per
+    # prompt token, 1 ms per decode step after the first): P + 2v + (O - 1) ms
+    model = {"vision_p50_ms": {"1": 1.0, "2": 2.0}, "axes": {"active_blocks": [1], "top_k": [1]},
+             "prefill_tokens": [1, 100], "prefill_p50_ms": [[[1.0]], [[100.0]]], "decode_kv_lengths": [1, 100],
+             "decode_step_p50_ms": [[[1.0]], [[1.0]]]}
+    tm = t.replace(feature_names=("prompt_tokens", "expected_output_tokens"),
+                   features=np.column_stack([np.full(t.num_requests, 5.0), np.full(t.num_requests, 2.0)]),
+                   meta={"source": "test", "latency": {"model": model}})
+    mixed = mod.with_output_mix(tm, [2, 9])
+    o = mixed.features[:, 1]
+    assert set(np.unique(o)) == {2.0, 9.0} and mixed.meta["counterfactual"]["output_mix"] == [2, 9]
+    np.testing.assert_allclose(mixed.latency_ms, 5 + 2 * np.array([1.0, 2.0])[None, :] + (o[:, None] - 1))
     capsys.readouterr()
-    for extra in (["--share", "1"], ["--knob", "nope"], ["--feature", "nope"]):
+    for extra in (["--share", "1"], ["--knob", "nope"], ["--feature", "nope"], ["--output-mix", "2", "8"]):
         bad = tmp_path / "bad.json"
         assert mod.main(["--table", str(tmp_path / "t.npz"), "--feature", "f0", *extra, "--out", str(bad)]) == 2
         assert not bad.exists() and len(capsys.readouterr().err.strip().splitlines()) == 1
