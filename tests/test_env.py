@@ -272,7 +272,13 @@ def test_feature_lut_finds_what_features_predict_and_nothing_else():
     by_f1 = feature_lut(t, ("f1",))
     assert by_f0["normalized_utility"] > 0.98 and task["normalized_utility"] < 0.2
     assert by_f1["normalized_utility"] < task["normalized_utility"] + 0.1 and by_f1["keys_on_val"] == 4
-    assert feature_lut(t, (), fit="all")["normalized_utility"] == pytest.approx(table_summary(t)["context_value"], abs=1e-6)
+    summary = table_summary(t)
+    assert feature_lut(t, (), fit="all")["normalized_utility"] == pytest.approx(summary["context_value"], abs=1e-6)
+    # e5jax validate's context value with one feature known: f0 closes the gap, the noise column adds little
+    by_feature = summary["context_value_by_feature"]
+    assert set(by_feature) == {"f0", "f1"} and by_feature["f0"] > 0.98
+    assert by_feature["f1"] < summary["context_value"] + 0.1
+    assert "with one feature known" in format_summary(summary) and "f0 1.000" in format_summary(summary)
     # by the lab's decision rule (request-level bootstrap): f0 resolves above the task LUT, the noise column does not
     d0, d1 = feature_lut_decision(t, ("f0",)), feature_lut_decision(t, ("f1",))
     assert d0["value"] == pytest.approx(by_f0["normalized_utility"], abs=1e-6)

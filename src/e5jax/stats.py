@@ -130,8 +130,17 @@ def table_summary(table: ProfileTable, lam: float = 2.0, oracle_tol: float = E.O
         "context_value": float(A.mean_over_budgets(ctx)),
         "lut_choice_not_optimal_val": lut_missed.mean(-1).tolist(),
         "oracle_gap_by_full_quality": oracle_gap_sources(table, lam=lam),
+        "context_value_by_feature": feature_ceiling(table, lam=lam),
         "notes": table_notes(table),
     }
+
+
+def feature_ceiling(table: ProfileTable, lam: float = 2.0) -> dict:
+    """Per varying feature column: the normalized utility on val of the perfect-knowledge LUT keyed on (task, the
+    feature's bins) (``feature_lut(fit="all")``: every request's rewards known), i.e. the context value with that one
+    feature known — the most a lookup on it can add over the task LUT (the context value). A diagnostic of the table,
+    not of a controller (one that reads several features at once is not bounded by it)."""
+    return {c: feature_lut(table, (c,), lam=lam, fit="all")["normalized_utility"] for c in table.varying_features()}
 
 
 def format_summary(s: dict, source: str = "") -> str:
@@ -170,6 +179,12 @@ def format_summary(s: dict, source: str = "") -> str:
     L.append("    taskLUT " + "".join(f"{x:8.3f}" for x in s["task_budget_lut_normalized_utility_val"])
              + "   (normalized utility of the perfect-knowledge task x budget LUT)")
     L.append(f"  context value (task x budget LUT normalized utility, mean over budgets): {s['context_value']:.3f}")
+    by_feature = s.get("context_value_by_feature")
+    if by_feature:
+        ranked = sorted(by_feature.items(), key=lambda kv: -kv[1])
+        L.append(f"    with one feature known (a LUT on task x the feature's bins, fitted on every request: what a lookup on "
+                 f"it can add): " + ", ".join(f"{c} {v:.3f} ({v - s['context_value']:+.3f})" for c, v in ranked[:4])
+                 + (f", ... ({len(ranked)} features)" if len(ranked) > 4 else ""))
     if "lut_choice_not_optimal_val" in s:
         L.append("    LUT!=opt" + "".join(f"{x:8.1%}" for x in s["lut_choice_not_optimal_val"])
                  + "   (share of val requests whose optimal set misses their task's LUT config)")
