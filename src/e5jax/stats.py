@@ -182,8 +182,8 @@ def format_summary(s: dict, source: str = "") -> str:
     by_feature = s.get("context_value_by_feature")
     if by_feature:
         ranked = sorted(by_feature.items(), key=lambda kv: -kv[1])
-        L.append(f"    with one feature known (a LUT on task x the feature's bins, fitted on every request: what a lookup on "
-                 f"it can add): " + ", ".join(f"{c} {v:.3f} ({v - s['context_value']:+.3f})" for c, v in ranked[:4])
+        L.append("    with one feature known (a LUT on task x the feature's bins, fitted on every request: what a lookup on "
+                 "it can add): " + ", ".join(f"{c} {v:.3f} ({v - s['context_value']:+.3f})" for c, v in ranked[:4])
                  + (f", ... ({len(ranked)} features)" if len(ranked) > 4 else ""))
     if "lut_choice_not_optimal_val" in s:
         L.append("    LUT!=opt" + "".join(f"{x:8.1%}" for x in s["lut_choice_not_optimal_val"])
