@@ -148,6 +148,8 @@ def test_time_decisions_percentiles(setup, trained):
                                         reqs, n=300, warmup=20, block=50)
     assert set(both) == {"lut", "dpo"} and all(v["n"] == 300 for v in both.values())
     assert all(0 < v["p50"] <= v["p95"] <= v["p99"] for v in both.values())
+    # one median per round (300 / 50), each within the method's own range
+    assert all(len(v["block_p50"]) == 6 and all(v["min"] <= b <= v["max"] for b in v["block_p50"]) for v in both.values())
     with pytest.raises(ValueError):
         T.time_decisions([], reqs)
 

@@ -424,7 +424,9 @@ def test_overhead_file_is_used(tmp_path):
     paths = R.write_outputs(tmp_path)
     assert tmp_path / "figures" / R.FIGURES["overhead"] in paths
     text = (tmp_path / "summary.md").read_text()
-    assert "0.01 ms p50" in text and "cheapest (p50) **lut**" in text and "critic_s 1" in text
+    assert "0.01 ms p50" in text and "critic_s 1" in text
+    # without interleaved rounds (an older file) the ordering is labelled as point estimates, not decided
+    assert "lowest p50 lut, highest ppo (point estimates" in text and "cheapest" not in text
     assert "| **grpo** |" in text and "not measured |" in text  # grpo has no overhead row
     ff = read_json(tmp_path / "e5_final_frontiers.json")  # the seed's controller_overhead_ms: p50 decision time
     assert ff["methods"]["lut"]["controller_overhead_ms"] == 0.01 and ff["methods"]["ppo"]["controller_overhead_ms"] == 0.1
@@ -456,3 +458,40 @@ def test_decide_command_prints_a_pair_and_refuses_a_method_not_run(run_dir, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'dqn' was not run" in err[0]
     assert sorted(p.name for p in d.iterdir()) == before  # nothing written
+
+
+def test_overhead_orderings_are_sets_under_their_resolution(tmp_path):
+    """Q3 names the fastest / slowest training and the cheapest / most expensive decisions as sets: a training time
+    whose interval (± its resolution) overlaps the fastest's is not separated from it; a decision time whose 95% CI of
+    the ratio of interleaved round medians to the cheapest's includes 1 is not separated from it."""
+    doc = make_curves(seeds=2)
+    names = list(doc["methods"])
+    times = {names[0]: (1.0, 0.1), names[1]: (1.15, 0.1), names[2]: (3.0, 0.1)}  # the first two overlap
+    for n, m in doc["methods"].items():
+        t, r = times.get(n, (2.0, 0.05))
+        m["train_time_s"], m["train_time_resolution_s"] = t, r
+    write_json(tmp_path / "e5_training_curves.json", doc)
+    rng = np.random.default_rng(0)
+    base = 0.01 * np.exp(rng.normal(0, 0.05, 20))  # the rounds' shared machine noise
+    blocks = {names[0]: base * np.exp(rng.normal(0, 0.03, 20)),
+              names[1]: None,
+
+              names[2]: base * 100 * np.exp(rng.normal(0, 0.03, 20))}
+    blocks[names[1]] = blocks[names[0]] * np.exp(0.05 * np.array([1, -1] * 10))  # no consistent difference
+    write_json(tmp_path / "e5_overhead_analysis.json", {"schema": "e5jax/e5_overhead_analysis/v1", "methods": {
+        n: {"decision_ms": {"p50": float(np.median(b)), "p95": float(b.max()), "p99": float(b.max()),
+                            "block_p50": b.tolist()}, "training": {"total_s": 1.0, "components": {}}}
+        for n, b in blocks.items()}})
+    R.write_outputs(tmp_path, figures=False)
+    text = (tmp_path / "summary.md").read_text()
+    fast = sorted(names[:2], key=lambda n: times[n][0])
+    assert f"fastest **{{{fast[0]}, {fast[1]}}}**, slowest {names[2]} (a time" in text
+    cheap = sorted(names[:2], key=lambda n: float(np.median(blocks[n])))
+    assert f"cheapest (p50) **{{{cheap[0]}, {cheap[1]}}}**, most expensive {names[2]} (a method" in text
+    # the rule itself: overlapping intervals are one set; paired rounds resolve a 2 % ratio only when it is consistent
+    assert A.overlap_set({"a": (1.0, 0.1), "b": (1.15, 0.1), "c": (3.0, 0.1)}) == ["a", "b"]
+    assert A.overlap_set({"a": (1.0, 0.1), "b": (1.15, 0.1), "c": (3.0, 0.1)}, lowest=False) == ["c"]
+    lo, hi = A.paired_ratio_ci(base * 1.02, base)  # every round 2 % slower: resolved
+    assert lo == pytest.approx(1.02) and hi == pytest.approx(1.02)
+    lo, hi = A.paired_ratio_ci(blocks[names[1]], blocks[names[0]])
+    assert lo <= 1 <= hi

@@ -243,6 +243,33 @@ def bootstrap_ci(samples, statistic, confidence: float = CONFIDENCE, n_resamples
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
+def paired_ratio_ci(a, b, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                    seed: int = BOOT_SEED) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the geometric-mean ratio a / b over paired positive measurements (e.g. two
+    methods' per-round timings taken in the same interleaved round): the CI of the mean log ratio, resampled over the
+    pairs, exponentiated. (NaN, NaN) with fewer than 2 pairs or a non-positive value."""
+    a, b = arr(a).reshape(-1), arr(b).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_ratio_ci: {a.size} vs {b.size} measurements (need pairs)")
+    if a.size < 2 or not (np.all(a > 0) and np.all(b > 0)):
+        return (np.nan, np.nan)
+    lo, hi = bootstrap_ci((np.log(a) - np.log(b),), np.mean, confidence, n_resamples, seed)
+    return (float(np.exp(lo)), float(np.exp(hi)))
+
+
+def overlap_set(values: dict, lowest: bool = True) -> list:
+    """The methods not separated from the lowest (``lowest``) or highest value, by the resolution rule of one-off
+    timings: ``values`` = {name: (value, resolution)}; two values are separated when their intervals
+    value ± resolution do not overlap. The extreme method first, then the others in ``values``' order."""
+    if not values:
+        return []
+    sign = 1.0 if lowest else -1.0
+    best = min(values, key=lambda n: sign * values[n][0])
+    v0, r0 = values[best]
+    return [best] + [n for n, (v, r) in values.items()
+                     if n != best and abs(v - v0) <= abs(r) + abs(r0)]
+
+
 def iqm_ci(x, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES, seed: int = BOOT_SEED) -> dict:
     """IQM of the finite values of ``x`` with its percentile-bootstrap CI over seeds."""
     a = arr(x).reshape(-1)

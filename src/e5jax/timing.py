@@ -101,7 +101,8 @@ def time_decisions_interleaved(fns: dict, requests: Sequence[tuple], n: int = 10
                                block: int = 50) -> dict:
     """Several methods in one run, alternating blocks of ``block`` decisions (method order rotated every round)
     so that machine noise hits them alike (for ratios). ``fns``: {name: callable or list of callables}.
-    Returns {name: percentiles}."""
+    Returns {name: percentiles}, each with ``block_p50``: the median (ms) of each round's block, in round order (the
+    paired unit for comparing two methods: ``analysis.paired_ratio_ci``)."""
     fl = {k: ([v] if callable(v) else list(v)) for k, v in fns.items()}
     R = len(requests)
     for k, fs in fl.items():
@@ -127,6 +128,9 @@ def time_decisions_interleaved(fns: dict, requests: Sequence[tuple], n: int = 10
     for k, s in samples.items():
         out[k] = percentiles_ms(np.asarray(s))
         out[k]["warmup"] = int(warmup)
+        # round i's block is samples i*block .. i*block + block - 1 of each method (every method got the same rounds)
+        out[k]["block_p50"] = [float(np.median(np.asarray(s[i:i + block], np.float64))) / 1e6
+                               for i in range(0, len(s), block)]
     return out
 
 

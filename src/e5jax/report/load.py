@@ -71,7 +71,7 @@ def load_curves(out: Path) -> dict:
 
 
 def load_overhead(out: Path) -> dict | None:
-    """``e5_overhead_analysis.json`` normalized to {methods: {name: {decision_ms{p50,p95,p99}, training{total_s,
+    """``e5_overhead_analysis.json`` normalized to {methods: {name: {decision_ms{p50,p95,p99,block_p50}, training{total_s,
     components}}}}; None when the file is absent or unreadable (the summary then says "not measured")."""
     p = Path(out) / OVERHEAD
     if not p.is_file():
@@ -92,8 +92,13 @@ def load_overhead(out: Path) -> dict | None:
         dec = m.get("decision_ms") if isinstance(m.get("decision_ms"), dict) else {}
         tr = m.get("training") if isinstance(m.get("training"), dict) else {}
         comps = tr.get("components") if isinstance(tr.get("components"), dict) else {}
+        blocks = dec.get("block_p50")
+        blocks = [f(x) for x in blocks] if isinstance(blocks, list) else None
         methods[name] = {
-            "decision_ms": {q: f(dec.get(q)) for q in ("p50", "p95", "p99")},
+            "decision_ms": {**{q: f(dec.get(q)) for q in ("p50", "p95", "p99")},
+                            # the interleaved rounds' block medians (paired comparisons); None when absent or not all
+                            # finite
+                            "block_p50": blocks if blocks and all(x is not None for x in blocks) else None},
             "training": {"total_s": f(tr.get("total_s")),
                          "components": {k: f(v) for k, v in comps.items() if f(v) is not None},
                          # the overhead's resolution fields (never a negative time: null pieces are below resolution)

@@ -209,8 +209,8 @@ def _stability_details(ms, names) -> list[str]:
     tr = {n: ms[n]["mean_across_seed_std_val_utility"] for n in names if ms[n]["mean_across_seed_std_val_utility"] is not None}
     if tr:
         a, b = min(tr, key=tr.get), max(tr, key=tr.get)
-        out.append(f"Across-seed std of val utility averaged over training (reward units, `e5_stability.png` left): "
-                   f"lowest {a} {_f(tr[a], 4)}, highest {b} {_f(tr[b], 4)}.")
+        out.append(f"Across-seed std of val utility averaged over training (reward units, `e5_stability.png` left; "
+                   f"point estimates, not decided): lowest {a} {_f(tr[a], 4)}, highest {b} {_f(tr[b], 4)}.")
     wr = {n: ms[n]["within_run_std"]["val_utility_norm"]["mean"] for n in names
           if "val_utility_norm" in ms[n]["within_run_std"] and ms[n]["within_run_std"]["val_utility_norm"]["mean"] is not None
           and np.isfinite(ms[n]["within_run_std"]["val_utility_norm"]["mean"])}
@@ -218,7 +218,7 @@ def _stability_details(ms, names) -> list[str]:
         a, b = min(wr, key=wr.get), max(wr, key=wr.get)
         k = ms[a]["within_run_std"]["val_utility_norm"]["num_points"]
         out.append(f"Within-run variability after convergence (std of normalized utility over the last {k} eval points, "
-                   f"mean over seeds): lowest {a} {_f(wr[a])}, highest {b} {_f(wr[b])}.")
+                   f"mean over seeds; point estimates, not decided): lowest {a} {_f(wr[a])}, highest {b} {_f(wr[b])}.")
     fails = {n: ms[n]["num_failed_updates"]["total"] for n in names if ms[n]["num_failed_updates"] and ms[n]["num_failed_updates"]["total"] is not None}
     if fails:
         if all(v == 0 for v in fails.values()):
@@ -227,6 +227,11 @@ def _stability_details(ms, names) -> list[str]:
             out.append("Failed (non-finite, skipped) updates, total over seeds: "
                        + ", ".join(f"{n} {v:.0f}" for n, v in fails.items()) + ".")
     return out
+
+
+def _set(names: list) -> str:
+    """One name, or a set of several in braces."""
+    return names[0] if len(names) == 1 else "{" + ", ".join(names) + "}"
 
 
 def _answer_overhead(doc, ov) -> list[str]:
@@ -246,7 +251,15 @@ def _answer_overhead(doc, ov) -> list[str]:
                + ", ".join([f"{n} {tt[n]:.3g} s" for n in order]
                            + [f"{n} below resolution (< {r:.2g} s)" if r is not None else f"{n} below resolution"
                               for n, r in low.items()]))
-        out.append(txt + (f" — fastest **{order[0]}**, slowest {order[-1]}." if len(order) > 1 and not low else "."))
+        # fastest / slowest by the resolution rule: a method whose time ± its resolution overlaps the fastest's
+        # (slowest's) is not separated from it; a time below resolution lies in [0, resolution]
+        iv = {n: (tt[n], A.num(ms[n].get("train_time_resolution_s")) or 0.0) for n in order}
+        iv.update({n: (r / 2, r / 2) for n, r in low.items() if r is not None})
+        if len(iv) > 1:
+            fast, slow = A.overlap_set(iv, lowest=True), A.overlap_set(iv, lowest=False)
+            txt += (f" — fastest **{_set(fast)}**, slowest {_set(slow)} (a time ± its resolution that overlaps the "
+                    "fastest's or the slowest's is not separated from it)")
+        out.append(txt + ".")
         ev = {n: A.num(m.get("eval_time_s")) for n, m in ms.items() if A.num(m.get("eval_time_s")) is not None}
         if ev:
             out.append("Val evaluation inside the training chunks (reported apart: eval points x the compiled "
@@ -265,12 +278,25 @@ def _answer_overhead(doc, ov) -> list[str]:
         d = {n: v["decision_ms"] for n, v in ov["methods"].items() if v["decision_ms"].get("p50") is not None}
         if d:
             order = sorted(d, key=lambda n: d[n]["p50"])
-            lo = [n for n in order if d[n]["p50"] == d[order[0]]["p50"]]
-            hi = [n for n in order if d[n]["p50"] == d[order[-1]]["p50"]]
             g = lambda v: "—" if v is None else f"{v:.3g}"  # noqa: E731
-            out.append("Decision time per request (p50 / p95 ms, `e5_overhead_analysis.json`): "
-                       + ", ".join(f"{n} {g(d[n]['p50'])} / {g(d[n]['p95'])}" for n in order)
-                       + f" — cheapest (p50) **{' = '.join(lo)}**, most expensive {' = '.join(hi)}.")
+            txt = ("Decision time per request (p50 / p95 ms, `e5_overhead_analysis.json`): "
+                   + ", ".join(f"{n} {g(d[n]['p50'])} / {g(d[n]['p95'])}" for n in order))
+            blocks = {n: d[n].get("block_p50") for n in order}
+            if len(order) > 1 and all(b and len(b) == len(blocks[order[0]]) >= 2 for b in blocks.values()):
+                # not separated from the cheapest (most expensive): the 95% CI over the interleaved rounds of the
+                # ratio of the two methods' round medians does not exclude "no more expensive" (cheaper)
+                c, e = order[0], order[-1]
+                lo = [c] + [n for n in order[1:] if A.paired_ratio_ci(blocks[n], blocks[c])[0] <= 1]
+                hi = [e] + [n for n in order[:-1] if A.paired_ratio_ci(blocks[e], blocks[n])[0] <= 1]
+                txt += (f" — cheapest (p50) **{_set(lo)}**, most expensive {_set(hi)} (a method whose 95% CI of the "
+                        f"ratio of round medians to the cheapest's or the most expensive's, over the "
+                        f"{len(blocks[c])} interleaved rounds, includes 1 is not separated from it).")
+            elif len(order) > 1:
+                txt += (f" — lowest p50 {order[0]}, highest {order[-1]} (point estimates: this file has no interleaved "
+                        "rounds to decide them).")
+            else:
+                txt += "."
+            out.append(txt)
         comps = {n: ([f"{k} {x:.3g}" for k, x in v["training"]["components"].items()]
                      + [f"{k} below resolution (< {r:.2g})" for k, r in (v["training"].get("below_resolution") or {}).items()])
                  for n, v in ov["methods"].items()}
