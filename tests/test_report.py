@@ -488,6 +488,9 @@ def test_overhead_orderings_are_sets_under_their_resolution(tmp_path):
     assert f"fastest **{{{fast[0]}, {fast[1]}}}**, slowest {names[2]} (a time" in text
     cheap = sorted(names[:2], key=lambda n: float(np.median(blocks[n])))
     assert f"cheapest (p50) **{{{cheap[0]}, {cheap[1]}}}**, most expensive {names[2]} (a method" in text
+    # the seed's expected findings carry the same rules: per-seed ranges of env steps, training times' resolution
+    assert "gap closed ≥ 0.5: grpo 100 vs ppo 200 env steps (per-seed ranges do not overlap)" in text
+    assert "training time grpo 3 s vs ppo 1.15 s (parameters 100 vs 200) — separated by more than their resolution" in text
     # the rule itself: overlapping intervals are one set; paired rounds resolve a 2 % ratio only when it is consistent
     assert A.overlap_set({"a": (1.0, 0.1), "b": (1.15, 0.1), "c": (3.0, 0.1)}) == ["a", "b"]
     assert A.overlap_set({"a": (1.0, 0.1), "b": (1.15, 0.1), "c": (3.0, 0.1)}, lowest=False) == ["c"]

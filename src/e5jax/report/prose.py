@@ -395,7 +395,10 @@ def _versus(se, st, doc, thresholds, dec, a: str, b: str, why: str) -> list[str]
         elif g["seeds_reached"] != p["seeds_reached"]:
             parts.append(f"{t['label']}: {a} {g['seeds_reached']}/{g['seeds_total']} vs {b} {p['seeds_reached']}/{p['seeds_total']} seeds")
         else:
-            parts.append(f"{t['label']}: {a} {_steps(g['env_steps_mean'])} vs {b} {_steps(p['env_steps_mean'])} env steps")
+            ovl = _overlap(g["env_steps_min"], g["env_steps_max"], p["env_steps_min"], p["env_steps_max"])
+            parts.append(f"{t['label']}: {a} {_steps(g['env_steps_mean'])} vs {b} {_steps(p['env_steps_mean'])} env steps"
+                         + (" (per-seed ranges overlap: not resolved)" if ovl else
+                            " (per-seed ranges do not overlap)" if ovl is False else ""))
     out.append(f"\"{A_} needs fewer samples than {B_}\" — " + "; ".join(parts) + ".")
     g, p = st["methods"][a]["final_utility_norm"]["std"], st["methods"][b]["final_utility_norm"]["std"]
     if not dec and g["std"] is not None and p["std"] is not None and np.isfinite(g["std"]) and np.isfinite(p["std"]):
@@ -404,8 +407,13 @@ def _versus(se, st, doc, thresholds, dec, a: str, b: str, why: str) -> list[str]
         out.append(f"\"{A_} is more stable than {B_}\" — final std {a} {_f(g['std'])} vs {b} {_f(p['std'])}: {verdict}.")
     tg, tp = A.num(ms[a].get("train_time_s")), A.num(ms[b].get("train_time_s"))
     if tg is not None and tp is not None:
+        rg, rp = (A.num(ms[n].get("train_time_resolution_s")) for n in (a, b))
+        sep = ""
+        if rg is not None and rp is not None:  # the resolution rule of the overhead answer (analysis.overlap_set)
+            sep = (f" — within their resolution (±{rg:.2g} / ±{rp:.2g} s): not separated" if abs(tg - tp) <= rg + rp
+                   else f" — separated by more than their resolution (±{rg:.2g} / ±{rp:.2g} s)")
         out.append(f"\"{A_} has low overhead ({why})\" — training time {a} {tg:.3g} s vs {b} {tp:.3g} s "
-                   f"(parameters {ms[a].get('num_params') or 0:,} vs {ms[b].get('num_params') or 0:,}).")
+                   f"(parameters {ms[a].get('num_params') or 0:,} vs {ms[b].get('num_params') or 0:,}){sep}.")
     return out
 
 
