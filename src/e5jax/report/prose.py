@@ -286,8 +286,8 @@ def _answer_overhead(doc, ov) -> list[str]:
                 # not separated from the cheapest (most expensive): the 95% CI over the interleaved rounds of the
                 # ratio of the two methods' round medians does not exclude "no more expensive" (cheaper)
                 c, e = order[0], order[-1]
-                lo = [c] + [n for n in order[1:] if A.paired_ratio_ci(blocks[n], blocks[c])[0] <= 1]
-                hi = [e] + [n for n in order[:-1] if A.paired_ratio_ci(blocks[e], blocks[n])[0] <= 1]
+                lo = [c] + [n for n in order[1:] if not A.paired_ratio_ci(blocks[n], blocks[c])[0] > 1]  # NaN: not
+                hi = [e] + [n for n in order[:-1] if not A.paired_ratio_ci(blocks[e], blocks[n])[0] > 1]  # separated
                 txt += (f" — cheapest (p50) **{_set(lo)}**, most expensive {_set(hi)} (a method whose 95% CI of the "
                         f"ratio of round medians to the cheapest's or the most expensive's, over the "
                         f"{len(blocks[c])} interleaved rounds, includes 1 is not separated from it).")
