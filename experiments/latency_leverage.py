@@ -104,12 +104,16 @@ def analyse(table: ProfileTable, feature: str, lam: float, max_columns: int, tun
     subsets = [s for n in range(1, max_columns + 1) for s in itertools.combinations(cols, n)]
     task_tuning = feature_lut(tune, (), lam=lam)["normalized_utility"]
     tuning = {s: feature_lut(tune, s, lam=lam)["normalized_utility"] for s in subsets}
-    chosen = max(subsets, key=lambda s: tuning[s])
+    chosen = max(subsets, key=lambda s: tuning[s]) if subsets else None  # None: no feature varies
     out = {"context_value": feature_lut(table, (), lam=lam, fit="all")["normalized_utility"],
            "task_lut_val": feature_lut(table, (), lam=lam)["normalized_utility"],
-           "tuning_split": {"task_lut": task_tuning, "chosen": list(chosen), "chosen_value": tuning[chosen]}}
+           "tuning_split": {"task_lut": task_tuning, "chosen": None if chosen is None else list(chosen),
+                            "chosen_value": None if chosen is None else tuning[chosen]},
+           "chosen_on_tuning_split": None}
     task_pb = np.asarray(feature_lut(table, (), lam=lam)["normalized_utility_per_budget"])
     for label, s in (("named_in_advance", (feature,)), ("chosen_on_tuning_split", chosen)):
+        if s is None:
+            continue
         d = feature_lut_decision(table, s, lam=lam)
         out[label] = {k: d[k] for k in ("columns", "value", "base_value", "diff", "ci", "decision")}
         pb = np.asarray(feature_lut(table, s, lam=lam)["normalized_utility_per_budget"])
@@ -117,6 +121,13 @@ def analyse(table: ProfileTable, feature: str, lam: float, max_columns: int, tun
     # the same LUT with every request's rewards known (fit on all requests): what the feature could give at most
     out["named_in_advance"]["perfect_knowledge"] = feature_lut(table, (feature,), lam=lam, fit="all")["normalized_utility"]
     return out
+
+
+def _vs(d: dict | None) -> str:
+    """One LUT's difference to the task LUT on val, with its CI and decision (or that no feature varies)."""
+    if d is None:
+        return "no varying feature"
+    return f"{'+'.join(d['columns'])} {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] {d['decision']}"
 
 
 def main(argv=None) -> int:
@@ -129,11 +140,13 @@ def main(argv=None) -> int:
     ap.add_argument("--output-mix", type=int, nargs="+", metavar="TOKENS",
                     help="also: output lengths drawn from these (latency from the table's stage model)")
     ap.add_argument("--lam", type=float, default=2.0)
-    ap.add_argument("--max-columns", type=int, default=2, help="feature sets of up to this many columns")
+    ap.add_argument("--max-columns", type=int, default=2, help="feature sets of up to this many columns (>= 1)")
     ap.add_argument("--tuning-fraction", type=float, default=0.25)
     ap.add_argument("--out", required=True, help="JSON report")
     args = ap.parse_args(argv)
     try:
+        if args.max_columns < 1:
+            raise TableError(f"--max-columns must be >= 1, got {args.max_columns}")
         table = load_table(args.table)
         if args.feature not in table.feature_names:
             raise TableError(f"feature {args.feature!r} is not in the table (features: {', '.join(table.feature_names)})")
@@ -147,21 +160,19 @@ def main(argv=None) -> int:
         r = {"share": s, "knob_leverage": leverage(t, args.knob), **analyse(t, args.feature, args.lam,
                                                                              args.max_columns, args.tuning_fraction)}
         rows.append(r)
-        a, c = r["named_in_advance"], r["chosen_on_tuning_split"]
+        a = r["named_in_advance"]
         print(f"share {s:.2f}: {args.knob} at its smallest level {r['knob_leverage']:.3f} of full; context value "
-              f"{r['context_value']:.3f} (with {args.feature} {r['named_in_advance']['perfect_knowledge']:.3f}); task LUT {r['task_lut_val']:.3f} on val; {'+'.join(a['columns'])} "
-              f"{a['diff']:+.3f} [{a['ci'][0]:+.3f}, {a['ci'][1]:+.3f}] {a['decision']}; chosen on the tuning split "
-              f"{'+'.join(c['columns'])} {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] {c['decision']}",
+              f"{r['context_value']:.3f} (with {args.feature} {a['perfect_knowledge']:.3f}); task LUT "
+              f"{r['task_lut_val']:.3f} on val; {_vs(a)}; chosen on the tuning split {_vs(r['chosen_on_tuning_split'])}",
               flush=True)
     output_mix = None
     if mix is not None:
         output_mix = {"lengths": args.output_mix, "seed": 0,
                       **analyse(mix, "expected_output_tokens", args.lam, args.max_columns, args.tuning_fraction)}
-        a, c = output_mix["named_in_advance"], output_mix["chosen_on_tuning_split"]
+        a = output_mix["named_in_advance"]
         print(f"output mix {args.output_mix}: context value {output_mix['context_value']:.3f} (with expected_output_tokens "
-              f"{a['perfect_knowledge']:.3f}); task LUT {output_mix['task_lut_val']:.3f} on val; expected_output_tokens "
-              f"{a['diff']:+.3f} [{a['ci'][0]:+.3f}, {a['ci'][1]:+.3f}] {a['decision']}; chosen on the tuning split "
-              f"{'+'.join(c['columns'])} {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] {c['decision']}")
+              f"{a['perfect_knowledge']:.3f}); task LUT {output_mix['task_lut_val']:.3f} on val; {_vs(a)}; chosen on "
+              f"the tuning split {_vs(output_mix['chosen_on_tuning_split'])}")
     write_json(args.out, {"table": args.table, "knob": args.knob, "feature": args.feature, "lam": args.lam,
                           "output_mix": output_mix,
                           "tuning_split": {"fraction": args.tuning_fraction, "seed": 0},

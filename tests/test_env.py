@@ -405,6 +405,13 @@ def test_latency_leverage_counterfactual_adds_a_knob_linear_cost(tmp_path, capsy
     d = feature_lut_decision(t, ("f0",))
     assert rows[0]["named_in_advance"]["diff"] == pytest.approx(d["diff"]) and rows[0]["named_in_advance"]["decision"] == ">"
     assert rows[0]["tuning_split"]["chosen"] == ["f0"] and rows[1]["knob_leverage"] == pytest.approx(0.75)
+    # no feature varies (a legitimate workload): nothing is chosen on the tuning split, the rest is reported
+    flat = t.replace(features=np.zeros_like(t.features))
+    flat.save(tmp_path / "flat.npz")
+    assert mod.main(["--table", str(tmp_path / "flat.npz"), "--feature", "f0", "--share", "0", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["chosen_on_tuning_split"] is None and row["tuning_split"]["chosen"] is None
+    assert row["named_in_advance"]["diff"] == pytest.approx(0.0, abs=1e-9)
     # --output-mix: output lengths from the list, latency from the table's stage model (1 ms per vision token and per
     # prompt token, 1 ms per decode step after the first): P + 2v + (O - 1) ms
     model = {"vision_p50_ms": {"1": 1.0, "2": 2.0}, "axes": {"active_blocks": [1], "top_k": [1]},
