@@ -96,6 +96,8 @@ shapes-table: $(STAMP_TEST)
 	$(PY) experiments/knob_effects_by_size.py --table $(SHAPES_TABLE) --out $(SHAPES)/knob_effects_by_size.json
 	$(PY) experiments/oracle_gap.py --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
 	    --table src/e5jax/data/default_table.npz --out $(SHAPES)/oracle_gap.json
+	$(PY) experiments/latency_leverage.py --table $(SHAPES_TABLE) --knob vision_tokens --feature object_size \
+	    --share 0 0.25 0.5 0.75 --output-mix 2 4 8 16 32 64 --out $(SHAPES)/latency_leverage.json
 
 # The replication on 6,000 fresh requests with the same checkpoint (artifacts/shapes6k/PLAN.md: hypotheses fixed
 # before measuring; RESULTS.md). Needs $(SHAPES)/ck (make shapes-table, or the committed checkpoint). ~15 min here.
@@ -112,6 +114,8 @@ shapes6k-table: $(STAMP_TEST)
 	$(PY) experiments/feature_lut.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/feature_lut.json
 	$(PY) experiments/oracle_gap.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/oracle_gap.json
 	$(PY) experiments/lut_cells.py --table $(SHAPES6K_TABLE) --out $(SHAPES6K)/lut_cells_b1.json
+	$(PY) experiments/latency_leverage.py --table $(SHAPES6K_TABLE) --knob vision_tokens --feature object_size \
+	    --share 0 0.25 0.5 0.75 --output-mix 2 4 8 16 32 64 --out $(SHAPES6K)/latency_leverage.json
 	$(PY) experiments/label_rule.py --table $(SHAPES6K_TABLE) --table $(SHAPES_TABLE) --table $(MEASURED_TABLE) \
 	    --table src/e5jax/data/default_table.npz --out $(SHAPES6K)/label_rule.json
 	$(VENV)/bin/e5jax sweep --config $(SHAPES6K)/sweep_supervised/sweep_spec.toml --table $(SHAPES6K_TABLE) \
