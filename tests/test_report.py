@@ -498,3 +498,24 @@ def test_overhead_orderings_are_sets_under_their_resolution(tmp_path):
     assert lo == pytest.approx(1.02) and hi == pytest.approx(1.02)
     lo, hi = A.paired_ratio_ci(blocks[names[1]], blocks[names[0]])
     assert lo <= 1 <= hi
+
+
+def test_host_records_the_cpu_signature_and_isa(tmp_path):
+    """Two virtual machines both named "AMD EPYC" gave different last bits (docs/robustness.md): the host record keeps
+    the first processor's vendor, family, model and stepping and which ISA extensions it has; the summary prints them.
+    Without /proc/cpuinfo the fields are None."""
+    from e5jax.host import cpu_identity
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+                    "stepping\t: 1\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n\nprocessor\t: 1\nflags\t\t: avx512_bf16\n")
+    ident = cpu_identity(str(info))
+    assert ident["cpu"] == "AMD EPYC" and ident["cpu_isa"] == ["sse4_2", "avx", "avx2", "fma", "avx512f"]
+    assert ident["cpu_signature"] == {"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "17", "stepping": "1"}
+    none = cpu_identity(str(tmp_path / "missing"))
+    assert none["cpu_signature"] is None and none["cpu_isa"] is None
+    doc = make_curves(seeds=2)
+    doc["meta"]["host"].update(cpu="AMD EPYC", cpu_signature=ident["cpu_signature"], cpu_isa=ident["cpu_isa"])
+    write_json(tmp_path / "e5_training_curves.json", doc)
+    R.write_outputs(tmp_path, figures=False)
+    assert "AMD EPYC × 1 (family 25 model 17; sse4_2, avx, avx2, fma, avx512f)." in (tmp_path / "summary.md").read_text()

@@ -461,7 +461,10 @@ def summary_markdown(doc, se, ff, st, ov, figures: dict | None, dec: dict | None
         f"- **Table**: {tab.get('source', '?')} `{tab.get('path', '?')}` (sha256 {tab.get('sha256_16', '?')}), "
         f"{tab.get('num_requests', '?')} requests × {tab.get('num_configs', '?')} configs.",
         f"- **Host**: jax {host.get('jax_version', '?')}, backend {host.get('backend', '?')} ({host.get('device_kind', '?')}), "
-        f"{host.get('cpu', '?')} × {host.get('cpu_count', '?')}.",
+        f"{host.get('cpu', '?')} × {host.get('cpu_count', '?')}"
+        + (f" (family {host['cpu_signature'].get('cpu family', '?')} model {host['cpu_signature'].get('model', '?')}"
+           + (f"; {', '.join(host['cpu_isa'])}" if host.get("cpu_isa") else "") + ")"
+           if isinstance(host.get("cpu_signature"), dict) else "") + ".",
     ]
     ref = doc["references"]
     rl = []
