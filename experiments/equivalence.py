@@ -292,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def different_machines(host_old: dict, host_new: dict) -> bool | None:
+    """Did the two runs run on different CPUs (e.g. a ``--reuse``'d run made on another machine)? Their learned
+    methods' last bits then differ for that reason alone (docs/robustness.md). None when either run predates the
+    ``cpu_signature`` record."""
+    if "cpu_signature" not in host_old or "cpu_signature" not in host_new:
+        return None
+    return any(host_old.get(k) != host_new.get(k) for k in ("cpu", "cpu_signature", "cpu_isa"))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds < MIN_SEEDS and not args.allow_few_seeds:
@@ -362,7 +371,12 @@ def main(argv=None) -> int:
     ords = compare_orderings(dec_old, dec_new)
     if floors:
         ords["noise_floor"] = noise_floor(ords, floors)
-    host = c_new["meta"]["host"]
+    host, host_old = c_new["meta"]["host"], c_old["meta"]["host"]
+    machines_differ = different_machines(host_old, host)
+    if machines_differ:
+        print("equivalence: warning: the old and new runs ran on different CPUs "
+              f"({host_old.get('cpu_signature')} vs {host.get('cpu_signature')}): differences include the machine's",
+              file=sys.stderr)
     report = {
         "verdict": overall(methods, ords),
         "margin": args.margin,
@@ -374,7 +388,8 @@ def main(argv=None) -> int:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["experiments/equivalence.py", *(sys.argv[1:] if argv is None else argv)]),
             "old": old, "new": new, "seeds": args.seeds, "seed_keys": c_new["meta"]["seed_keys"],
-            "config": cfg, "new_env": new_env, "cpu": host.get("cpu"), "cpu_count": host.get("cpu_count"),
+            "config": cfg, "new_env": new_env, "cpu": host.get("cpu"), "cpu_signature": host.get("cpu_signature"),
+            "cpu_isa": host.get("cpu_isa"), "machines_differ": machines_differ, "cpu_count": host.get("cpu_count"),
             "jax_version": host.get("jax_version"), "backend": host.get("backend"),
             "jax_version_old": c_old["meta"]["host"].get("jax_version"),
             "workdir": str(work), "runs": runs,

@@ -165,3 +165,13 @@ def test_a_differing_pair_carries_both_intervals_oriented_like_the_ordering():
     r = eq.compare_orderings(old, new)
     assert r["different"] == [{"ordering": "auc: lut vs ppo (seeds only)", "old": "<", "new": "unresolved",
                                "old_ci": [-0.009, -0.001], "new_ci": [-0.008, 0.0003]}]
+
+
+def test_runs_on_different_cpus_are_flagged():
+    """A reused run from another CPU (same model name, another family/model or ISA) is flagged; the same CPU is not;
+    a run that predates the cpu_signature record cannot be judged (None)."""
+    a = {"cpu": "AMD EPYC", "cpu_signature": {"cpu family": "25", "model": "17"}, "cpu_isa": ["avx2", "avx512f"]}
+    b = {"cpu": "AMD EPYC", "cpu_signature": {"cpu family": "25", "model": "1"}, "cpu_isa": ["avx2"]}
+    assert eq.different_machines(a, copy.deepcopy(a)) is False
+    assert eq.different_machines(a, b) is True
+    assert eq.different_machines({"cpu": "AMD EPYC"}, a) is None
