@@ -488,6 +488,17 @@ def test_overhead_orderings_are_sets_under_their_resolution(tmp_path):
     assert f"fastest **{{{fast[0]}, {fast[1]}}}**, slowest {names[2]} (a time" in text
     cheap = sorted(names[:2], key=lambda n: float(np.median(blocks[n])))
     assert f"cheapest (p50) **{{{cheap[0]}, {cheap[1]}}}**, most expensive {names[2]} (a method" in text
+    # every method in one set: said so, not as "cheapest X, most expensive X"
+    for n, m in doc["methods"].items():
+        m["train_time_s"], m["train_time_resolution_s"] = 1.0 + 0.01 * names.index(n), 0.5
+    write_json(tmp_path / "e5_training_curves.json", doc)
+    write_json(tmp_path / "e5_overhead_analysis.json", {"schema": "e5jax/e5_overhead_analysis/v1", "methods": {
+        n: {"decision_ms": {"p50": float(np.median(blocks[n])), "p95": 1.0, "p99": 1.0, "block_p50": blocks[n].tolist()},
+            "training": {"total_s": 1.0, "components": {}}} for n in names[:2]}})
+    R.write_outputs(tmp_path, figures=False)
+    same = (tmp_path / "summary.md").read_text()
+    assert "none separated from the others: each time ± its resolution overlaps the fastest's" in same
+    assert "none separated from the others (the 95% CI of each one's ratio" in same and "cheapest (p50)" not in same
     # the seed's expected findings carry the same rules: per-seed ranges of env steps, training times' resolution
     assert "gap closed ≥ 0.5: grpo 100 vs ppo 200 env steps (per-seed ranges do not overlap)" in text
     assert "training time grpo 3 s vs ppo 1.15 s (parameters 100 vs 200) — separated by more than their resolution" in text

@@ -257,7 +257,9 @@ def _answer_overhead(doc, ov) -> list[str]:
         iv.update({n: (r / 2, r / 2) for n, r in low.items() if r is not None})
         if len(iv) > 1:
             fast, slow = A.overlap_set(iv, lowest=True), A.overlap_set(iv, lowest=False)
-            txt += (f" — fastest **{_set(fast)}**, slowest {_set(slow)} (a time ± its resolution that overlaps the "
+            txt += (" — none separated from the others: each time ± its resolution overlaps the fastest's"
+                    if len(fast) == len(iv) else
+                    f" — fastest **{_set(fast)}**, slowest {_set(slow)} (a time ± its resolution that overlaps the "
                     "fastest's or the slowest's is not separated from it)")
         out.append(txt + ".")
         ev = {n: A.num(m.get("eval_time_s")) for n, m in ms.items() if A.num(m.get("eval_time_s")) is not None}
@@ -288,7 +290,9 @@ def _answer_overhead(doc, ov) -> list[str]:
                 c, e = order[0], order[-1]
                 lo = [c] + [n for n in order[1:] if not A.paired_ratio_ci(blocks[n], blocks[c])[0] > 1]  # NaN: not
                 hi = [e] + [n for n in order[:-1] if not A.paired_ratio_ci(blocks[e], blocks[n])[0] > 1]  # separated
-                txt += (f" — cheapest (p50) **{_set(lo)}**, most expensive {_set(hi)} (a method whose 95% CI of the "
+                txt += (f" — none separated from the others (the 95% CI of each one's ratio of round medians to the "
+                        f"cheapest's, over the {len(blocks[c])} interleaved rounds, includes 1)." if len(lo) == len(order)
+                        else f" — cheapest (p50) **{_set(lo)}**, most expensive {_set(hi)} (a method whose 95% CI of the "
                         f"ratio of round medians to the cheapest's or the most expensive's, over the "
                         f"{len(blocks[c])} interleaved rounds, includes 1 is not separated from it).")
             elif len(order) > 1:
