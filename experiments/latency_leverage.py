@@ -92,9 +92,9 @@ def with_output_mix(table: ProfileTable, lengths, seed: int = 0) -> ProfileTable
 
 def leverage(table: ProfileTable, knob: str) -> float:
     """Median over requests of latency(knob at its smallest level, others full) / latency(full)."""
-    want = [int(v[-1]) for v in table.knobs.values()]
-    want[list(table.knobs).index(knob)] = int(table.knobs[knob][0])
-    c = int(np.flatnonzero((table.config_levels() == want).all(1))[0])
+    from profiling_bridge.knob_effects import level_configs
+
+    c = level_configs(table)[knob][int(table.knobs[knob][0])]
     return float(np.median(table.latency_ms[:, c] / table.latency_ms[:, table.full_config]))
 
 

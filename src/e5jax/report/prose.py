@@ -413,8 +413,9 @@ def _versus(se, st, doc, thresholds, dec, a: str, b: str, why: str) -> list[str]
     if tg is not None and tp is not None:
         rg, rp = (A.num(ms[n].get("train_time_resolution_s")) for n in (a, b))
         sep = ""
-        if rg is not None and rp is not None:  # the resolution rule of the overhead answer (analysis.overlap_set)
-            sep = (f" — within their resolution (±{rg:.2g} / ±{rp:.2g} s): not separated" if abs(tg - tp) <= rg + rp
+        if rg is not None and rp is not None:  # the overhead answer's resolution rule
+            tied = len(A.overlap_set({a: (tg, rg), b: (tp, rp)})) == 2
+            sep = (f" — within their resolution (±{rg:.2g} / ±{rp:.2g} s): not separated" if tied
                    else f" — separated by more than their resolution (±{rg:.2g} / ±{rp:.2g} s)")
         out.append(f"\"{A_} has low overhead ({why})\" — training time {a} {tg:.3g} s vs {b} {tp:.3g} s "
                    f"(parameters {ms[a].get('num_params') or 0:,} vs {ms[b].get('num_params') or 0:,}){sep}.")
